@@ -1,0 +1,134 @@
+"""Packing token streams into fixed-length sequences, and the Arrow shards that hold them.
+
+GPT-NeoX packing: each document's tokens are followed by EOS, the documents are
+concatenated in order, and the stream is cut into `seq_len`-token rows; the
+final partial row is dropped (and counted). Rows go into Arrow IPC files with a
+single `input_ids` column of fixed-size lists of the narrowest unsigned type
+that holds the vocabulary (uint16 for Pythia's 50,304 ids), so a reader can
+memory-map them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+COLUMN = "input_ids"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned integer type that holds every id below `vocab_size`."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"vocabulary of {vocab_size} ids does not fit in uint32")
+
+
+class Packer:
+    """Turns batches of documents' token ids into complete `seq_len` rows.
+
+    Pure and in-memory: `add` returns the rows completed by a batch and keeps the
+    rest; a token budget (`max_tokens`) ends packing once reached.
+    """
+
+    def __init__(self, seq_len: int, eos_id: int, dtype: np.dtype, max_tokens: int | None = None):
+        self.seq_len = seq_len
+        self.eos_id = eos_id
+        self.dtype = np.dtype(dtype)
+        # The budget counts whole rows only: at most max_tokens tokens are written.
+        self.max_rows = None if max_tokens is None else max_tokens // seq_len
+        self.rows_out = 0
+        self.documents = 0
+        self.tokens_in = 0
+        self._pending = np.empty(0, dtype=self.dtype)
+
+    @property
+    def done(self) -> bool:
+        return self.max_rows is not None and self.rows_out >= self.max_rows
+
+    def add(self, documents: Sequence[Sequence[int]]) -> np.ndarray:
+        """Rows (shape [n, seq_len]) completed by these documents, each followed by EOS.
+
+        Once the budget is reached the remaining documents are not counted as read.
+        """
+        if self.done or not documents:
+            return np.empty((0, self.seq_len), dtype=self.dtype)
+        lengths = np.fromiter((len(d) + 1 for d in documents), dtype=np.int64, count=len(documents))
+        if self.max_rows is not None:
+            # Keep only the documents needed to fill the remaining budget.
+            needed = (self.max_rows - self.rows_out) * self.seq_len - len(self._pending)
+            keep = int(np.searchsorted(np.cumsum(lengths), needed, side="left")) + 1
+            documents, lengths = documents[:keep], lengths[:keep]
+        stream = np.fromiter(
+            itertools.chain.from_iterable(itertools.chain(d, (self.eos_id,)) for d in documents),
+            dtype=self.dtype,
+            count=int(lengths.sum()),
+        )
+        self.documents += len(documents)
+        self.tokens_in += len(stream)
+        stream = np.concatenate([self._pending, stream])
+        rows = len(stream) // self.seq_len
+        if self.max_rows is not None:
+            rows = min(rows, self.max_rows - self.rows_out)
+        cut = rows * self.seq_len
+        self.rows_out += rows
+        self._pending = stream[:0] if self.done else stream[cut:]
+        return stream[:cut].reshape(rows, self.seq_len)
+
+    def dropped_tokens(self) -> int:
+        """Tokens read but not written: the final partial row (or the overshoot past the budget)."""
+        return self.tokens_in - self.rows_out * self.seq_len
+
+
+def rows_to_table(rows: np.ndarray) -> pa.Table:
+    """An Arrow table with one `input_ids` column of fixed-size lists."""
+    seq_len = rows.shape[1]
+    values = pa.array(rows.reshape(-1))
+    return pa.table({COLUMN: pa.FixedSizeListArray.from_arrays(values, seq_len)})
+
+
+def write_shard(rows: np.ndarray, path: str | Path) -> None:
+    """Write rows as one Arrow IPC file (random-access format, memory-mappable)."""
+    table = rows_to_table(rows)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+class ShardWriter:
+    """Buffers rows and writes a shard each `shard_sequences` rows: `shard-00000.arrow`, ..."""
+
+    def __init__(self, out_dir: str | Path, seq_len: int, dtype: np.dtype, shard_sequences: int):
+        self.out_dir = Path(out_dir)
+        self.seq_len = seq_len
+        self.dtype = np.dtype(dtype)
+        self.shard_sequences = shard_sequences
+        self.files: list[tuple[str, int]] = []
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows):
+            self._buffer.append(rows)
+            self._buffered += len(rows)
+        while self._buffered >= self.shard_sequences:
+            self._flush(self.shard_sequences)
+
+    def close(self) -> list[tuple[str, int]]:
+        """Write the last, shorter shard; return (file name, rows) of every shard."""
+        if self._buffered:
+            self._flush(self._buffered)
+        return self.files
+
+    def _flush(self, count: int) -> None:
+        rows = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        name = f"shard-{len(self.files):05d}.arrow"
+        write_shard(rows[:count], self.out_dir / name)
+        self.files.append((name, count))
+        rest = rows[count:]
+        self._buffer = [rest] if len(rest) else []
+        self._buffered = len(rest)

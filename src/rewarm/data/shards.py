@@ -1,0 +1,100 @@
+"""Reading packed shards for training: random access to sequence i across shards.
+
+Each shard is memory-mapped (`pyarrow.memory_map`), so only the pages of the
+sequences touched become resident: memory does not grow with corpus size.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from rewarm.data.packing import COLUMN, SCHEMA_VERSION
+from rewarm.data.sources import file_sha256
+
+MANIFEST = "manifest.json"
+
+
+class ShardError(ValueError):
+    """A shard directory that is missing, altered or does not match what the reader expects."""
+
+
+def read_manifest(split_dir: str | Path) -> dict:
+    path = Path(split_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ShardError(f"{path}: no manifest (run `rewarm prepare` for this corpus first)") from None
+    except json.JSONDecodeError as error:
+        raise ShardError(f"{path}: manifest is not valid JSON ({error})") from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ShardError(f"{path}: schema version {manifest.get('schema_version')!r}, this rewarm reads {SCHEMA_VERSION}")
+    return manifest
+
+
+class ShardReader:
+    """Sequence `i` of a prepared split, as a numpy array of `seq_len` token ids.
+
+    verify: check each shard's size and sha256 against the manifest before use.
+    tokenizer_fingerprint: if given, the shards must have been made with that tokenizer.
+    """
+
+    def __init__(self, split_dir: str | Path, verify: bool = True, tokenizer_fingerprint: str | None = None):
+        self.split_dir = Path(split_dir)
+        self.manifest = read_manifest(self.split_dir)
+        self.seq_len = int(self.manifest["seq_len"])
+        found = self.manifest["tokenizer"]["fingerprint"]
+        if tokenizer_fingerprint is not None and found != tokenizer_fingerprint:
+            raise ShardError(
+                f"{self.split_dir}: shards were tokenized with tokenizer {found[:12]}, "
+                f"expected {tokenizer_fingerprint[:12]} (re-run `rewarm prepare` with this model's tokenizer)"
+            )
+        self._arrays: list[np.ndarray] = []
+        self._starts: list[int] = []
+        total = 0
+        for shard in self.manifest["shards"]:
+            path = self.split_dir / shard["file"]
+            if verify:
+                _verify(path, shard)
+            self._starts.append(total)
+            self._arrays.append(_map_rows(path, self.seq_len, shard["rows"]))
+            total += shard["rows"]
+        self._length = total
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not -self._length <= index < self._length:
+            raise IndexError(f"sequence {index} out of range for {self._length} sequences")
+        index %= self._length
+        shard = bisect.bisect_right(self._starts, index) - 1
+        return self._arrays[shard][index - self._starts[shard]]
+
+
+def _verify(path: Path, shard: dict) -> None:
+    if not path.exists():
+        raise ShardError(f"{path}: shard listed in the manifest is missing")
+    if "bytes" in shard and path.stat().st_size != shard["bytes"]:
+        raise ShardError(f"{path}: {path.stat().st_size} bytes, the manifest says {shard['bytes']} (truncated or altered)")
+    if file_sha256(path) != shard["sha256"]:
+        raise ShardError(f"{path}: checksum does not match the manifest (altered or corrupt shard)")
+
+
+def _map_rows(path: Path, seq_len: int, rows: int) -> np.ndarray:
+    """A zero-copy [rows, seq_len] view of a memory-mapped shard."""
+    try:
+        table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        chunks = table.column(COLUMN)
+        # One record batch per shard (as written by ShardWriter) maps without a copy.
+        column = chunks.chunk(0) if chunks.num_chunks == 1 else chunks.combine_chunks()
+    except (pa.ArrowInvalid, KeyError) as error:
+        raise ShardError(f"{path}: not a readable shard ({error})") from None
+    if len(column) != rows or column.type.list_size != seq_len:
+        raise ShardError(f"{path}: holds {len(column)} x {column.type.list_size} tokens, the manifest says {rows} x {seq_len}")
+    values = column.flatten().to_numpy(zero_copy_only=True)
+    return values.reshape(rows, seq_len)

@@ -1,0 +1,206 @@
+"""Readers that yield document texts from one source.
+
+JSON lines (plain or zstd-compressed, as the Pile and SlimPajama ship) and
+Hugging Face datasets (streamed). The embedded demo is written as `.jsonl.zst`
+by `rewarm.data.demo` and read here like real data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+
+from rewarm.config import DemoSource, HfSource, JsonlSource, Source, resolve_glob
+
+log = logging.getLogger(__name__)
+
+_CHUNK_BYTES = 1 << 20
+
+
+class CorpusError(ValueError):
+    """A bad record or file in a corpus, naming the file and line."""
+
+
+@dataclass
+class ReadStats:
+    """Counts kept while reading, for the manifest."""
+
+    documents: int = 0
+    """Non-empty documents yielded."""
+    empty: int = 0
+    """Empty (or whitespace-only) documents skipped."""
+    bad: int = 0
+    """Bad records skipped (only with on_bad_record='skip')."""
+    bad_examples: list[str] = field(default_factory=list)
+    """The first few bad-record messages, for the log."""
+
+
+def demo_path(raw_dir: str | Path, corpus: str, split: str) -> Path:
+    """Where `rewarm generate` writes a demo source."""
+    return Path(raw_dir) / corpus / f"{split}.jsonl.zst"
+
+
+def source_files(source: Source, corpus: str, split: str, raw_dir: str | Path, base_dir: str | Path = ".") -> list[Path]:
+    """The local files a source reads (none for a hub dataset)."""
+    if isinstance(source, DemoSource):
+        return [demo_path(raw_dir, corpus, split)]
+    if isinstance(source, JsonlSource):
+        files = resolve_glob(source.path, base_dir)
+        if not files:
+            raise CorpusError(f"{source.path}: matches no file")
+        return files
+    return []
+
+
+def describe(source: Source, files: list[Path]) -> str:
+    if isinstance(source, HfSource):
+        rev = f"@{source.revision}" if source.revision else ""
+        cfg = f" ({source.name})" if source.name else ""
+        return f"hf:{source.path}{cfg}{rev} split={source.split}"
+    return f"{source.type}: " + ", ".join(str(f) for f in files)
+
+
+def fingerprint(source: Source, files: list[Path]) -> str:
+    """A stable hash of what the source reads: for files, their names, sizes and full content."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in vars(source).items()}, sort_keys=True, default=str).encode())
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(str(path.stat().st_size).encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_documents(
+    source: Source, files: list[Path], stats: ReadStats, on_bad_record: str = "error"
+) -> Iterator[str]:
+    """Yield the non-empty document texts of a source, in order."""
+    if isinstance(source, HfSource):
+        texts = read_hf(source)
+        origin = describe(source, files)
+        for number, text in enumerate(texts, start=1):
+            yield from _accept(text, origin, number, "row", stats, on_bad_record, source.text_field)
+        return
+    field_name = source.text_field if isinstance(source, JsonlSource) else "text"
+    for path in files:
+        yield from read_jsonl(path, field_name, stats, on_bad_record)
+
+
+def read_jsonl(path: str | Path, text_field: str, stats: ReadStats, on_bad_record: str = "error") -> Iterator[str]:
+    """Texts of a `.jsonl` or `.jsonl.zst` file. Bad records raise CorpusError naming
+    file and line, or are counted and skipped with on_bad_record='skip'."""
+    for number, line in iter_lines(path):
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            yield from _bad(f"{path}:{number}: invalid UTF-8 ({error.reason} at byte {error.start})", stats, on_bad_record)
+            continue
+        except json.JSONDecodeError as error:
+            yield from _bad(f"{path}:{number}: not valid JSON ({error.msg}, column {error.colno})", stats, on_bad_record)
+            continue
+        if not isinstance(record, dict):
+            yield from _bad(f"{path}:{number}: expected a JSON object, got {type(record).__name__}", stats, on_bad_record)
+            continue
+        yield from _accept(record.get(text_field, _MISSING), str(path), number, "line", stats, on_bad_record, text_field)
+
+
+_MISSING = object()
+
+
+def _accept(text, origin: str, number: int, unit: str, stats: ReadStats, on_bad_record: str, text_field: str) -> Iterator[str]:
+    if text is _MISSING:
+        yield from _bad(f"{origin}:{number}: {unit} has no field {text_field!r}", stats, on_bad_record)
+    elif not isinstance(text, str):
+        yield from _bad(
+            f"{origin}:{number}: field {text_field!r} is {type(text).__name__}, expected a string", stats, on_bad_record
+        )
+    elif not text.strip():
+        stats.empty += 1
+    else:
+        stats.documents += 1
+        yield text
+
+
+def _bad(message: str, stats: ReadStats, on_bad_record: str) -> Iterator[str]:
+    if on_bad_record == "error":
+        raise CorpusError(message + " (set prepare.on_bad_record: skip to skip and count bad records)")
+    stats.bad += 1
+    if len(stats.bad_examples) < 5:
+        stats.bad_examples.append(message)
+    return iter(())
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of a text file, decompressing `.zst` on the fly.
+
+    A truncated or corrupt zstd stream raises CorpusError naming the file and the
+    line reached: `zstandard`'s stream reader ends silently on a truncated frame,
+    so frames are decoded here and each must reach its end.
+    """
+    path = Path(path)
+    number = 0
+    pending = b""
+    for chunk in _decoded_chunks(path, lambda: number + 1):
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            number += 1
+            if line.strip():
+                yield number, line
+    if pending.strip():
+        yield number + 1, pending
+
+
+def _decoded_chunks(path: Path, line_reached) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        if path.suffix != ".zst":
+            while chunk := f.read(_CHUNK_BYTES):
+                yield chunk
+            return
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        in_frame = False
+        while raw := f.read(_CHUNK_BYTES):
+            while raw:
+                try:
+                    out = decompressor.decompress(raw)
+                except zstandard.ZstdError as error:
+                    raise CorpusError(f"{path}:{line_reached()}: corrupt zstd data ({error})") from None
+                in_frame = True
+                if out:
+                    yield out
+                raw = b""
+                if decompressor.eof:  # a file may hold several frames
+                    raw = decompressor.unused_data
+                    decompressor = zstandard.ZstdDecompressor().decompressobj()
+                    in_frame = False
+        if in_frame:
+            raise CorpusError(f"{path}:{line_reached()}: truncated zstd stream (file ends inside a frame)")
+
+
+def read_hf(source: HfSource) -> Iterator:
+    """Stream the text column of a Hugging Face dataset (hub id, builder name or local directory)."""
+    import datasets
+
+    dataset = datasets.load_dataset(
+        source.path,
+        name=source.name,
+        split=source.split,
+        revision=source.revision,
+        data_files=source.data_files,
+        streaming=True,
+    )
+    for row in dataset:
+        yield row.get(source.text_field, _MISSING)

@@ -1,0 +1,40 @@
+# Configuration validation and path helpers shared by the rules.
+# The configuration is validated by the same code the CLI uses, before any job starts:
+# a bad key stops the workflow here with every problem listed.
+
+import sys
+
+from rewarm import config as rewarm_config
+from rewarm.data.sources import source_files
+
+# Files Snakemake merged into `config`: params.yaml, then any --configfile, in order.
+# Each job gets the same list, so the CLI sees exactly the configuration validated here.
+PARAMS_FILES = ["params.yaml", *[str(f) for f in workflow.overwrite_configfiles]]
+PARAMS = " ".join(f"--params {f}" for f in PARAMS_FILES)
+
+try:
+    CONFIG = rewarm_config.from_dict(config, origin=" + ".join(PARAMS_FILES))
+except rewarm_config.ConfigError as error:
+    sys.exit(f"rewarm: invalid configuration\n{error}")
+
+CORPORA = list(CONFIG.corpora)
+
+
+wildcard_constraints:
+    corpus="|".join(CORPORA),
+
+
+def corpus_params(wildcards):
+    """The corpus's section of the configuration: a change to it re-runs its `prepare` job."""
+    return rewarm_config.to_dict(CONFIG.corpora[wildcards.corpus])
+
+
+def corpus_local_files(wildcards):
+    """Local JSON-lines files a corpus reads (demo sources come from `generate`)."""
+    corpus = CONFIG.corpora[wildcards.corpus]
+    return [
+        str(path)
+        for split, source in corpus.splits().items()
+        if source.type == "jsonl"
+        for path in source_files(source, wildcards.corpus, split, "data/raw")
+    ]
