@@ -233,7 +233,7 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
         return _convert(options[0], value, key, problems)
     if origin is Literal:
         if value not in args:
-            problems.append(f"{key}: {_show(value)} is not one of {', '.join(repr(a) for a in args)}")
+            problems.append(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
         return value
     if origin is dict:
         if not isinstance(value, dict):
@@ -259,7 +259,7 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
 def _convert_source(value: Any, key: str, problems: list[str]) -> Any:
     kind = value.get("type") if isinstance(value, dict) else None
     if kind not in SOURCE_TYPES:
-        shown = _show(kind) if isinstance(value, dict) and "type" in value else "no type"
+        shown = repr(kind) if isinstance(value, dict) and "type" in value else "no type"
         problems.append(f"{key}.type: {shown} is not one of {', '.join(repr(t) for t in SOURCE_TYPES)}")
         return None
     return _build(SOURCE_TYPES[kind], value, key, problems)

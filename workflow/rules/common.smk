@@ -38,3 +38,12 @@ def corpus_local_files(wildcards):
         if source.type == "jsonl"
         for path in source_files(source, wildcards.corpus, split, "data/raw")
     ]
+
+
+def demo_generator_params():
+    """What the demo generator depends on (not budgets such as max_tokens, which only `prepare` reads)."""
+    return {
+        f"{corpus}/{split}": {"domain": source.domain, "documents": source.documents, "seed": source.seed}
+        for (corpus, split), source in CONFIG.sources().items()
+        if source.type == "demo"
+    }

@@ -4,11 +4,7 @@ rule generate:
         directory("data/raw"),
     params:
         config=PARAMS,
-        demo={
-            f"{corpus}/{split}": rewarm_config.to_dict(source)
-            for (corpus, split), source in CONFIG.sources().items()
-            if source.type == "demo"
-        },
+        demo=demo_generator_params(),
     log:
         "logs/generate.log",
     benchmark:

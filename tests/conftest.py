@@ -1,0 +1,100 @@
+"""Shared fixtures: a throwaway tokenizer trained in-process (as nanochat's tests do), demo
+corpora written to temporary files, and a helper that runs the real `rewarm` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rewarm import config as cfg
+from rewarm.data import demo
+from rewarm.data import tokenizer as tok
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# No test may reach the network: the hub clients fail fast instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def small_params(**overrides) -> dict:
+    """A small demo configuration: same shape as params.yaml, fewer documents."""
+    params = {
+        "tokenizer": {"type": "train", "vocab_size": 1024},
+        "prepare": {"seq_len": 64, "shard_sequences": 128, "batch_documents": 64, "on_bad_record": "error"},
+        "corpora": {
+            "upstream": {
+                "train": {"type": "demo", "domain": "upstream", "documents": 600, "seed": 1},
+                "val": {"type": "demo", "domain": "upstream", "documents": 60, "seed": 2},
+            },
+            "downstream": {
+                "train": {"type": "demo", "domain": "downstream", "documents": 600, "seed": 3},
+                "val": {"type": "demo", "domain": "downstream", "documents": 60, "seed": 4},
+            },
+        },
+    }
+    return cfg.deep_merge(params, overrides)
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def rewarm(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real `rewarm` command line in `cwd`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rewarm", *args], cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"rewarm {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_texts() -> list[str]:
+    return [r["text"] for r in demo.generate_records("upstream", 400, seed=7)]
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, demo_texts) -> Path:
+    out = tmp_path_factory.mktemp("tokenizer")
+    tok.save_trained(tok.train_bpe(demo_texts, vocab_size=1024), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer(tokenizer_dir):
+    return tok.load(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def small_project(tmp_path_factory) -> Path:
+    """A project directory with the small demo generated and its tokenizer trained (read-only for tests)."""
+    root = tmp_path_factory.mktemp("project")
+    write_params(root / "params.yaml", small_params())
+    rewarm("generate", "--out", "data/raw", cwd=root)
+    rewarm("tokenizer", "--out", "data/tokenizer", cwd=root)
+    return root
+
+
+@pytest.fixture
+def project_copy(tmp_path, small_project) -> Path:
+    """A writable copy of the small project."""
+    dest = tmp_path / "project"
+    shutil.copytree(small_project, dest)
+    return dest

@@ -1,0 +1,113 @@
+"""The configuration: shipped files load, and every kind of bad value is refused at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from rewarm import config as cfg
+from tests.conftest import ROOT, small_params
+
+
+def test_shipped_params_load_into_dataclasses():
+    config = cfg.load(ROOT / "params.yaml", base_dir=ROOT)
+    assert isinstance(config.prepare, cfg.PrepareConfig)
+    assert set(config.corpora) >= {"upstream", "downstream"}
+    assert all(isinstance(s, cfg.DemoSource) for s in config.sources().values())
+    assert config.sources()[("upstream", "train")].domain == "upstream"
+
+
+def test_round_trip_through_dict():
+    config = cfg.from_dict(small_params())
+    assert cfg.from_dict(cfg.to_dict(config)) == config
+
+
+def test_every_problem_is_reported_in_one_error(tmp_path):
+    params = small_params(
+        prepare={"seq_len": -4, "shard_size": 10, "batch_documents": "many"},
+        tokenizer={"type": "bpe"},
+    )
+    params["corpora"]["upstream"]["train"] = {"type": "csv", "path": "x.csv"}
+    params["corpora"]["downstream"]["val"] = {"type": "jsonl", "path": "nowhere/*.jsonl.zst"}
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.from_dict(params, base_dir=tmp_path, origin="params.yaml")
+    message = str(caught.value)
+    expected = [
+        "prepare.seq_len: -4 must be a positive integer",
+        "prepare.shard_size: unknown key (allowed: seq_len, shard_sequences, batch_documents, on_bad_record)",
+        "prepare.batch_documents: expected int, got 'many' (str)",
+        "tokenizer.type: 'bpe' is not one of 'train', 'pretrained'",
+        "corpora.upstream.train.type: 'csv' is not one of 'demo', 'jsonl', 'hf'",
+        "corpora.downstream.val.path: 'nowhere/*.jsonl.zst' matches no file",
+    ]
+    for line in expected:
+        assert line in message, f"missing {line!r} in:\n{message}"
+    assert message.startswith("params.yaml: ")
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"corpora": {"upstream": {"train": {"documents": 0}}}}, "corpora.upstream.train.documents: 0 must be a positive integer"),
+        ({"corpora": {"upstream": {"train": {"max_tokens": -1}}}}, "corpora.upstream.train.max_tokens: -1 must be a positive integer"),
+        ({"corpora": {"upstream": {"train": {"domain": "sports"}}}}, "corpora.upstream.train.domain: 'sports' is not one of"),
+        ({"corpora": {"upstream": {"train": {"seed": True}}}}, "corpora.upstream.train.seed: expected int, got True (bool)"),
+        ({"corpora": {"upstream": {"test": {"type": "demo"}}}}, "corpora.upstream.test: unknown key (allowed: train, val)"),
+        ({"corpora": {"../etc": {"val": {"type": "demo", "domain": "upstream", "documents": 1}}}}, "corpora.../etc: corpus name must match"),
+        ({"tokenizer": {"type": "pretrained"}}, "tokenizer.name_or_path: required when tokenizer.type is 'pretrained'"),
+        ({"tokenizer": {"vocab_size": 100}}, "tokenizer.vocab_size: 100 must be in [258, 1048576]"),
+        ({"prepare": {"on_bad_record": "ignore"}}, "prepare.on_bad_record: 'ignore' is not one of 'error', 'skip'"),
+        ({"stages": {}}, "stages: unknown key (allowed: corpora, tokenizer, prepare)"),
+    ],
+)
+def test_bad_value_names_key_and_allowed(override, expected):
+    with pytest.raises(cfg.ConfigError, match=None) as caught:
+        cfg.from_dict(small_params(**override))
+    assert expected in str(caught.value)
+
+
+def test_upstream_and_downstream_are_required():
+    params = small_params()
+    del params["corpora"]["downstream"]
+    params["corpora"]["upstream"].pop("val")
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.from_dict(params)
+    assert "corpora.downstream: required corpus missing" in str(caught.value)
+    assert "corpora.upstream: needs both a `train` and a `val` source" in str(caught.value)
+
+
+def test_source_without_type_is_refused():
+    params = small_params(corpora={"upstream": {"train": {"path": "a.jsonl"}}})
+    params["corpora"]["upstream"]["train"].pop("type")
+    with pytest.raises(cfg.ConfigError, match=r"corpora.upstream.train.type: no type is not one of 'demo', 'jsonl', 'hf'"):
+        cfg.from_dict(params)
+
+
+def test_jsonl_glob_resolves_relative_to_project(tmp_path):
+    (tmp_path / "raw").mkdir()
+    for name in ("b.jsonl.zst", "a.jsonl.zst"):
+        (tmp_path / "raw" / name).write_bytes(b"")
+    params = small_params(corpora={"upstream": {"train": {"type": "jsonl", "path": "raw/*.jsonl.zst"}}})
+    params["corpora"]["upstream"]["train"] = {"type": "jsonl", "path": "raw/*.jsonl.zst", "max_tokens": 1e6}
+    config = cfg.from_dict(params, base_dir=tmp_path)
+    source = config.corpora["upstream"].train
+    assert source.max_tokens == 1_000_000 and isinstance(source.max_tokens, int)
+    assert [p.name for p in cfg.resolve_glob(source.path, tmp_path)] == ["a.jsonl.zst", "b.jsonl.zst"]
+
+
+def test_later_files_override_earlier(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text((ROOT / "params.yaml").read_text())
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("prepare:\n  seq_len: 256\n")
+    config = cfg.load([base, extra])
+    assert config.prepare.seq_len == 256
+    assert config.prepare.shard_sequences == cfg.load(base).prepare.shard_sequences
+
+
+def test_unreadable_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("prepare: [unclosed\n")
+    with pytest.raises(cfg.ConfigError, match=r"params.yaml: not valid YAML"):
+        cfg.load(bad)
+    with pytest.raises(cfg.ConfigError, match=r"configuration file not found"):
+        cfg.load(tmp_path / "missing.yaml")
