@@ -56,7 +56,7 @@ def test_every_problem_is_reported_in_one_error(tmp_path):
         ({"tokenizer": {"type": "pretrained"}}, "tokenizer.name_or_path: required when tokenizer.type is 'pretrained'"),
         ({"tokenizer": {"vocab_size": 100}}, "tokenizer.vocab_size: 100 must be in [258, 1048576]"),
         ({"prepare": {"on_bad_record": "ignore"}}, "prepare.on_bad_record: 'ignore' is not one of 'error', 'skip'"),
-        ({"stages": {}}, "stages: unknown key (allowed: corpora, tokenizer, prepare)"),
+        ({"stages": {}}, "stages: unknown key (allowed: corpora, tokenizer, prepare, model, pretrain, checkpoints, train)"),
     ],
 )
 def test_bad_value_names_key_and_allowed(override, expected):
@@ -98,9 +98,9 @@ def test_later_files_override_earlier(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text((ROOT / "params.yaml").read_text())
     extra = tmp_path / "extra.yaml"
-    extra.write_text("prepare:\n  seq_len: 256\n")
+    extra.write_text("prepare:\n  seq_len: 64\n")
     config = cfg.load([base, extra])
-    assert config.prepare.seq_len == 256
+    assert config.prepare.seq_len == 64
     assert config.prepare.shard_sequences == cfg.load(base).prepare.shard_sequences
 
 

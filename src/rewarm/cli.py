@@ -22,6 +22,9 @@ Stages, in pipeline order (Snakemake rules and DVC stages of the same names call
   generate   write the embedded demo's synthetic corpora as .jsonl.zst
   tokenizer  train the demo's byte-level BPE, or copy a base model's tokenizer
   prepare    tokenize one corpus and pack it into Arrow shards, per split
+  pretrain   (demo) pre-train a tiny GPT-NeoX upstream into a Pythia-style series of checkpoints
+  select     resolve a base checkpoint (hub revision, local directory, pre-training step, scratch)
+  train      re-warm a base checkpoint on the downstream shards: one grid cell
 
 Every stage reads the configuration from --params (default: params.yaml) and
 refuses to start if any key is wrong, listing every problem at once.
@@ -64,6 +67,41 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     log.info("corpus %s prepared in %s", args.corpus, args.out)
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from rewarm import pretrain
+
+    final = pretrain.pretrain(_load(args), Path(args.tokenizer), Path(args.train), Path(args.val), Path(args.out), Path(args.state))
+    log.info("pre-training done: upstream validation loss %.4f; series in %s", final["val/upstream/loss"], args.out)
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from rewarm import checkpoints
+
+    checkpoints.select(_load(args), args.name, args.out, args.tokenizer, args.pretrain)
+    log.info("checkpoint %s ready in %s", args.name, args.out)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from rewarm import train
+
+    val = dict(_pair(v) for v in args.val)
+    final = train.train_cell(_load(args), Path(args.base), Path(args.train), val, Path(args.out), Path(args.state),
+                             Path(args.replay) if args.replay else None)
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("val/") and k.endswith("/ppl"))
+    log.info("training done: %s; run in %s", summary, args.out)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
 def _load(args: argparse.Namespace) -> cfg.Config:
     return cfg.load(args.params or ["params.yaml"])
 
@@ -92,6 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--raw", default="data/raw", help="directory of generated demo sources (default: data/raw)")
     sub.add_argument("--out", required=True, help="output directory for the corpus (e.g. data/tokens/upstream)")
     sub.add_argument("--workers", type=int, default=1, help="tokenizer threads; output is identical for any count (default: 1)")
+
+    sub = add("pretrain", cmd_pretrain, "Pre-train the demo's tiny GPT-NeoX on upstream shards; save step<N> checkpoints (resumable).")
+    sub.add_argument("--tokenizer", required=True, help="Hugging Face tokenizer directory")
+    sub.add_argument("--train", required=True, help="upstream train shards (e.g. data/tokens/upstream/train)")
+    sub.add_argument("--val", required=True, help="upstream validation shards (e.g. data/tokens/upstream/val)")
+    sub.add_argument("--state", required=True, help="resumable state directory, kept outside the output (e.g. state/pretrain)")
+    sub.add_argument("--out", required=True, help="directory for the series: step<N>/ model directories and series.json")
+
+    sub = add("select", cmd_select, "Resolve a named base checkpoint from the configuration into a Hugging Face model directory.")
+    sub.add_argument("--name", required=True, help="checkpoint name (a key of `checkpoints` in the configuration)")
+    sub.add_argument("--tokenizer", required=True, help="tokenizer directory (copied into scratch checkpoints)")
+    sub.add_argument("--pretrain", help="the pre-training series directory, for checkpoints of type `pretrain`")
+    sub.add_argument("--out", required=True, help="model directory to write (e.g. checkpoints/base/final)")
+
+    sub = add("train", cmd_train, "Re-warm a base checkpoint on downstream shards (one grid cell); resumes after a kill.")
+    sub.add_argument("--base", required=True, help="base model directory (from `rewarm select`)")
+    sub.add_argument("--train", required=True, help="downstream train shards (e.g. data/tokens/downstream/train)")
+    sub.add_argument("--val", action="append", required=True, metavar="NAME=PATH",
+                     help="validation shards to evaluate during training; repeat (e.g. upstream=data/tokens/upstream/val)")
+    sub.add_argument("--replay", help="upstream train shards for replay (needed when replay_fraction > 0)")
+    sub.add_argument("--state", required=True, help="resumable state directory, kept outside the output (e.g. state/runs/<cell>)")
+    sub.add_argument("--out", required=True, help="run directory: config.json, metrics.jsonl, dvclive/, metrics.json, model/")
     return parser
 
 

@@ -129,6 +129,152 @@ class PrepareConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """GPT-NeoX architecture (Pythia's: rotary embeddings, parallel attention and MLP, untied
+    embeddings) for the demo's pre-training and for `scratch` checkpoints without a `config`."""
+
+    hidden_size: int = 128
+    """Width of the residual stream (Pythia-410M: 1024)."""
+    num_layers: int = 4
+    """Transformer blocks (Pythia-410M: 24)."""
+    num_heads: int = 4
+    """Attention heads; must divide hidden_size (Pythia-410M: 16)."""
+    intermediate_size: int = 512
+    """MLP width (Pythia: 4 x hidden_size)."""
+    max_position_embeddings: int = 128
+    """Longest context; at least prepare.seq_len (Pythia: 2048)."""
+    rotary_fraction: float = 0.25
+    """Share of each head's dimensions that get rotary embeddings (Pythia: 0.25)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimization:
+    """How a training run optimizes: budget, batch, schedule, optimizer, evaluation, saving."""
+
+    tokens: int = 200_000
+    """Tokens to train on (global, over all processes); steps = tokens // (batch_sequences x seq_len)."""
+    batch_sequences: int = 32
+    """Global batch in sequences; the global batch in tokens, not the hardware, defines the run."""
+    micro_batch_sequences: int = 16
+    """Sequences per forward pass per process; gradient accumulation makes up the global batch."""
+    schedule: Literal["cosine", "constant", "linear", "wsd", "infinite", "rex"] = "cosine"
+    """Learning-rate schedule (src/rewarm/schedules.py); the paper's is cosine."""
+    max_lr: float = 3e-4
+    """Peak learning rate after warm-up (Pythia-410M's own: 3e-4)."""
+    min_lr: Optional[float] = None
+    """Final learning rate (None: 0.1 x max_lr, as Pythia and Gupta et al. 2023)."""
+    warmup_fraction: Optional[float] = 0.01
+    """Warm-up as a fraction of the steps (the paper sweeps 0, 0.005, 0.01, 0.02)."""
+    warmup_steps: Optional[int] = None
+    """Warm-up in steps; set warmup_fraction to null to use it."""
+    decay_fraction: float = 0.2
+    """wsd: share of the run spent decaying at the end."""
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"
+    """wsd: shape of the final decay."""
+    cooldown_fraction: float = 0.2
+    """infinite: share of the run for the cosine cooldown to the plateau."""
+    plateau_ratio: float = 0.5
+    """infinite: plateau learning rate as a fraction of max_lr."""
+    anneal_fraction: float = 0.1
+    """infinite: share of the run for the final annealing to min_lr."""
+    optimizer: Literal["adamw", "radam"] = "adamw"
+    """AdamW (the paper's), or RAdam (warm-up-free by design). Fresh state, as in the paper."""
+    beta1: float = 0.9
+    """Adam beta1 (Pythia: 0.9)."""
+    beta2: float = 0.95
+    """Adam beta2 (Pythia: 0.95)."""
+    eps: float = 1e-8
+    """Adam epsilon (Pythia: 1e-8)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay (Pythia: 0.01)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (Pythia: 1.0); 0 disables."""
+    seed: int = 0
+    """Seed of the data order (and of anything random in training)."""
+    eval_every: int = 20
+    """Evaluate on the validation samples every this many steps (and at step 0, before any update)."""
+    eval_tokens: int = 16384
+    """Tokens of each validation split used for in-training evaluation (a fixed sample)."""
+    save_every: int = 25
+    """Save the resumable state every this many steps."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when available (bf16 autocast, fused AdamW), else CPU (float32)."""
+    compile: bool = False
+    """torch.compile the model (GPU runs)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(Optimization):
+    """The demo's upstream pre-training of a tiny GPT-NeoX, saved as a Pythia-style series."""
+
+    checkpoint_steps: list[int] = dataclasses.field(default_factory=lambda: [0])
+    """Steps to save as `step<N>` checkpoints (step 0 is the initialisation); the final step is always saved."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Optimization):
+    """One re-warm run (grid cell): continual pre-training of a base checkpoint on downstream data."""
+
+    checkpoint: str = "final"
+    """Name of the base checkpoint (a key of `checkpoints`)."""
+    replay_fraction: float = 0.0
+    """Share of each batch drawn from the upstream train split (Ibrahim et al. 2024); 0 reproduces the paper."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HubCheckpoint:
+    """A model on the Hugging Face hub at a revision, as Pythia publishes them."""
+
+    type: Literal["hub"]
+    repo_id: str
+    """Hub model id, e.g. `EleutherAI/pythia-410m`."""
+    revision: str = "main"
+    """Branch, tag or commit; Pythia's are `step0`, `step1000`, ... `step143000` (final)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalCheckpoint:
+    """A Hugging Face model directory on disk (config.json, weights, tokenizer files)."""
+
+    type: Literal["local"]
+    path: str
+    """Directory path, relative to the project directory or absolute."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScratchCheckpoint:
+    """The same architecture freshly initialised with a fixed seed: the from-scratch baseline."""
+
+    type: Literal["scratch"]
+    seed: int = 0
+    """Initialisation seed."""
+    config: Optional[str] = None
+    """Take the architecture from this model (hub id or directory); None: the `model` section."""
+    revision: Optional[str] = None
+    """Revision of `config` on the hub."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainCheckpoint:
+    """A checkpoint of the demo's own pre-training series (`rewarm pretrain`)."""
+
+    type: Literal["pretrain"]
+    revision: str = "final"
+    """`step<N>` with N in pretrain.checkpoint_steps, or `final`."""
+
+
+CheckpointSpec = Union[HubCheckpoint, LocalCheckpoint, ScratchCheckpoint, PretrainCheckpoint]
+CHECKPOINT_TYPES: dict[str, type] = {
+    "hub": HubCheckpoint,
+    "local": LocalCheckpoint,
+    "scratch": ScratchCheckpoint,
+    "pretrain": PretrainCheckpoint,
+}
+# Unions told apart by their `type` key.
+_TAGGED_UNIONS = {frozenset(SOURCE_TYPES.values()): SOURCE_TYPES, frozenset(CHECKPOINT_TYPES.values()): CHECKPOINT_TYPES}
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration (`params.yaml`)."""
 
@@ -138,6 +284,14 @@ class Config:
     """Tokenizer source."""
     prepare: PrepareConfig = PrepareConfig()
     """Packing settings."""
+    model: ModelConfig = ModelConfig()
+    """Architecture for pre-training and scratch checkpoints."""
+    pretrain: PretrainConfig = PretrainConfig()
+    """The demo's upstream pre-training."""
+    checkpoints: dict[str, CheckpointSpec] = dataclasses.field(default_factory=dict)
+    """Base checkpoints by name, resolved by `rewarm select` into checkpoints/base/<name>/."""
+    train: TrainConfig = TrainConfig()
+    """The re-warm run."""
 
     def sources(self) -> dict[tuple[str, str], Source]:
         """Every (corpus, split) source, in a stable order."""
@@ -228,8 +382,9 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
-        if options == list(SOURCE_TYPES.values()):
-            return _convert_source(value, key, problems)
+        tagged = _TAGGED_UNIONS.get(frozenset(options))
+        if tagged is not None:
+            return _convert_tagged(tagged, value, key, problems)
         return _convert(options[0], value, key, problems)
     if origin is Literal:
         if value not in args:
@@ -256,13 +411,13 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
     return value
 
 
-def _convert_source(value: Any, key: str, problems: list[str]) -> Any:
+def _convert_tagged(types_by_name: dict[str, type], value: Any, key: str, problems: list[str]) -> Any:
     kind = value.get("type") if isinstance(value, dict) else None
-    if kind not in SOURCE_TYPES:
+    if kind not in types_by_name:
         shown = repr(kind) if isinstance(value, dict) and "type" in value else "no type"
-        problems.append(f"{key}.type: {shown} is not one of {', '.join(repr(t) for t in SOURCE_TYPES)}")
+        problems.append(f"{key}.type: {shown} is not one of {', '.join(repr(t) for t in types_by_name)}")
         return None
-    return _build(SOURCE_TYPES[kind], value, key, problems)
+    return _build(types_by_name[kind], value, key, problems)
 
 
 def _check(config: Config, base_dir: Path) -> list[str]:
@@ -290,7 +445,108 @@ def _check(config: Config, base_dir: Path) -> list[str]:
     prep = config.prepare
     for field in ("seq_len", "shard_sequences", "batch_documents"):
         _positive(problems, f"prepare.{field}", getattr(prep, field))
+    problems.extend(_check_model(config.model, prep.seq_len))
+    problems.extend(_check_optimization(config.pretrain, "pretrain", prep.seq_len))
+    problems.extend(_check_optimization(config.train, "train", prep.seq_len))
+    problems.extend(_check_checkpoints(config, base_dir))
     return problems
+
+
+def _check_model(model: ModelConfig, seq_len: int) -> list[str]:
+    problems: list[str] = []
+    for field in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+        _positive(problems, f"model.{field}", getattr(model, field))
+    if model.num_heads > 0 and model.hidden_size % model.num_heads:
+        problems.append(f"model.num_heads: {model.num_heads} must divide model.hidden_size ({model.hidden_size})")
+    if model.max_position_embeddings < seq_len:
+        problems.append(f"model.max_position_embeddings: {model.max_position_embeddings} is shorter than prepare.seq_len ({seq_len})")
+    if not 0 < model.rotary_fraction <= 1:
+        problems.append(f"model.rotary_fraction: {model.rotary_fraction} must be in (0, 1]")
+    return problems
+
+
+def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[str]:
+    problems: list[str] = []
+    for field in ("tokens", "batch_sequences", "micro_batch_sequences", "eval_every", "eval_tokens", "save_every"):
+        _positive(problems, f"{section}.{field}", getattr(run, field))
+    if problems:
+        return problems
+    if run.batch_sequences % run.micro_batch_sequences:
+        problems.append(
+            f"{section}.batch_sequences: {run.batch_sequences} is not divisible by micro_batch_sequences ({run.micro_batch_sequences})"
+        )
+    steps = total_steps(run, seq_len)
+    if steps < 1:
+        problems.append(f"{section}.tokens: {run.tokens} is less than one batch ({run.batch_sequences} x {seq_len} tokens)")
+    if run.max_lr <= 0:
+        problems.append(f"{section}.max_lr: {run.max_lr} must be > 0")
+    if run.min_lr is not None and not 0 <= run.min_lr <= run.max_lr:
+        problems.append(f"{section}.min_lr: {run.min_lr} must be in [0, max_lr = {run.max_lr}]")
+    if run.warmup_steps is not None and run.warmup_fraction is not None:
+        problems.append(f"{section}.warmup_steps: give warmup_steps or warmup_fraction, not both (set the other to null)")
+    elif run.warmup_steps is not None and not 0 <= run.warmup_steps < max(steps, 1):
+        problems.append(f"{section}.warmup_steps: {run.warmup_steps} must be in [0, {steps}) (the run has {steps} steps)")
+    elif run.warmup_fraction is not None and not 0 <= run.warmup_fraction < 1:
+        problems.append(f"{section}.warmup_fraction: {run.warmup_fraction} must be in [0, 1)")
+    for field in ("decay_fraction", "cooldown_fraction", "anneal_fraction", "plateau_ratio"):
+        if not 0 <= getattr(run, field) <= 1:
+            problems.append(f"{section}.{field}: {getattr(run, field)} must be in [0, 1]")
+    for field in ("beta1", "beta2"):
+        if not 0 <= getattr(run, field) < 1:
+            problems.append(f"{section}.{field}: {getattr(run, field)} must be in [0, 1)")
+    for field in ("eps", "weight_decay", "grad_clip"):
+        if getattr(run, field) < 0:
+            problems.append(f"{section}.{field}: {getattr(run, field)} must be >= 0")
+    if isinstance(run, TrainConfig) and not 0 <= run.replay_fraction <= 1:
+        problems.append(f"{section}.replay_fraction: {run.replay_fraction} must be in [0, 1]")
+    if isinstance(run, PretrainConfig):
+        bad = [s for s in run.checkpoint_steps if not 0 <= s < steps]
+        if bad:
+            problems.append(f"pretrain.checkpoint_steps: {bad} outside [0, {steps}) (pre-training has {steps} steps)")
+    return problems
+
+
+def _check_checkpoints(config: Config, base_dir: Path) -> list[str]:
+    problems: list[str] = []
+    revisions = {f"step{s}" for s in config.pretrain.checkpoint_steps} | {"final"}
+    for name, spec in config.checkpoints.items():
+        key = f"checkpoints.{name}"
+        if not SAFE_NAME.match(str(name)):
+            problems.append(f"{key}: checkpoint name must match {SAFE_NAME.pattern} (letters, digits, _ . -)")
+        if isinstance(spec, PretrainCheckpoint) and spec.revision not in revisions:
+            problems.append(f"{key}.revision: {spec.revision!r} is not one of {', '.join(sorted(revisions))} (pretrain.checkpoint_steps)")
+        if isinstance(spec, LocalCheckpoint) and not (base_dir / spec.path).is_dir():
+            problems.append(f"{key}.path: {spec.path!r} is not a directory")
+    if config.checkpoints and config.train.checkpoint not in config.checkpoints:
+        problems.append(f"train.checkpoint: {config.train.checkpoint!r} is not one of {', '.join(config.checkpoints)} (names in `checkpoints`)")
+    return problems
+
+
+def cell_name(run: TrainConfig) -> str:
+    """A readable, stable name derived from the cell's parameters only, e.g.
+    `ckpt-final_lr-3e-4_warm-0.01_sched-cosine_replay-0`; also a Snakemake wildcard,
+    a DVC stage key and a directory name. Non-default optimizers are appended."""
+    warm = f"{run.warmup_steps}steps" if run.warmup_steps is not None else _number(run.warmup_fraction or 0.0)
+    name = f"ckpt-{run.checkpoint}_lr-{_number(run.max_lr)}_warm-{warm}_sched-{run.schedule}_replay-{_number(run.replay_fraction)}"
+    if run.optimizer != "adamw":
+        name += f"_opt-{run.optimizer}"
+    return name
+
+
+def _number(value: float) -> str:
+    """Compact, stable rendering: 3e-4, 0.01, 0, 1.5e-3."""
+    text = f"{value:g}"
+    return text.replace("e-0", "e-").replace("e+0", "e+")
+
+
+def total_steps(run: Optimization, seq_len: int) -> int:
+    """Optimizer steps of a run: its token budget in whole global batches."""
+    return run.tokens // (run.batch_sequences * seq_len)
+
+
+def min_lr(run: Optimization) -> float:
+    """The final LR: min_lr, or 0.1 x max_lr as in Pythia and Gupta et al. 2023."""
+    return 0.1 * run.max_lr if run.min_lr is None else run.min_lr
 
 
 def _check_source(source: Source | None, key: str, base_dir: Path) -> list[str]:

@@ -98,3 +98,26 @@ def _map_rows(path: Path, seq_len: int, rows: int) -> np.ndarray:
         raise ShardError(f"{path}: holds {len(column)} x {column.type.list_size} tokens, the manifest says {rows} x {seq_len}")
     values = column.flatten().to_numpy(zero_copy_only=True)
     return values.reshape(rows, seq_len)
+
+
+class ShuffledStream:
+    """An endless, deterministic stream of a split's sequences: epoch e visits every sequence once,
+    in the order of a permutation seeded by (seed, e). Position k of the stream is a pure
+    function of k, so a resumed run needs only the position to continue where it stopped."""
+
+    def __init__(self, reader: ShardReader, seed: int):
+        self.reader = reader
+        self.seed = seed
+        self._epoch = -1
+        self._order = np.empty(0, dtype=np.int64)
+
+    def take(self, start: int, count: int) -> np.ndarray:
+        """Sequences at stream positions start, ..., start + count - 1, as a [count, seq_len] int64 array."""
+        rows = np.empty((count, self.reader.seq_len), dtype=np.int64)
+        for i in range(count):
+            epoch, offset = divmod(start + i, len(self.reader))
+            if epoch != self._epoch:
+                self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.reader))
+                self._epoch = epoch
+            rows[i] = self.reader[int(self._order[offset])]
+        return rows

@@ -1,0 +1,57 @@
+"""The `pretrain` stage (demo only): the pipeline's own "Pythia".
+
+A tiny GPT-NeoX (the `model` section) is trained from scratch on the upstream shards with
+linear warm-up and cosine decay to 0.1 x max, as Pythia was, and saved as a Pythia-style
+series of revisions: `step0` (the initialisation), the `checkpoint_steps`, and the final
+step, each a Hugging Face model directory. `series.json` lists them and names the final one.
+The re-warm grid then starts from these exactly as paper scale starts from Pythia's revisions.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from rewarm import checkpoints
+from rewarm import config as cfg
+from rewarm.data import tokenizer as tok
+from rewarm.data.shards import ShardReader
+from rewarm.io import atomic_dir, write_json
+from rewarm.train import Data, run_fingerprint, train_loop
+
+log = logging.getLogger(__name__)
+
+
+def pretrain(config: cfg.Config, tokenizer_dir: Path, train_dir: Path, val_dir: Path, out_dir: Path, state_dir: Path) -> dict:
+    run = config.pretrain
+    tokenizer = tok.load(tokenizer_dir)
+    fingerprint = tok.fingerprint(tokenizer)
+    data = Data(
+        train=ShardReader(train_dir, tokenizer_fingerprint=fingerprint),
+        val={"upstream": ShardReader(val_dir, tokenizer_fingerprint=fingerprint)},
+    )
+    gpt_config = checkpoints.gpt_neox_config(config.model, tokenizer)
+    model = checkpoints.init_model(gpt_config, run.seed)
+    steps = cfg.total_steps(run, data.train.seq_len)
+    keep = sorted(set(run.checkpoint_steps) | {steps})
+    snapshots = state_dir / "snapshots"
+
+    def snapshot(step: int, current) -> None:
+        # Snapshots live with the resumable state until the series is complete.
+        if step in keep:
+            with atomic_dir(snapshots / f"step{step}") as tmp:
+                checkpoints.save_model_dir(current, tokenizer_dir, tmp)
+
+    arch = {"model": cfg.to_dict(config.model), "tokenizer": fingerprint}
+    final = train_loop(model, run, data, state_dir / "logs", state_dir, run_fingerprint(run, "scratch", data, arch),
+                       on_step=snapshot, label="pretrain")
+    with atomic_dir(out_dir) as tmp:
+        for step in keep:
+            shutil.copytree(snapshots / f"step{step}", tmp / f"step{step}")
+        shutil.copytree(state_dir / "logs", tmp / "logs")
+        write_json(tmp / checkpoints.SERIES, {"revisions": [f"step{s}" for s in keep], "final": f"step{steps}",
+                                              "tokens_per_step": run.batch_sequences * data.train.seq_len})
+        write_json(tmp / "metrics.json", final)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return final

@@ -1,0 +1,145 @@
+"""Learning-rate schedules: pure functions of the step (0-based update index).
+
+Every schedule starts with the same linear warm-up: update `step` < `warmup_steps`
+uses max_lr * (step + 1) / (warmup_steps + 1), rising from near 0 to max_lr
+without a wasted zero-LR update (as nanoGPT's `get_lr`). After warm-up each
+schedule has its own shape and reaches `min_lr` at the last step
+(`total_steps - 1`). Bind the parameters with `functools.partial` (`build`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+Schedule = Callable[[int], float]
+
+NAMES = ("cosine", "constant", "linear", "wsd", "infinite", "rex")
+DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
+
+
+def _warmup(step: int, max_lr: float, warmup_steps: int) -> float | None:
+    """The warm-up LR, or None once warm-up is over."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / (warmup_steps + 1)
+    return None
+
+
+def _progress(step: int, start: int, end: int) -> float:
+    """Where `step` lies in [start, end] as a fraction in [0, 1]."""
+    if end <= start:
+        return 1.0
+    return min(1.0, max(0.0, (step - start) / (end - start)))
+
+
+def _decay(progress: float, shape: str) -> float:
+    """Factor going from 1 (progress 0) to 0 (progress 1) in the given shape."""
+    if shape == "linear":
+        return 1.0 - progress
+    if shape == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if shape == "1-sqrt":  # Hägele et al. 2024, used for WSD cooldowns
+        return 1.0 - math.sqrt(progress)
+    raise ValueError(f"unknown decay shape {shape!r} (allowed: {', '.join(DECAY_SHAPES)})")
+
+
+def cosine(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> float:
+    """Gupta et al. 2023 (and Pythia): 1) linear warm-up, 2) cosine decay to min_lr at the last step."""
+    if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
+        return lr
+    return min_lr + (max_lr - min_lr) * _decay(_progress(step, warmup_steps, total_steps - 1), "cosine")
+
+
+def constant(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> float:
+    """No re-warming: max_lr throughout (after an optional warm-up). min_lr is unused."""
+    if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
+        return lr
+    return max_lr
+
+
+def linear(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> float:
+    """1) linear warm-up, 2) linear decay to min_lr at the last step."""
+    if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
+        return lr
+    return min_lr + (max_lr - min_lr) * _decay(_progress(step, warmup_steps, total_steps - 1), "linear")
+
+
+def wsd(
+    step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int, decay_fraction: float, decay_shape: str
+) -> float:
+    """Warm-up, stable, decay (MiniCPM, Hu et al. 2024): 1) warm-up, 2) max_lr until the last
+    `decay_fraction` of the run, 3) decay to min_lr in `decay_shape`."""
+    if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
+        return lr
+    decay_start = max(warmup_steps, total_steps - 1 - round(decay_fraction * total_steps))
+    return min_lr + (max_lr - min_lr) * _decay(_progress(step, decay_start, total_steps - 1), decay_shape)
+
+
+def infinite(
+    step: int,
+    *,
+    max_lr: float,
+    min_lr: float,
+    total_steps: int,
+    warmup_steps: int,
+    cooldown_fraction: float,
+    plateau_ratio: float,
+    anneal_fraction: float,
+) -> float:
+    """Infinite schedule (Ibrahim et al. 2024): 1) warm-up, 2) cosine cooldown over
+    `cooldown_fraction` of the run to a constant plateau (plateau_ratio x max_lr),
+    3) the plateau, 4) a final linear annealing to min_lr over `anneal_fraction`."""
+    if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
+        return lr
+    plateau_lr = plateau_ratio * max_lr
+    cooldown_end = warmup_steps + round(cooldown_fraction * total_steps)
+    anneal_start = max(cooldown_end, total_steps - 1 - round(anneal_fraction * total_steps))
+    if step < cooldown_end:
+        return plateau_lr + (max_lr - plateau_lr) * _decay(_progress(step, warmup_steps, cooldown_end), "cosine")
+    if step < anneal_start:
+        return plateau_lr
+    return min_lr + (plateau_lr - min_lr) * _decay(_progress(step, anneal_start, total_steps - 1), "linear")
+
+
+def rex(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> float:
+    """REX (Chen et al. 2022): 1) warm-up, 2) factor (1 - z) / (1/2 + (1 - z)/2) with z the
+    progress after warm-up: slower than linear early, faster late; min_lr at the end."""
+    if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
+        return lr
+    remaining = 1.0 - _progress(step, warmup_steps, total_steps - 1)
+    return min_lr + (max_lr - min_lr) * remaining / (0.5 + 0.5 * remaining)
+
+
+def build(
+    name: str,
+    *,
+    max_lr: float,
+    min_lr: float,
+    total_steps: int,
+    warmup_steps: int,
+    decay_fraction: float = 0.2,
+    decay_shape: str = "1-sqrt",
+    cooldown_fraction: float = 0.2,
+    plateau_ratio: float = 0.5,
+    anneal_fraction: float = 0.1,
+) -> Schedule:
+    """The schedule `name` with its parameters bound: a function of the step alone."""
+    common = dict(max_lr=max_lr, min_lr=min_lr, total_steps=total_steps, warmup_steps=warmup_steps)
+    if name == "wsd":
+        return functools.partial(wsd, **common, decay_fraction=decay_fraction, decay_shape=decay_shape)
+    if name == "infinite":
+        return functools.partial(
+            infinite, **common, cooldown_fraction=cooldown_fraction, plateau_ratio=plateau_ratio, anneal_fraction=anneal_fraction
+        )
+    functions = {"cosine": cosine, "constant": constant, "linear": linear, "rex": rex}
+    if name not in functions:
+        raise ValueError(f"unknown schedule {name!r} (allowed: {', '.join(NAMES)})")
+    return functools.partial(functions[name], **common)
+
+
+def warmup_steps_for(total_steps: int, warmup_steps: int | None, warmup_fraction: float | None) -> int:
+    """Warm-up in steps, given in steps or as a fraction of the run (the paper sweeps 0, 0.5%, 1%, 2%)."""
+    if warmup_steps is not None:
+        return warmup_steps
+    return round((warmup_fraction or 0.0) * total_steps)

@@ -1,0 +1,412 @@
+"""The training loop, shared by re-warm runs (`train`) and the demo's pre-training (`pretrain`).
+
+One process, or several under `torchrun` (DistributedDataParallel). Each step takes the
+next global batch of `batch_sequences` sequences (a share from the upstream split when
+replaying), splits it across processes and micro-batches, accumulates gradients, clips
+and updates with the step's learning rate. The data order is a pure function of the
+step, so the resumable state (model, optimizer, step, RNG, metric history; saved
+atomically every `save_every` steps) is all a killed run needs to end exactly where
+the uninterrupted run would (bit-exact on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from rewarm import config as cfg
+from rewarm import schedules
+from rewarm.data.shards import ShardReader, ShuffledStream
+from rewarm.data.sources import file_sha256
+from rewarm.evaluate import mean_loss, perplexity
+from rewarm.io import write_json
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+STATE_INDEX = "state.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class StateError(ValueError):
+    """A saved training state that is truncated, altered or unreadable."""
+
+
+@dataclass
+class Data:
+    """What a run reads: its training split, an optional replay split, validation samples."""
+
+    train: ShardReader
+    val: dict[str, ShardReader]
+    replay: ShardReader | None = None
+    replay_fraction: float = 0.0
+
+
+@dataclass
+class Plan:
+    """A run's derived quantities, fixed before the first step."""
+
+    total_steps: int
+    warmup_steps: int
+    replay_per_step: int
+    accumulation: int
+    eval_sequences: int
+    schedule: Callable[[int], float]
+
+    @classmethod
+    def of(cls, run: cfg.Optimization, seq_len: int, replay_fraction: float, world: int) -> "Plan":
+        steps = cfg.total_steps(run, seq_len)
+        warmup = schedules.warmup_steps_for(steps, run.warmup_steps, run.warmup_fraction)
+        per_process = run.batch_sequences // world
+        if run.batch_sequences % world or per_process % run.micro_batch_sequences:
+            raise cfg.ConfigError(
+                f"batch_sequences {run.batch_sequences} does not split into {world} processes x micro-batches of "
+                f"{run.micro_batch_sequences}"
+            )
+        schedule = schedules.build(
+            run.schedule, max_lr=run.max_lr, min_lr=cfg.min_lr(run), total_steps=steps, warmup_steps=warmup,
+            decay_fraction=run.decay_fraction, decay_shape=run.decay_shape, cooldown_fraction=run.cooldown_fraction,
+            plateau_ratio=run.plateau_ratio, anneal_fraction=run.anneal_fraction,
+        )
+        return cls(
+            total_steps=steps,
+            warmup_steps=warmup,
+            replay_per_step=round(replay_fraction * run.batch_sequences),
+            accumulation=per_process // run.micro_batch_sequences,
+            eval_sequences=max(1, run.eval_tokens // seq_len),
+            schedule=schedule,
+        )
+
+
+@dataclass
+class History:
+    """Everything logged so far; kept in the state so a resumed run rewrites identical logs."""
+
+    steps: list[dict] = field(default_factory=list)
+    """Per optimizer step: step, lr, train_loss."""
+    evals: list[dict] = field(default_factory=list)
+    """Per evaluation: step, tokens, lr, train_loss, validation losses and perplexities, tokens_per_s."""
+
+
+# -- devices and processes ----------------------------------------------------------------------
+
+
+def setup_device(choice: str) -> tuple[torch.device, int, int]:
+    """(device, rank, world size). Under torchrun, one process per GPU (or CPU process with gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise cfg.ConfigError("device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.device("cuda", local), rank, world
+    return torch.device("cpu"), rank, world
+
+
+def build_optimizer(model, run: cfg.Optimization, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (fused on GPU) or RAdam; no weight decay on biases and LayerNorm weights, as in GPT-NeoX."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        (no_decay if parameter.ndim < 2 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": run.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    betas = (run.beta1, run.beta2)
+    if run.optimizer == "radam":
+        return torch.optim.RAdam(groups, lr=run.max_lr, betas=betas, eps=run.eps, decoupled_weight_decay=True)
+    return torch.optim.AdamW(groups, lr=run.max_lr, betas=betas, eps=run.eps, fused=device.type == "cuda")
+
+
+# -- state ----------------------------------------------------------------------------------------
+
+
+def save_state(state_dir: Path, model, optimizer, step: int, history: History, fingerprint: str) -> None:
+    """Atomically: the state file under a temporary name, renamed, then its index with the checksum."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    unwrapped = _unwrap(model)
+    state = {
+        "step": step,
+        "model": unwrapped.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "history": json.dumps(dataclasses.asdict(history)),
+        "fingerprint": fingerprint,
+    }
+    tmp = state_dir / f"{STATE_FILE}.partial-{os.getpid()}"
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, state_dir / STATE_FILE)
+    write_json(state_dir / STATE_INDEX, {"step": step, "fingerprint": fingerprint, "sha256": file_sha256(state_dir / STATE_FILE)})
+
+
+def load_state(state_dir: Path, fingerprint: str) -> dict | None:
+    """The saved state if there is one for this very run; None to start afresh."""
+    index_path, state_path = state_dir / STATE_INDEX, state_dir / STATE_FILE
+    if not index_path.exists():
+        return None
+    try:
+        index = json.loads(index_path.read_text())
+    except json.JSONDecodeError as error:
+        raise StateError(f"{index_path}: unreadable state index ({error})") from None
+    if index.get("fingerprint") != fingerprint:
+        log.warning("%s: saved state belongs to other settings or inputs; starting afresh", state_dir)
+        return None
+    if not state_path.exists() or file_sha256(state_path) != index.get("sha256"):
+        raise StateError(f"{state_path}: checksum does not match {index_path} (truncated or altered state); delete {state_dir} to start afresh")
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state["history"] = History(**json.loads(state["history"]))
+    return state
+
+
+def run_fingerprint(run: cfg.Optimization, base_weights: str, data: Data, extra: dict | None = None) -> str:
+    """Identifies a run: its settings, its starting weights and its data (shard checksums)."""
+    manifests = {"train": data.train.manifest, "replay": data.replay.manifest if data.replay else None,
+                 **{f"val/{k}": v.manifest for k, v in sorted(data.val.items())}}
+    shards = {k: [s["sha256"] for s in m["shards"]] if m else None for k, m in manifests.items()}
+    payload = {"run": cfg.to_dict(run), "base": base_weights, "shards": shards, "extra": extra or {}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _unwrap(model):
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+class MetricsLog:
+    """Plain JSON lines (one row per evaluation) and DVCLive (lr and train loss per step,
+    validation metrics per evaluation), so `dvc plots` and `dvc exp show` read them."""
+
+    def __init__(self, out_dir: Path, history: History):
+        from dvclive import Live
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = out_dir / "metrics.jsonl"
+        self.live = Live(dir=str(out_dir / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=False)
+        self.jsonl.write_text("".join(json.dumps(row) + "\n" for row in history.evals))
+        evals = {row["step"]: row for row in history.evals}
+        for row in history.steps:  # a resumed run rewrites what was logged before the kill
+            self._live_step(row, evals.get(row["step"]))
+        if 0 in evals:
+            self._live_step({"step": 0}, evals[0])
+
+    def log_step(self, row: dict, evaluation: dict | None) -> None:
+        if evaluation is not None:
+            with open(self.jsonl, "a") as f:
+                f.write(json.dumps(evaluation) + "\n")
+        self._live_step(row, evaluation)
+
+    def _live_step(self, row: dict, evaluation: dict | None) -> None:
+        self.live.step = row["step"]
+        for key in ("lr", "train_loss"):
+            if row.get(key) is not None:
+                self.live.log_metric(f"train/{key}", row[key], plot=True)
+        for key, value in (evaluation or {}).items():
+            if key.startswith("val/") and value is not None and math.isfinite(value):
+                self.live.log_metric(key, value, plot=True)
+        self.live.make_summary()
+
+    def close(self) -> None:
+        self.live.end()
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+
+def evaluate_all(model, data: Data, plan: Plan, run: cfg.Optimization, device, autocast) -> dict[str, float]:
+    row = {}
+    for name, reader in data.val.items():
+        loss = mean_loss(_unwrap(model), reader, plan.eval_sequences, run.micro_batch_sequences, device, autocast)
+        row[f"val/{name}/loss"] = loss
+        row[f"val/{name}/ppl"] = perplexity(loss)
+    return row
+
+
+def step_batch(data: Data, plan: Plan, run: cfg.Optimization, streams: tuple, step: int, rank: int, world: int) -> torch.Tensor:
+    """This process's share of the global batch of `step`: downstream sequences then replayed upstream ones."""
+    train_stream, replay_stream = streams
+    fresh = run.batch_sequences - plan.replay_per_step
+    parts = [train_stream.take(step * fresh, fresh)]
+    if plan.replay_per_step:
+        parts.append(replay_stream.take(step * plan.replay_per_step, plan.replay_per_step))
+    batch = np.concatenate(parts)
+    share = run.batch_sequences // world
+    return torch.from_numpy(batch[rank * share : (rank + 1) * share])
+
+
+def train_loop(
+    model,
+    run: cfg.Optimization,
+    data: Data,
+    out_dir: Path,
+    state_dir: Path,
+    fingerprint: str,
+    on_step: Callable[[int, object], None] | None = None,
+    label: str = "train",
+) -> dict:
+    """Train `model` for the run's steps; returns the final evaluation row. `on_step(step, model)`
+    is called on the main process after each step (and at step 0) for snapshots."""
+    device, rank, world = setup_device(run.device)
+    seq_len = data.train.seq_len
+    plan = Plan.of(run, seq_len, data.replay_fraction, world)
+    if plan.replay_per_step and data.replay is None:
+        raise cfg.ConfigError("replay_fraction > 0 needs the upstream train split (--replay)")
+    model = model.to(device)
+    optimizer = build_optimizer(model, run, device)
+    state = load_state(state_dir, fingerprint)
+    history, start = History(), 0
+    if state is not None:
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        history, start = state["history"], state["step"]
+        log.info("%s: resuming from step %d of %d (%s)", label, start, plan.total_steps, state_dir)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    if run.compile:
+        model = torch.compile(model)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    main = rank == 0
+    metrics = MetricsLog(out_dir, history) if main else None
+    streams = (ShuffledStream(data.train, run.seed), ShuffledStream(data.replay, run.seed + 1) if data.replay else None)
+    tokens_per_step = run.batch_sequences * seq_len
+
+    if start == 0:
+        if main and on_step:
+            on_step(0, model)
+        row = {"step": 0, "tokens": 0, "lr": plan.schedule(0), "train_loss": None,
+               **evaluate_all(model, data, plan, run, device, autocast), "tokens_per_s": None}
+        history.evals.append(row)
+        if main:
+            metrics.log_step({"step": 0}, row)
+    model.train()
+    clock, clock_step = time.perf_counter(), start
+    bar = tqdm(total=plan.total_steps, initial=start, desc=label, unit="step", disable=not main, mininterval=1.0, dynamic_ncols=True)
+    for step in range(start, plan.total_steps):
+        lr = plan.schedule(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = step_batch(data, plan, run, streams, step, rank, world).to(device)
+        step_loss = torch.zeros((), device=device)
+        for micro in range(plan.accumulation):
+            chunk = batch[micro * run.micro_batch_sequences : (micro + 1) * run.micro_batch_sequences]
+            # DDP all-reduces gradients on the last micro-batch only.
+            with nullcontext() if world == 1 or micro == plan.accumulation - 1 else model.no_sync():
+                with autocast or nullcontext():
+                    loss = model(input_ids=chunk, labels=chunk).loss / plan.accumulation
+                loss.backward()
+            step_loss += loss.detach()
+        if world > 1:
+            dist.all_reduce(step_loss)
+            step_loss /= world
+        train_loss = float(step_loss)
+        if not math.isfinite(train_loss):
+            # Before the update: the model and the last saved state stay as they were.
+            raise TrainingDiverged(f"{label}: loss is {train_loss} at step {step} (lr {lr:.3g}); last saved state kept in {state_dir}")
+        if run.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        step_row = {"step": done, "lr": lr, "train_loss": train_loss}
+        history.steps.append(step_row)
+        evaluation = None
+        if done % run.eval_every == 0 or done == plan.total_steps:
+            elapsed = time.perf_counter() - clock
+            evaluation = {"step": done, "tokens": done * tokens_per_step, "lr": lr, "train_loss": train_loss,
+                          **evaluate_all(model, data, plan, run, device, autocast),
+                          "tokens_per_s": (done - clock_step) * tokens_per_step / max(elapsed, 1e-9)}
+            history.evals.append(evaluation)
+            clock, clock_step = time.perf_counter(), done
+        if main:
+            metrics.log_step(step_row, evaluation)
+            if on_step:
+                on_step(done, model)
+            if done % run.save_every == 0 and done < plan.total_steps:
+                save_state(state_dir, model, optimizer, done, history, fingerprint)
+        bar.update(1)
+        bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+    bar.close()
+    if main:
+        metrics.close()
+    if world > 1:
+        dist.barrier()
+    return history.evals[-1]
+
+
+# -- the `train` stage ------------------------------------------------------------------------------
+
+
+def train_cell(
+    config: cfg.Config,
+    base_dir: Path,
+    train_dir: Path,
+    val_dirs: dict[str, Path],
+    out_dir: Path,
+    state_dir: Path,
+    replay_dir: Path | None = None,
+) -> dict:
+    """Re-warm the base model on `train_dir` as `config.train` says; write the run directory."""
+    from rewarm import checkpoints
+    from rewarm.data import tokenizer as tok
+    from rewarm.io import atomic_dir
+
+    run = config.train
+    checkpoints.check_model_dir(base_dir)
+    tokenizer = tok.load(base_dir)
+    fingerprint = tok.fingerprint(tokenizer)
+    data = Data(
+        train=ShardReader(train_dir, tokenizer_fingerprint=fingerprint),
+        val={name: ShardReader(path, tokenizer_fingerprint=fingerprint) for name, path in val_dirs.items()},
+        replay=ShardReader(replay_dir, tokenizer_fingerprint=fingerprint) if replay_dir and run.replay_fraction > 0 else None,
+        replay_fraction=run.replay_fraction,
+    )
+    model = checkpoints.load_model(base_dir)
+    if model.config.vocab_size < tok.vocab_size(tokenizer):
+        raise checkpoints.CheckpointError(
+            f"{base_dir}: embedding has {model.config.vocab_size} rows, fewer than the tokenizer's {tok.vocab_size(tokenizer)} ids"
+        )
+    weights = checkpoints.weights_fingerprint(base_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", {"cell": cfg.cell_name(run), "train": cfg.to_dict(run), "base_dir": str(base_dir),
+                                         "base_weights": weights, "seq_len": data.train.seq_len})
+    final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data), label=cfg.cell_name(run))
+    if int(os.environ.get("RANK", "0")) == 0:
+        with atomic_dir(out_dir / "model") as tmp:
+            checkpoints.save_model_dir(model, base_dir, tmp)
+        write_json(out_dir / "metrics.json", final)
+        _remove_state(state_dir)
+    return final
+
+
+def _remove_state(state_dir: Path) -> None:
+    """The run is complete: its resumable state (optimizer moments: 2x the model) is no longer needed."""
+    for name in (STATE_INDEX, STATE_FILE):
+        (state_dir / name).unlink(missing_ok=True)
