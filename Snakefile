@@ -9,9 +9,13 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/prepare.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
     input:
         expand("data/tokens/{corpus}", corpus=CORPORA),
+        expand("runs/{cell}/metrics.json", cell=CELLS),
     default_target: True

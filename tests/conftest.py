@@ -25,8 +25,21 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+TINY_RUN = {
+    "tokens": 40 * 8 * 64,  # 40 steps of 8 sequences of 64 tokens
+    "batch_sequences": 8,
+    "micro_batch_sequences": 4,  # two micro-batches: gradient accumulation is exercised
+    "max_lr": 2e-3,
+    "warmup_fraction": 0.05,
+    "eval_every": 10,
+    "eval_tokens": 1024,
+    "save_every": 5,
+    "device": "cpu",
+}
+
+
 def small_params(**overrides) -> dict:
-    """A small demo configuration: same shape as params.yaml, fewer documents."""
+    """A small demo configuration: same shape as params.yaml, fewer documents, a tiny model."""
     params = {
         "tokenizer": {"type": "train", "vocab_size": 1024},
         "prepare": {"seq_len": 64, "shard_sequences": 128, "batch_documents": 64, "on_bad_record": "error"},
@@ -40,6 +53,14 @@ def small_params(**overrides) -> dict:
                 "val": {"type": "demo", "domain": "downstream", "documents": 60, "seed": 4},
             },
         },
+        "model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64},
+        "pretrain": {**TINY_RUN, "checkpoint_steps": [0, 20]},
+        "checkpoints": {
+            "early": {"type": "pretrain", "revision": "step20"},
+            "final": {"type": "pretrain", "revision": "final"},
+            "scratch": {"type": "scratch", "seed": 0},
+        },
+        "train": {**TINY_RUN, "checkpoint": "scratch"},
     }
     return cfg.deep_merge(params, overrides)
 
@@ -98,3 +119,34 @@ def project_copy(tmp_path, small_project) -> Path:
     dest = tmp_path / "project"
     shutil.copytree(small_project, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def prepared_project(small_project, tmp_path_factory) -> Path:
+    """The small project with both corpora prepared and the scratch checkpoint selected (read-only)."""
+    root = tmp_path_factory.mktemp("prepared")
+    shutil.copytree(small_project, root, dirs_exist_ok=True)
+    for corpus in ("upstream", "downstream"):
+        rewarm("prepare", "--corpus", corpus, "--tokenizer", "data/tokenizer", "--out", f"data/tokens/{corpus}", cwd=root)
+    rewarm("select", "--name", "scratch", "--tokenizer", "data/tokenizer", "--out", "checkpoints/base/scratch", cwd=root)
+    return root
+
+
+@pytest.fixture
+def prepared_copy(tmp_path, prepared_project) -> Path:
+    dest = tmp_path / "project"
+    shutil.copytree(prepared_project, dest)
+    return dest
+
+
+def train_args(cell: str, base: str = "checkpoints/base/scratch", out: str | None = None, state: str | None = None) -> list[str]:
+    return [
+        "train", "--cell", cell, "--base", base,
+        "--train", "data/tokens/downstream/train", "--replay", "data/tokens/upstream/train",
+        "--val", "upstream=data/tokens/upstream/val", "--val", "downstream=data/tokens/downstream/val",
+        "--state", state or f"state/runs/{cell}", "--out", out or f"runs/{cell}",
+    ]
+
+
+def cell_of(project: Path) -> str:
+    return next(iter(cfg.cells(cfg.load(project / "params.yaml"))))

@@ -469,7 +469,7 @@ def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[s
     problems: list[str] = []
     for field in ("tokens", "batch_sequences", "micro_batch_sequences", "eval_every", "eval_tokens", "save_every"):
         _positive(problems, f"{section}.{field}", getattr(run, field))
-    if problems:
+    if problems or seq_len <= 0:  # the checks below divide by these
         return problems
     if run.batch_sequences % run.micro_batch_sequences:
         problems.append(
@@ -531,6 +531,11 @@ def cell_name(run: TrainConfig) -> str:
     if run.optimizer != "adamw":
         name += f"_opt-{run.optimizer}"
     return name
+
+
+def cells(config: Config) -> dict[str, TrainConfig]:
+    """The grid's cells by name. For now one cell, the `train` section."""
+    return {cell_name(config.train): config.train}
 
 
 def _number(value: float) -> str:

@@ -39,11 +39,15 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
 
 def write_json(path: str | Path, data) -> None:
     """Write JSON atomically (temp file in the same directory, then rename)."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically (temp file in the same directory, then rename)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}{PARTIAL}{os.getpid()}")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -41,7 +41,7 @@ STATE_FILE = "state.pt"
 STATE_INDEX = "state.json"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(ArithmeticError):
     """The loss became NaN or infinite."""
 
 

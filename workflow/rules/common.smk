@@ -18,10 +18,14 @@ except rewarm_config.ConfigError as error:
     sys.exit(f"rewarm: invalid configuration\n{error}")
 
 CORPORA = list(CONFIG.corpora)
+CHECKPOINTS = list(CONFIG.checkpoints)
+CELLS = rewarm_config.cells(CONFIG)
 
 
 wildcard_constraints:
     corpus="|".join(CORPORA),
+    checkpoint="|".join(CHECKPOINTS),
+    cell="|".join(CELLS),
 
 
 def corpus_params(wildcards):
@@ -47,3 +51,22 @@ def demo_generator_params():
         for (corpus, split), source in CONFIG.sources().items()
         if source.type == "demo"
     }
+
+
+def checkpoint_spec(wildcards):
+    """A checkpoint's entry in the configuration: a change to it re-runs its `select` job."""
+    return rewarm_config.to_dict(CONFIG.checkpoints[wildcards.checkpoint])
+
+
+def checkpoint_pretrain_input(wildcards):
+    """The pre-training series, for checkpoints taken from it."""
+    return "checkpoints/pretrain" if CONFIG.checkpoints[wildcards.checkpoint].type == "pretrain" else []
+
+
+def cell_base(wildcards):
+    return f"checkpoints/base/{CELLS[wildcards.cell].checkpoint}"
+
+
+def cell_params(wildcards):
+    """A cell's resolved parameters: a change to them re-runs that cell."""
+    return rewarm_config.to_dict(CELLS[wildcards.cell])

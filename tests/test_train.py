@@ -1,0 +1,184 @@
+"""Re-warm training of one cell through the real command line: metrics, resume after SIGKILL
+(bit-exact on CPU), divergence, gradient accumulation, replay and the data order."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+
+from rewarm import config as cfg
+from rewarm.data.shards import ShardReader, ShuffledStream
+from rewarm.train import Data, Plan, step_batch
+from tests.conftest import cell_of, rewarm, run_env, small_params, train_args, write_params
+
+
+def comparable(row: dict) -> dict:
+    """A metrics row without the wall-clock figure."""
+    return {k: v for k, v in row.items() if k != "tokens_per_s"}
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference_run(prepared_project, tmp_path_factory) -> Path:
+    """An uninterrupted run of the small project's cell."""
+    cell = cell_of(prepared_project)
+    out = tmp_path_factory.mktemp("reference") / cell
+    rewarm(*train_args(cell, out=str(out), state=str(out.parent / "state")), cwd=prepared_project)
+    return out
+
+
+def test_run_directory_holds_metrics_model_and_logs(reference_run):
+    rows = read_rows(reference_run)
+    assert [r["step"] for r in rows] == [0, 10, 20, 30, 40]
+    first = rows[0]
+    assert first["tokens"] == 0 and first["train_loss"] is None  # the step-0 point, before any update
+    assert first["val/downstream/loss"] > rows[-1]["val/downstream/loss"]  # it learned the downstream corpus
+    assert rows[2]["tokens"] == 20 * 8 * 64
+    for row in rows:
+        assert row["val/upstream/ppl"] == pytest.approx(np.exp(row["val/upstream/loss"]))
+    final = json.loads((reference_run / "metrics.json").read_text())
+    assert final == rows[-1]
+    model = AutoModelForCausalLM.from_pretrained(str(reference_run / "model"))
+    assert model.config.model_type == "gpt_neox"
+    lr_log = (reference_run / "dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()
+    assert lr_log[0].split("\t") == ["step", "lr"] and len(lr_log) == 1 + 40
+    ppl_log = (reference_run / "dvclive/plots/metrics/val/downstream/ppl.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in ppl_log[1:]] == ["0", "10", "20", "30", "40"]
+    config = json.loads((reference_run / "config.json").read_text())
+    assert config["train"]["max_lr"] == 2e-3 and config["cell"] == reference_run.name
+    assert not (reference_run.parent / "state" / "state.pt").exists()  # removed once complete
+
+
+def test_lr_follows_the_schedule(reference_run):
+    lrs = [float(line.split("\t")[1]) for line in (reference_run / "dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()[1:]]
+    # 40 steps, warm-up 0.05 x 40 = 2 steps: 2e-3 x 1/3, 2e-3 x 2/3, then cosine from 2e-3 to 2e-4.
+    assert lrs[:3] == pytest.approx([2e-3 / 3, 4e-3 / 3, 2e-3])
+    assert lrs[-1] == pytest.approx(2e-4)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_bit_exact(prepared_copy, reference_run, sig):
+    cell = cell_of(prepared_copy)
+    state_index = prepared_copy / "state/runs" / cell / "state.json"
+    command = [sys.executable, "-m", "rewarm", *train_args(cell)]
+    process = subprocess.Popen(command, cwd=prepared_copy, env=run_env(), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (state_index.exists() and json.loads(state_index.read_text())["step"] >= 15):
+        assert process.poll() is None, "training finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(sig)
+    process.wait()
+    assert not (prepared_copy / "runs" / cell / "metrics.json").exists()
+    resumed = rewarm(*train_args(cell), cwd=prepared_copy)
+    assert "resuming from step" in resumed.stderr
+    run_dir = prepared_copy / "runs" / cell
+    assert [comparable(r) for r in read_rows(run_dir)] == [comparable(r) for r in read_rows(reference_run)]
+    assert (run_dir / "model/model.safetensors").read_bytes() == (reference_run / "model/model.safetensors").read_bytes()
+
+
+def test_altered_state_is_refused(prepared_copy):
+    cell = cell_of(prepared_copy)
+    state_dir = prepared_copy / "state/runs" / cell
+    command = [sys.executable, "-m", "rewarm", *train_args(cell)]
+    process = subprocess.Popen(command, cwd=prepared_copy, env=run_env(), stderr=subprocess.DEVNULL)
+    while not (state_dir / "state.json").exists():
+        assert process.poll() is None
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = state_dir / "state.pt"
+    state.write_bytes(state.read_bytes()[:-1000])
+    result = rewarm(*train_args(cell), cwd=prepared_copy, check=False)
+    assert result.returncode == 1
+    assert "state.pt: checksum does not match" in result.stderr
+
+
+def test_divergence_names_the_step_and_keeps_the_saved_state(prepared_copy):
+    base = prepared_copy / "checkpoints/base/scratch"
+    weights = load_file(base / "model.safetensors")
+    name = next(k for k in weights if "mlp.dense_4h_to_h.weight" in k)
+    weights[name] = torch.full_like(weights[name], float("inf"))
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    cell = cell_of(prepared_copy)
+    result = rewarm(*train_args(cell), cwd=prepared_copy, check=False)
+    assert result.returncode == 1
+    assert "loss is nan at step 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (prepared_copy / "runs" / cell / "metrics.json").exists()
+
+
+def test_exploding_learning_rate_stops_at_a_later_step(prepared_copy):
+    params = small_params(train={"max_lr": 1e6, "warmup_fraction": 0.0, "grad_clip": 0.0, "save_every": 1})
+    write_params(prepared_copy / "params.yaml", params)
+    cell = cell_of(prepared_copy)
+    result = rewarm(*train_args(cell), cwd=prepared_copy, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    message = next(line for line in result.stderr.splitlines() if "loss is" in line)
+    step = int(message.split(" at step ")[1].split()[0])
+    assert step >= 1
+    saved = json.loads((prepared_copy / "state/runs" / cell / "state.json").read_text())
+    assert saved["step"] == step  # the last state saved is from before the failing update, intact
+    from rewarm.train import load_state
+
+    assert load_state(prepared_copy / "state/runs" / cell, saved["fingerprint"])["step"] == step
+
+
+def readers(project: Path) -> tuple[ShardReader, ShardReader]:
+    return ShardReader(project / "data/tokens/downstream/train"), ShardReader(project / "data/tokens/upstream/train")
+
+
+def test_shuffled_stream_is_a_pure_function_of_position(prepared_project):
+    downstream, _ = readers(prepared_project)
+    n = len(downstream)
+    stream = ShuffledStream(downstream, seed=3)
+    whole = stream.take(0, n + 5)
+    parts = np.concatenate([ShuffledStream(downstream, 3).take(0, 7), ShuffledStream(downstream, 3).take(7, n - 2)])
+    assert (whole == parts).all()
+    first_epoch = {tuple(row) for row in whole[:n]}
+    assert len(first_epoch) == len({tuple(downstream[i]) for i in range(n)})  # every sequence once per epoch
+    assert not (ShuffledStream(downstream, 4).take(0, 10) == whole[:10]).all()
+
+
+def test_replay_takes_its_share_of_each_batch_from_upstream(prepared_project):
+    downstream, upstream = readers(prepared_project)
+    run = cfg.from_dict(small_params(train={"replay_fraction": 0.25})).train
+    data = Data(train=downstream, val={}, replay=upstream, replay_fraction=0.25)
+    plan = Plan.of(run, downstream.seq_len, 0.25, world=1)
+    assert plan.replay_per_step == 2  # 0.25 x 8 sequences
+    streams = (ShuffledStream(downstream, run.seed), ShuffledStream(upstream, run.seed + 1))
+    batch = step_batch(data, plan, run, streams, step=3, rank=0, world=1).numpy()
+    assert (batch[:6] == streams[0].take(18, 6)).all()
+    assert (batch[6:] == streams[1].take(6, 2)).all()
+    # Two processes split the same global batch.
+    halves = [step_batch(data, Plan.of(run, downstream.seq_len, 0.25, world=2), run, streams, 3, r, 2).numpy() for r in (0, 1)]
+    assert (np.concatenate(halves) == batch).all()
+
+
+def test_gradient_accumulation_matches_one_full_batch(prepared_copy, reference_run):
+    write_params(prepared_copy / "params.yaml", small_params(train={"micro_batch_sequences": 8}))
+    cell = cell_of(prepared_copy)
+    rewarm(*train_args(cell), cwd=prepared_copy)
+    full = read_rows(prepared_copy / "runs" / cell)
+    accumulated = read_rows(reference_run)
+    for a, b in zip(full, accumulated):
+        assert a["val/downstream/loss"] == pytest.approx(b["val/downstream/loss"], rel=1e-4)
+
+
+def test_unknown_cell_is_refused(prepared_copy):
+    result = rewarm(*train_args("ckpt-nope"), cwd=prepared_copy, check=False)
+    assert result.returncode == 2 and "cell 'ckpt-nope' is not in the grid" in result.stderr

@@ -1,0 +1,23 @@
+rule pretrain:
+    """(Demo) a tiny GPT-NeoX pre-trained on upstream, saved as a Pythia-style step<N> series.
+    Its resumable state lives in state/pretrain, outside the output, so a killed job resumes."""
+    input:
+        tokenizer="data/tokenizer",
+        upstream="data/tokens/upstream",
+    output:
+        directory("checkpoints/pretrain"),
+    params:
+        config=PARAMS,
+        model=rewarm_config.to_dict(CONFIG.model),
+        pretrain=rewarm_config.to_dict(CONFIG.pretrain),
+    log:
+        "logs/pretrain.log",
+    benchmark:
+        "logs/benchmarks/pretrain.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "rewarm pretrain {params.config} --tokenizer {input.tokenizer} --train {input.upstream}/train"
+        " --val {input.upstream}/val --state state/pretrain --out {output} 2> {log}"
