@@ -75,15 +75,21 @@ def test_killed_run_resumes_bit_exact(prepared_copy, reference_run, sig):
     cell = cell_of(prepared_copy)
     state_index = prepared_copy / "state/runs" / cell / "state.json"
     command = [sys.executable, "-m", "rewarm", *train_args(cell)]
-    process = subprocess.Popen(command, cwd=prepared_copy, env=run_env(), stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (state_index.exists() and json.loads(state_index.read_text())["step"] >= 15):
-        assert process.poll() is None, "training finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(sig)
-    process.wait()
+    log_path = prepared_copy / "killed.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=prepared_copy, env=run_env(), stderr=log)
+        deadline = time.monotonic() + 300
+        while not (state_index.exists() and json.loads(state_index.read_text())["step"] >= 15):
+            assert process.poll() is None, "training finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(sig)
+        process.wait()
     assert not (prepared_copy / "runs" / cell / "metrics.json").exists()
+    if sig == signal.SIGTERM:  # pre-empted: the state of the step in progress is saved before exit
+        assert process.returncode == 143
+        saved = json.loads(state_index.read_text())["step"]
+        assert f"SIGTERM: state saved at step {saved}" in log_path.read_text()
     resumed = rewarm(*train_args(cell), cwd=prepared_copy)
     assert "resuming from step" in resumed.stderr
     run_dir = prepared_copy / "runs" / cell

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -190,6 +191,21 @@ def run_fingerprint(run: cfg.Optimization, base_weights: str, data: Data, extra:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+class Preemption:
+    """Notes a SIGTERM (a scheduler pre-empting the job) so that the loop saves its state at the
+    end of the current step and exits, instead of dying mid-step."""
+
+    def __init__(self):
+        self.requested = False
+        try:
+            signal.signal(signal.SIGTERM, self._note)
+        except ValueError:  # not the main thread: signals stay as they are
+            pass
+
+    def _note(self, signum, frame) -> None:
+        self.requested = True
+
+
 def _unwrap(model):
     model = getattr(model, "module", model)  # DistributedDataParallel
     return getattr(model, "_orig_mod", model)  # torch.compile
@@ -296,7 +312,6 @@ def train_loop(
     main = rank == 0
     metrics = MetricsLog(out_dir, history) if main else None
     streams = (ShuffledStream(data.train, run.seed), ShuffledStream(data.replay, run.seed + 1) if data.replay else None)
-    tokens_per_step = run.batch_sequences * seq_len
 
     if start == 0:
         if main and on_step:
@@ -307,8 +322,10 @@ def train_loop(
         if main:
             metrics.log_step({"step": 0}, row)
     model.train()
-    clock, clock_step = time.perf_counter(), start
     bar = tqdm(total=plan.total_steps, initial=start, desc=label, unit="step", disable=not main, mininterval=1.0, dynamic_ncols=True)
+    tokens_per_step = run.batch_sequences * seq_len
+    clock, clock_step = time.perf_counter(), start
+    preemption = Preemption()
     for step in range(start, plan.total_steps):
         lr = plan.schedule(step)
         for group in optimizer.param_groups:
@@ -349,10 +366,13 @@ def train_loop(
             metrics.log_step(step_row, evaluation)
             if on_step:
                 on_step(done, model)
-            if done % run.save_every == 0 and done < plan.total_steps:
+            if (done % run.save_every == 0 or preemption.requested) and done < plan.total_steps:
                 save_state(state_dir, model, optimizer, done, history, fingerprint)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+        if preemption.requested and done < plan.total_steps:
+            log.warning("%s: SIGTERM: state saved at step %d in %s; rerun to resume", label, done, state_dir)
+            raise SystemExit(128 + signal.SIGTERM)
     bar.close()
     if main:
         metrics.close()
