@@ -17,5 +17,6 @@ include: "workflow/rules/train.smk"
 rule all:
     input:
         expand("data/tokens/{corpus}", corpus=CORPORA),
+        expand("checkpoints/base/{checkpoint}", checkpoint=CHECKPOINTS),
         expand("runs/{cell}/metrics.json", cell=CELLS),
     default_target: True

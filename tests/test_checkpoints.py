@@ -107,13 +107,14 @@ def test_hub_revision_from_the_cache(prepared_copy, tmp_path, monkeypatch):
 
 def test_pretrain_series_and_selecting_from_it(prepared_copy):
     rewarm("pretrain", "--tokenizer", "data/tokenizer", "--train", "data/tokens/upstream/train",
-           "--val", "data/tokens/upstream/val", "--state", "state/pretrain", "--out", "checkpoints/pretrain", cwd=prepared_copy)
+           "--val", "data/tokens/upstream/val", "--state", "state/pretrain", "--out", "checkpoints/pretrain",
+           "--logs", "runs/pretrain", cwd=prepared_copy)
     series_dir = prepared_copy / "checkpoints/pretrain"
     series = json.loads((series_dir / "series.json").read_text())
     assert series == {"revisions": ["step0", "step20", "step40"], "final": "step40", "tokens_per_step": 8 * 64}
     for revision in series["revisions"]:
         checkpoints.check_model_dir(series_dir / revision)
-    rows = [json.loads(line) for line in (series_dir / "logs/metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (prepared_copy / "runs/pretrain/metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["val/upstream/loss"] < rows[0]["val/upstream/loss"] - 1.0  # it learned upstream
     assert not (prepared_copy / "state/pretrain").exists()
     # step0 is the seeded initialisation; the final step differs from it.

@@ -111,3 +111,45 @@ def test_unreadable_yaml_names_the_file(tmp_path):
         cfg.load(bad)
     with pytest.raises(cfg.ConfigError, match=r"configuration file not found"):
         cfg.load(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "train, name",
+    [
+        ({}, "ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0"),
+        ({"checkpoint": "final", "max_lr": 3e-4, "warmup_fraction": 0.01}, "ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0"),
+        ({"max_lr": 1.5e-3, "replay_fraction": 0.25, "schedule": "wsd"}, "ckpt-scratch_lr-15e-4_warm-5e-2_sched-wsd_replay-25e-2"),
+        ({"warmup_fraction": None, "warmup_steps": 7, "optimizer": "radam"}, "ckpt-scratch_lr-2e-3_warm-7steps_sched-cosine_replay-0_opt-radam"),
+        ({"warmup_fraction": 0.0, "schedule": "constant"}, "ckpt-scratch_lr-2e-3_warm-0_sched-constant_replay-0"),
+    ],
+)
+def test_cell_names_are_readable_stable_and_dot_free(train, name):
+    config = cfg.from_dict(small_params(train=train))
+    assert cfg.cell_name(config.train) == name
+    assert list(cfg.cells(config)) == [name]
+    assert cfg.SAFE_NAME.match(name.replace("_", "-")[:64]) and "." not in name
+
+
+@pytest.mark.parametrize(
+    "train, expected",
+    [
+        ({"warmup_steps": 40, "warmup_fraction": None}, "train.warmup_steps: 40 must be in [0, 40) (the run has 40 steps)"),
+        ({"min_lr": 1.0}, "train.min_lr: 1.0 must be in [0, max_lr = 0.002]"),
+        ({"batch_sequences": 6}, "train.batch_sequences: 6 is not divisible by micro_batch_sequences (4)"),
+        ({"schedule": "step"}, "train.schedule: 'step' is not one of 'cosine', 'constant', 'linear', 'wsd', 'infinite', 'rex'"),
+        ({"optimizer": "sgd"}, "train.optimizer: 'sgd' is not one of 'adamw', 'radam'"),
+        ({"replay_fraction": 1.5}, "train.replay_fraction: 1.5 must be in [0, 1]"),
+        ({"checkpoint": "nowhere"}, "train.checkpoint: 'nowhere' is not one of early, final, scratch"),
+        ({"tokens": 100}, "train.tokens: 100 is less than one batch (8 x 64 tokens)"),
+        ({"warmup_steps": 3}, "train.warmup_steps: give warmup_steps or warmup_fraction, not both"),
+    ],
+)
+def test_bad_training_parameters(train, expected):
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.from_dict(small_params(train=train))
+    assert expected in str(caught.value)
+
+
+def test_model_must_hold_the_sequence_length():
+    with pytest.raises(cfg.ConfigError, match=r"model.max_position_embeddings: 32 is shorter than prepare.seq_len \(64\)"):
+        cfg.from_dict(small_params(model={"max_position_embeddings": 32}))

@@ -50,7 +50,7 @@ def test_run_directory_holds_metrics_model_and_logs(reference_run):
     for row in rows:
         assert row["val/upstream/ppl"] == pytest.approx(np.exp(row["val/upstream/loss"]))
     final = json.loads((reference_run / "metrics.json").read_text())
-    assert final == rows[-1]
+    assert final == comparable(rows[-1]) and rows[-1]["tokens_per_s"] > 0
     model = AutoModelForCausalLM.from_pretrained(str(reference_run / "model"))
     assert model.config.model_type == "gpt_neox"
     lr_log = (reference_run / "dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()

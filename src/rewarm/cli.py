@@ -73,7 +73,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     from rewarm import pretrain
 
-    final = pretrain.pretrain(_load(args), Path(args.tokenizer), Path(args.train), Path(args.val), Path(args.out), Path(args.state))
+    final = pretrain.pretrain(
+        _load(args), Path(args.tokenizer), Path(args.train), Path(args.val), Path(args.out), Path(args.state), Path(args.logs)
+    )
     log.info("pre-training done: upstream validation loss %.4f; series in %s", final["val/upstream/loss"], args.out)
 
 
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--val", required=True, help="upstream validation shards (e.g. data/tokens/upstream/val)")
     sub.add_argument("--state", required=True, help="resumable state directory, kept outside the output (e.g. state/pretrain)")
     sub.add_argument("--out", required=True, help="directory for the series: step<N>/ model directories and series.json")
+    sub.add_argument("--logs", required=True, help="directory for the training curves (metrics.jsonl, dvclive/, metrics.json)")
 
     sub = add("select", cmd_select, "Resolve a named base checkpoint from the configuration into a Hugging Face model directory.")
     sub.add_argument("--name", required=True, help="checkpoint name (a key of `checkpoints` in the configuration)")

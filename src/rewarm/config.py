@@ -9,6 +9,7 @@ allowed, before any work starts (as litgpt does: `raise ValueError("\\n".join(is
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import glob
 import re
 import types
@@ -18,9 +19,10 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-# Names that become directory names and Snakemake wildcards: no path separators,
-# no `..`, no shell metacharacters (issue 6: names cannot escape the project).
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Names that become directory names, Snakemake wildcards and DVC stage keys: no path
+# separators, no `..`, no shell metacharacters (names cannot escape the project), and no
+# dots, which DVC reads as key separators in `params: - corpora.<name>`.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class ConfigError(ValueError):
@@ -431,7 +433,7 @@ def _check(config: Config, base_dir: Path) -> list[str]:
             problems.append(f"corpora.{name}: needs both a `train` and a `val` source")
     for name, corpus in config.corpora.items():
         if not SAFE_NAME.match(str(name)):
-            problems.append(f"corpora.{name}: corpus name must match {SAFE_NAME.pattern} (letters, digits, _ . -)")
+            problems.append(f"corpora.{name}: corpus name must match {SAFE_NAME.pattern} (letters, digits, _ -)")
         if corpus is not None and not corpus.splits():
             problems.append(f"corpora.{name}: needs at least one of `train`, `val`")
     for (corpus, split), source in config.sources().items():
@@ -512,7 +514,7 @@ def _check_checkpoints(config: Config, base_dir: Path) -> list[str]:
     for name, spec in config.checkpoints.items():
         key = f"checkpoints.{name}"
         if not SAFE_NAME.match(str(name)):
-            problems.append(f"{key}: checkpoint name must match {SAFE_NAME.pattern} (letters, digits, _ . -)")
+            problems.append(f"{key}: checkpoint name must match {SAFE_NAME.pattern} (letters, digits, _ -)")
         if isinstance(spec, PretrainCheckpoint) and spec.revision not in revisions:
             problems.append(f"{key}.revision: {spec.revision!r} is not one of {', '.join(sorted(revisions))} (pretrain.checkpoint_steps)")
         if isinstance(spec, LocalCheckpoint) and not (base_dir / spec.path).is_dir():
@@ -539,9 +541,13 @@ def cells(config: Config) -> dict[str, TrainConfig]:
 
 
 def _number(value: float) -> str:
-    """Compact, stable rendering: 3e-4, 0.01, 0, 1.5e-3."""
-    text = f"{value:g}"
-    return text.replace("e-0", "e-").replace("e+0", "e+")
+    """Compact, stable and dot-free (DVC splits keys at dots): an integer mantissa and a
+    power of ten, e.g. 3e-4, 1e-2 (0.01), 25e-2 (0.25), 15e-4 (1.5e-3), 0, 2."""
+    digits = decimal.Decimal(repr(float(value))).normalize()
+    sign, mantissa, exponent = digits.as_tuple()
+    if exponent >= 0:
+        return str(int(digits))
+    return f"{'-' if sign else ''}{int(''.join(map(str, mantissa)))}e{exponent}"
 
 
 def total_steps(run: Optimization, seq_len: int) -> int:

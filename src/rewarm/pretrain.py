@@ -23,7 +23,10 @@ from rewarm.train import Data, run_fingerprint, train_loop
 log = logging.getLogger(__name__)
 
 
-def pretrain(config: cfg.Config, tokenizer_dir: Path, train_dir: Path, val_dir: Path, out_dir: Path, state_dir: Path) -> dict:
+def pretrain(
+    config: cfg.Config, tokenizer_dir: Path, train_dir: Path, val_dir: Path, out_dir: Path, state_dir: Path, logs_dir: Path
+) -> dict:
+    """Pre-train and write the series to `out_dir`; training curves go to `logs_dir` (as a run's do)."""
     run = config.pretrain
     tokenizer = tok.load(tokenizer_dir)
     fingerprint = tok.fingerprint(tokenizer)
@@ -44,14 +47,13 @@ def pretrain(config: cfg.Config, tokenizer_dir: Path, train_dir: Path, val_dir: 
                 checkpoints.save_model_dir(current, tokenizer_dir, tmp)
 
     arch = {"model": cfg.to_dict(config.model), "tokenizer": fingerprint}
-    final = train_loop(model, run, data, state_dir / "logs", state_dir, run_fingerprint(run, "scratch", data, arch),
+    final = train_loop(model, run, data, logs_dir, state_dir, run_fingerprint(run, "scratch", data, arch),
                        on_step=snapshot, label="pretrain")
     with atomic_dir(out_dir) as tmp:
         for step in keep:
             shutil.copytree(snapshots / f"step{step}", tmp / f"step{step}")
-        shutil.copytree(state_dir / "logs", tmp / "logs")
         write_json(tmp / checkpoints.SERIES, {"revisions": [f"step{s}" for s in keep], "final": f"step{steps}",
                                               "tokens_per_step": run.batch_sequences * data.train.seq_len})
-        write_json(tmp / "metrics.json", final)
+    write_json(logs_dir / "metrics.json", final)
     shutil.rmtree(state_dir, ignore_errors=True)
     return final

@@ -5,7 +5,8 @@ rule pretrain:
         tokenizer="data/tokenizer",
         upstream="data/tokens/upstream",
     output:
-        directory("checkpoints/pretrain"),
+        series=directory("checkpoints/pretrain"),
+        logs=directory("runs/pretrain"),
     params:
         config=PARAMS,
         model=rewarm_config.to_dict(CONFIG.model),
@@ -20,4 +21,4 @@ rule pretrain:
         runtime=120,
     shell:
         "rewarm pretrain {params.config} --tokenizer {input.tokenizer} --train {input.upstream}/train"
-        " --val {input.upstream}/val --state state/pretrain --out {output} 2> {log}"
+        " --val {input.upstream}/val --state state/pretrain --out {output.series} --logs {output.logs} 2> {log}"
