@@ -188,3 +188,20 @@ def test_gradient_accumulation_matches_one_full_batch(prepared_copy, reference_r
 def test_unknown_cell_is_refused(prepared_copy):
     result = rewarm(*train_args("ckpt-nope"), cwd=prepared_copy, check=False)
     assert result.returncode == 2 and "cell 'ckpt-nope' is not in the grid" in result.stderr
+
+
+def test_torchrun_two_processes_match_one(prepared_copy, reference_run):
+    """DistributedDataParallel over 2 CPU processes (gloo): the same global batch split in two
+    gives the same run as one process, up to floating-point summation order."""
+    cell = cell_of(prepared_copy)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "rewarm", *train_args(cell)]
+    result = subprocess.run(command, cwd=prepared_copy, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    distributed = read_rows(prepared_copy / "runs" / cell)
+    single = read_rows(reference_run)
+    assert [r["step"] for r in distributed] == [r["step"] for r in single]
+    for a, b in zip(distributed, single):
+        for key in ("train_loss", "val/upstream/loss", "val/downstream/loss"):
+            if b[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-3), (a["step"], key)

@@ -128,7 +128,8 @@ def setup_device(choice: str) -> tuple[torch.device, int, int]:
 
 
 def build_optimizer(model, run: cfg.Optimization, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (fused on GPU) or RAdam; no weight decay on biases and LayerNorm weights, as in GPT-NeoX."""
+    """AdamW (fused kernels, on GPU and CPU alike) or RAdam; no weight decay on biases and LayerNorm
+    weights, as in GPT-NeoX."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         (no_decay if parameter.ndim < 2 else decay).append(parameter)
@@ -136,7 +137,7 @@ def build_optimizer(model, run: cfg.Optimization, device: torch.device) -> torch
     betas = (run.beta1, run.beta2)
     if run.optimizer == "radam":
         return torch.optim.RAdam(groups, lr=run.max_lr, betas=betas, eps=run.eps, decoupled_weight_decay=True)
-    return torch.optim.AdamW(groups, lr=run.max_lr, betas=betas, eps=run.eps, fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=run.max_lr, betas=betas, eps=run.eps, fused=device.type in ("cuda", "cpu"))
 
 
 # -- state ----------------------------------------------------------------------------------------
@@ -419,11 +420,13 @@ def train_cell(
             f"{base_dir}: embedding has {model.config.vocab_size} rows, fewer than the tokenizer's {tok.vocab_size(tokenizer)} ids"
         )
     weights = checkpoints.weights_fingerprint(base_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", {"cell": cfg.cell_name(run), "train": cfg.to_dict(run), "base_dir": str(base_dir),
-                                         "base_weights": weights, "seq_len": data.train.seq_len})
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "config.json", {"cell": cfg.cell_name(run), "train": cfg.to_dict(run), "base_dir": str(base_dir),
+                                             "base_weights": weights, "seq_len": data.train.seq_len})
     final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data), label=cfg.cell_name(run))
-    if int(os.environ.get("RANK", "0")) == 0:
+    if main:
         with atomic_dir(out_dir / "model") as tmp:
             checkpoints.save_model_dir(model, base_dir, tmp)
         write_json(out_dir / "metrics.json", final)
