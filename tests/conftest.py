@@ -113,12 +113,16 @@ def small_project(tmp_path_factory) -> Path:
     return root
 
 
+def copy_of(source: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "project"
+    shutil.copytree(source, dest)
+    return dest
+
+
 @pytest.fixture
 def project_copy(tmp_path, small_project) -> Path:
     """A writable copy of the small project."""
-    dest = tmp_path / "project"
-    shutil.copytree(small_project, dest)
-    return dest
+    return copy_of(small_project, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -134,9 +138,8 @@ def prepared_project(small_project, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def prepared_copy(tmp_path, prepared_project) -> Path:
-    dest = tmp_path / "project"
-    shutil.copytree(prepared_project, dest)
-    return dest
+    """A writable copy of the prepared project."""
+    return copy_of(prepared_project, tmp_path)
 
 
 def train_args(cell: str, base: str = "checkpoints/base/scratch", out: str | None = None, state: str | None = None) -> list[str]:

@@ -92,12 +92,17 @@ def test_token_budget_stops_reading(project_copy):
     assert manifest["documents_read"] < 600
 
 
+def with_extra_corpus(project: Path, content: bytes, **overrides) -> None:
+    """Add a held-out corpus `extra` read from a JSON-lines file with this content."""
+    (project / "extra.jsonl").write_bytes(content)
+    params = small_params(**overrides)
+    params["corpora"]["extra"] = {"val": {"type": "jsonl", "path": "extra.jsonl"}}
+    write_params(project / "params.yaml", params)
+
+
 def test_skip_mode_counts_bad_records_in_manifest(project_copy):
-    raw = project_copy / "bad.jsonl"
-    raw.write_bytes(b'{"text": "good one"}\nnot json\n{"text": ""}\n{"text": "good two"}\n{"text": 3}\n')
-    params = small_params(prepare={"on_bad_record": "skip"})
-    params["corpora"]["extra"] = {"val": {"type": "jsonl", "path": "bad.jsonl"}}
-    write_params(project_copy / "params.yaml", params)
+    content = b'{"text": "good one"}\nnot json\n{"text": ""}\n{"text": "good two"}\n{"text": 3}\n'
+    with_extra_corpus(project_copy, content, prepare={"on_bad_record": "skip"})
     prepare(project_copy, corpus="extra")
     manifest = json.loads((project_copy / "data/tokens/extra/val/manifest.json").read_text())
     assert (manifest["documents_read"], manifest["records_skipped_bad"], manifest["documents_skipped_empty"]) == (2, 2, 1)
@@ -105,23 +110,17 @@ def test_skip_mode_counts_bad_records_in_manifest(project_copy):
 
 
 def test_bad_record_fails_naming_file_and_line(project_copy):
-    (project_copy / "bad.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "broken\n')
-    params = small_params()
-    params["corpora"]["extra"] = {"val": {"type": "jsonl", "path": "bad.jsonl"}}
-    write_params(project_copy / "params.yaml", params)
+    with_extra_corpus(project_copy, b'{"text": "fine"}\n{"text": "broken\n')
     result = prepare(project_copy, corpus="extra", check=False)
     assert result.returncode == 1
-    assert "bad.jsonl:2: not valid JSON" in result.stderr
+    assert "extra.jsonl:2: not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (project_copy / "data/tokens/extra").exists()
     assert not list((project_copy / "data/tokens").glob("extra.partial-*"))
 
 
 def test_empty_source_is_refused(project_copy):
-    (project_copy / "empty.jsonl").write_bytes(b"")
-    params = small_params()
-    params["corpora"]["extra"] = {"val": {"type": "jsonl", "path": "empty.jsonl"}}
-    write_params(project_copy / "params.yaml", params)
+    with_extra_corpus(project_copy, b"")
     result = prepare(project_copy, corpus="extra", check=False)
     assert result.returncode == 1 and "extra/val: no documents read" in result.stderr
 
