@@ -205,3 +205,20 @@ def test_torchrun_two_processes_match_one(prepared_copy, reference_run):
         for key in ("train_loss", "val/upstream/loss", "val/downstream/loss"):
             if b[key] is not None:
                 assert a[key] == pytest.approx(b[key], rel=1e-3), (a["step"], key)
+
+
+@pytest.mark.parametrize("name, kind", [("adamw", torch.optim.AdamW), ("radam", torch.optim.RAdam)])
+def test_optimizer_settings_and_weight_decay_groups(prepared_project, name, kind):
+    from rewarm.checkpoints import load_model
+    from rewarm.train import build_optimizer
+
+    run = cfg.from_dict(small_params(train={"optimizer": name, "beta2": 0.98, "weight_decay": 0.1})).train
+    model = load_model(prepared_project / "checkpoints/base/scratch")
+    optimizer = build_optimizer(model, run, torch.device("cpu"))
+    assert type(optimizer) is kind
+    decay, no_decay = optimizer.param_groups
+    assert decay["betas"] == (0.9, 0.98) and decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])  # biases, LayerNorms
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    if name == "radam":
+        assert decay["decoupled_weight_decay"] is True
