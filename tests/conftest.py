@@ -25,43 +25,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
-TINY_RUN = {
-    "tokens": 40 * 8 * 64,  # 40 steps of 8 sequences of 64 tokens
-    "batch_sequences": 8,
-    "micro_batch_sequences": 4,  # two micro-batches: gradient accumulation is exercised
-    "max_lr": 2e-3,
-    "warmup_fraction": 0.05,
-    "eval_every": 10,
-    "eval_tokens": 1024,
-    "save_every": 5,
-    "device": "cpu",
-}
-
-
 def small_params(**overrides) -> dict:
-    """A small demo configuration: same shape as params.yaml, fewer documents, a tiny model."""
-    params = {
-        "tokenizer": {"type": "train", "vocab_size": 1024},
-        "prepare": {"seq_len": 64, "shard_sequences": 128, "batch_documents": 64, "on_bad_record": "error"},
-        "corpora": {
-            "upstream": {
-                "train": {"type": "demo", "domain": "upstream", "documents": 600, "seed": 1},
-                "val": {"type": "demo", "domain": "upstream", "documents": 60, "seed": 2},
-            },
-            "downstream": {
-                "train": {"type": "demo", "domain": "downstream", "documents": 600, "seed": 3},
-                "val": {"type": "demo", "domain": "downstream", "documents": 60, "seed": 4},
-            },
-        },
-        "model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64},
-        "pretrain": {**TINY_RUN, "checkpoint_steps": [0, 20]},
-        "checkpoints": {
-            "early": {"type": "pretrain", "revision": "step20"},
-            "final": {"type": "pretrain", "revision": "final"},
-            "scratch": {"type": "scratch", "seed": 0},
-        },
-        "train": {**TINY_RUN, "checkpoint": "scratch"},
-    }
+    """The reduced configuration of `.test/params.yaml` (the demo's shape, tiny sizes), with overrides."""
+    params = yaml.safe_load((ROOT / ".test/params.yaml").read_text())
     return cfg.deep_merge(params, overrides)
 
 

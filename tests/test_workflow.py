@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,12 @@ from rewarm.data import sources
 from tests.conftest import ROOT, rewarm, run_env, small_params, write_params
 
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", ".dvc", ".dvcignore", ".gitignore"]
+# The demo grid's shape in miniature: a sweep of checkpoints and of max_lr, and a constant-LR baseline.
+TEST_GRID = {
+    "sweeps": {"checkpoint": ["early", "final", "scratch"], "max_lr": [1e-3, 2e-3]},
+    "extra": [{"schedule": "constant", "max_lr": 2e-4, "warmup_fraction": 0.0}],
+}
+TEST_PARAMS = small_params(train={"checkpoint": "final"}, grid=TEST_GRID)
 
 
 def copy_project(dest: Path, params: dict | None = None) -> Path:
@@ -54,7 +62,7 @@ def digests(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def snakemake_run(tmp_path_factory) -> Path:
     """The whole pipeline under Snakemake on the small configuration (same stages, tiny sizes)."""
-    project = copy_project(tmp_path_factory.mktemp("snakemake"), small_params(train={"checkpoint": "final"}))
+    project = copy_project(tmp_path_factory.mktemp("snakemake"), TEST_PARAMS)
     snakemake("--cores", "2", cwd=project)
     return project
 
@@ -66,11 +74,18 @@ def test_grid_file_for_dvc_is_up_to_date(tmp_path):
     assert (project / "fresh.yaml").read_text() == (ROOT / "workflow/grid.yaml").read_text(), "run `rewarm grid --write workflow/grid.yaml`"
 
 
-def test_snakemake_runs_the_chain_to_a_trained_cell(snakemake_run):
+def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
+    cells = yaml.safe_load((snakemake_run / "workflow/grid.yaml").read_text())["cells"]
+    assert len(cells) == 5
+    for cell in cells:
+        run_dir = snakemake_run / "runs" / cell
+        for name in ("metrics.json", "metrics.jsonl", "curves/upstream.csv", "curves/downstream.csv", "config.json",
+                     "model/model.safetensors", "dvclive/metrics.json"):
+            assert (run_dir / name).is_file(), (cell, name)
     cell = cell_name(snakemake_run)
-    run_dir = snakemake_run / "runs" / cell
-    for name in ("metrics.json", "metrics.jsonl", "config.json", "model/model.safetensors", "dvclive/metrics.json"):
-        assert (run_dir / name).is_file(), name
+    config = json.loads((snakemake_run / "runs" / cell / "config.json").read_text())
+    assert config["cell"] == cell and config["code"]["rewarm"] and len(config["inputs"]["base_weights"]) == 64
+    assert config["inputs"]["tokenizer"] and config["inputs"]["train"] and config["inputs"]["val/upstream"]
     series = yaml.safe_load((snakemake_run / "checkpoints/pretrain/series.json").read_text())
     assert series["final"] == "step40"
     assert (snakemake_run / "checkpoints/base/scratch/model.safetensors").is_file()
@@ -95,46 +110,92 @@ def test_snakemake_builds_every_corpus_and_split(snakemake_run):
 
 
 def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
-    project = copy_project(tmp_path / "dvc", small_params(train={"checkpoint": "final"}))
-    run("git", "init", "-q", cwd=project)
-    # A repository with a commit, as users have (DVCLive asks git for the current revision).
-    run("git", "add", "-A", cwd=project)
-    run("git", "-c", "user.name=rewarm", "-c", "user.email=rewarm@localhost", "commit", "-qm", "project", cwd=project)
+    project = copy_project(tmp_path / "dvc", TEST_PARAMS)
+    git_commit(project, "project")
     run("dvc", "repro", cwd=project)
     assert digests(project / "data/tokens") == digests(snakemake_run / "data/tokens")
     assert digests(project / "data/tokenizer") == digests(snakemake_run / "data/tokenizer")
     assert digests(project / "checkpoints") == digests(snakemake_run / "checkpoints")
-    cell = cell_name(project)
-    for name in ("model/model.safetensors", "metrics.json"):
-        assert sources.file_sha256(project / "runs" / cell / name) == sources.file_sha256(snakemake_run / "runs" / cell / name)
+    cells = yaml.safe_load((project / "workflow/grid.yaml").read_text())["cells"]
+    for cell in cells:
+        for name in ("model/model.safetensors", "metrics.json", "curves/upstream.csv", "curves/downstream.csv"):
+            left, right = project / "runs" / cell / name, snakemake_run / "runs" / cell / name
+            assert sources.file_sha256(left) == sources.file_sha256(right), (cell, name)
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "pretrain", "select@early",
-                "select@final", "select@scratch", f"train@{cell}"}
-    assert expected <= set(lock["stages"])
+                "select@final", "select@scratch", *(f"train@{cell}" for cell in cells)}
+    assert expected == set(lock["stages"])
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=project).stdout
+    plots = json.loads(run("dvc", "plots", "show", "--json", cwd=project).stdout)
+    assert {f"runs/{cell}/curves/{corpus}.csv" for cell in cells for corpus in ("upstream", "downstream")} <= set(plots["data"])
+
+    # A remote holds everything: a fresh clone pulls it and has nothing to reproduce.
+    remote = tmp_path / "remote"
+    run("dvc", "remote", "add", "-d", "store", str(remote), cwd=project)
+    git_commit(project, "results")
+    run("dvc", "push", cwd=project)
+    clone = tmp_path / "clone"
+    run("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
+    run("dvc", "pull", cwd=clone)
+    assert "Data and pipelines are up to date" in run("dvc", "status", cwd=clone).stdout
+    assert "Data and pipelines are up to date" in run("dvc", "repro", cwd=clone).stdout
+    assert digests(clone / "runs") == digests(project / "runs")
 
 
-def test_changed_budget_reruns_only_that_corpus_and_what_follows(snakemake_run, tmp_path):
-    project = tmp_path / "edited"
+def git_commit(project: Path, message: str) -> None:
+    """Commit everything (DVCLive asks git for the current revision, so users have a commit)."""
+    if not (project / ".git").exists():
+        run("git", "init", "-q", cwd=project)
+    run("git", "add", "-A", cwd=project)
+    run("git", "-c", "user.name=rewarm", "-c", "user.email=rewarm@localhost", "commit", "-qm", message, cwd=project)
+
+
+def test_dvc_commit_after_snakemake_leaves_nothing_to_do(snakemake_run, tmp_path):
+    project = tmp_path / "committed"
     shutil.copytree(snakemake_run, project, symlinks=True)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["corpora"]["downstream"]["train"]["max_tokens"] = 5_000
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    planned = snakemake("-n", "--printshellcmds", cwd=project).stdout
-    assert "--corpus downstream" in planned and "rewarm train" in planned
-    for untouched in ("--corpus upstream", "rewarm generate", "rewarm pretrain", "rewarm select"):
-        assert untouched not in planned, untouched
+    shutil.rmtree(project / ".snakemake")
+    git_commit(project, "project")
+    run("dvc", "commit", "--force", cwd=project)
+    assert "Data and pipelines are up to date" in run("dvc", "status", cwd=project).stdout
+    assert "Data and pipelines are up to date" in run("dvc", "repro", cwd=project).stdout
 
 
-def test_bad_parameter_stops_snakemake_before_any_job(tmp_path):
-    project = copy_project(tmp_path / "bad")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["prepare"]["seq_len"] = -1
-    params["corpora"]["upstream"]["train"]["type"] = "parquet"
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = snakemake("--cores", "2", cwd=project, check=False)
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "prepare.seq_len: -1 must be a positive integer" in output
-    assert "corpora.upstream.train.type: 'parquet' is not one of 'demo', 'jsonl', 'hf'" in output
-    assert not (project / "data").exists()
+def snakemake_outputs(project: Path) -> set[tuple[str, str]]:
+    """(rule, output path) of every job in Snakemake's DAG."""
+    summary = snakemake("--summary", cwd=project).stdout.splitlines()
+    rows = [line.split("\t") for line in summary[1:] if "\t" in line]
+    return {(row[2], row[0]) for row in rows}
+
+
+def dvc_outputs(project: Path) -> set[tuple[str, str]]:
+    """(stage group, output path) of every stage in dvc.yaml."""
+    script = (
+        "import json; from dvc.repo import Repo; r = Repo('.');"
+        "print(json.dumps([[s.addressing.split('@')[0], str(o.def_path)] for s in r.index.stages for o in s.outs]))"
+    )
+    return {tuple(pair) for pair in json.loads(run(sys.executable, "-c", script, cwd=project).stdout)}
+
+
+@pytest.mark.parametrize("params", [None, TEST_PARAMS], ids=["demo", "test-grid"])
+def test_snakemake_and_dvc_list_the_same_cells_and_outputs(tmp_path, params):
+    project = copy_project(tmp_path / "front-ends", params)
+    run("git", "init", "-q", cwd=project)
+    snakemake_side, dvc_side = snakemake_outputs(project), dvc_outputs(project)
+    assert snakemake_side == dvc_side
+    cells = {path.split("/")[1] for rule, path in snakemake_side if rule == "train"}
+    listed = json.loads(rewarm("grid", "--format", "json", cwd=project).stdout)
+    assert cells == set(listed) and len(cells) == (8 if params is None else 5)
+
+
+def test_dry_run_of_a_100_cell_grid(tmp_path):
+    """A 100-cell cross product plans in seconds (the time is printed, not asserted)."""
+    grid = {"cross": {"max_lr": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3], "warmup_fraction": [0.0, 0.005, 0.01, 0.02, 0.05],
+                      "schedule": ["cosine", "linear", "wsd", "rex"]}}
+    project = copy_project(tmp_path / "big", small_params(grid=grid))
+    assert len(json.loads(rewarm("grid", "--format", "json", cwd=project).stdout)) == 100
+    start = time.perf_counter()
+    planned = snakemake("-n", "--quiet", "rules", cwd=project).stdout
+    elapsed = time.perf_counter() - start
+    counts = {line.split()[0]: line.split()[1] for line in planned.splitlines() if len(line.split()) == 2}
+    assert counts["train"] == "100"
+    print(f"dry run of a 100-cell grid: {elapsed:.1f} s")

@@ -68,11 +68,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     log.info("corpus %s prepared in %s", args.corpus, args.out)
 
 
+def _set_threads(threads: int | None) -> None:
+    """CPU threads for torch; Snakemake passes the job's `threads`. Results on CPU can depend on
+    the thread count, so both front ends pass the same number."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from rewarm import pretrain
 
+    _set_threads(args.threads)
     final = pretrain.pretrain(
         _load(args), Path(args.tokenizer), Path(args.train), Path(args.val), Path(args.out), Path(args.state), Path(args.logs)
     )
@@ -91,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from rewarm import train
 
+    _set_threads(args.threads)
     config = _load(args)
     cells = cfg.cells(config)
     if args.cell not in cells:
@@ -166,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--state", required=True, help="resumable state directory, kept outside the output (e.g. state/pretrain)")
     sub.add_argument("--out", required=True, help="directory for the series: step<N>/ model directories and series.json")
     sub.add_argument("--logs", required=True, help="directory for the training curves (metrics.jsonl, dvclive/, metrics.json)")
+    sub.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
 
     sub = add("select", cmd_select, "Resolve a named base checkpoint from the configuration into a Hugging Face model directory.")
     sub.add_argument("--name", required=True, help="checkpoint name (a key of `checkpoints` in the configuration)")
@@ -181,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--replay", help="upstream train shards for replay (needed when replay_fraction > 0)")
     sub.add_argument("--state", required=True, help="resumable state directory, kept outside the output (e.g. state/runs/<cell>)")
     sub.add_argument("--cell", required=True, help="the cell's name (`rewarm grid` lists them)")
+    sub.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     sub.add_argument("--out", required=True, help="run directory: config.json, metrics.jsonl, dvclive/, metrics.json, model/")
 
     sub = add("grid", cmd_grid, "List the grid's cells with their resolved parameters.")

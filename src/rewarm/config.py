@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import glob
+import itertools
 import re
 import types
 import typing
@@ -223,6 +224,22 @@ class TrainConfig(Optimization):
     """Share of each batch drawn from the upstream train split (Ibrahim et al. 2024); 0 reproduces the paper."""
 
 
+GRID_AXES = ("checkpoint", "max_lr", "min_lr", "warmup_fraction", "warmup_steps", "schedule", "optimizer", "replay_fraction")
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """The grid, declared once: cells are the reference cell (the `train` section) varied one
+    axis at a time (the paper's sweeps), full cross products, and extra cells."""
+
+    sweeps: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    """Axis -> values; each value gives a cell that differs from the reference on that axis only."""
+    cross: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    """Axis -> values; every combination gives a cell (the other axes as in the reference)."""
+    extra: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Cells given as overrides of the reference, e.g. the constant-LR "no re-warming" baseline."""
+
+
 @dataclasses.dataclass(frozen=True)
 class HubCheckpoint:
     """A model on the Hugging Face hub at a revision, as Pythia publishes them."""
@@ -293,7 +310,9 @@ class Config:
     checkpoints: dict[str, CheckpointSpec] = dataclasses.field(default_factory=dict)
     """Base checkpoints by name, resolved by `rewarm select` into checkpoints/base/<name>/."""
     train: TrainConfig = TrainConfig()
-    """The re-warm run."""
+    """The reference re-warm run: every cell's settings unless the grid varies them."""
+    grid: GridConfig = GridConfig()
+    """The cells: sweeps, cross products and extra cells around `train`."""
 
     def sources(self) -> dict[tuple[str, str], Source]:
         """Every (corpus, split) source, in a stable order."""
@@ -380,6 +399,8 @@ def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
 
 def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -451,6 +472,8 @@ def _check(config: Config, base_dir: Path) -> list[str]:
     problems.extend(_check_optimization(config.pretrain, "pretrain", prep.seq_len))
     problems.extend(_check_optimization(config.train, "train", prep.seq_len))
     problems.extend(_check_checkpoints(config, base_dir))
+    if not problems:
+        problems.extend(_expand(config)[1])
     return problems
 
 
@@ -536,8 +559,57 @@ def cell_name(run: TrainConfig) -> str:
 
 
 def cells(config: Config) -> dict[str, TrainConfig]:
-    """The grid's cells by name. For now one cell, the `train` section."""
-    return {cell_name(config.train): config.train}
+    """The grid's cells by name, in declaration order: the reference, each sweep, the cross
+    product, the extra cells. A cell declared twice (a sweep through the reference) counts once."""
+    built, problems = _expand(config)
+    if problems:
+        raise ConfigError("\n  ".join(["grid: problems:", *problems]))
+    return built
+
+
+def grid_overrides(grid: GridConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(where declared, overrides of the reference) for every cell of the grid."""
+    found: list[tuple[str, dict[str, Any]]] = [("train", {})]
+    for axis, values in grid.sweeps.items():
+        found += [(f"grid.sweeps.{axis}[{i}]", {axis: value}) for i, value in enumerate(values)]
+    axes = list(grid.cross)
+    for i, combination in enumerate(itertools.product(*grid.cross.values())):
+        found.append((f"grid.cross[{i}]", dict(zip(axes, combination))))
+    found += [(f"grid.extra[{i}]", dict(overrides)) for i, overrides in enumerate(grid.extra)]
+    return found
+
+
+def _expand(config: Config) -> tuple[dict[str, TrainConfig], list[str]]:
+    cells_by_name: dict[str, TrainConfig] = {}
+    where_by_name: dict[str, str] = {}
+    problems: list[str] = []
+    reference = to_dict(config.train)
+    for where, overrides in grid_overrides(config.grid):
+        unknown = [axis for axis in overrides if axis not in GRID_AXES]
+        if unknown:
+            problems.append(f"{where}: unknown axis {', '.join(map(repr, unknown))} (axes: {', '.join(GRID_AXES)})")
+            continue
+        merged = {**reference, **overrides}
+        if "warmup_steps" in overrides and "warmup_fraction" not in overrides:
+            merged["warmup_fraction"] = None  # a warm-up in steps replaces the reference's fraction
+        if "warmup_fraction" in overrides and "warmup_steps" not in overrides:
+            merged["warmup_steps"] = None
+        cell_problems: list[str] = []
+        cell = _build(TrainConfig, merged, where, cell_problems)
+        if cell is not None and not cell_problems:
+            cell_problems += [p.replace("train.", f"{where}: ", 1) for p in _check_optimization(cell, "train", config.prepare.seq_len)]
+            if config.checkpoints and cell.checkpoint not in config.checkpoints:
+                cell_problems.append(f"{where}: checkpoint {cell.checkpoint!r} is not one of {', '.join(config.checkpoints)}")
+        if cell_problems or cell is None:
+            problems += cell_problems
+            continue
+        name = cell_name(cell)
+        if name in cells_by_name and cells_by_name[name] != cell:
+            problems.append(f"{where}: cell name {name} is also {where_by_name[name]}'s, with other settings (names cover "
+                            f"checkpoint, max_lr, warm-up, schedule, replay and optimizer only)")
+        cells_by_name.setdefault(name, cell)
+        where_by_name.setdefault(name, where)
+    return cells_by_name, problems
 
 
 def _number(value: float) -> str:

@@ -34,7 +34,7 @@ from rewarm import schedules
 from rewarm.data.shards import ShardReader, ShuffledStream
 from rewarm.data.sources import file_sha256
 from rewarm.evaluate import mean_loss, perplexity
-from rewarm.io import write_json
+from rewarm.io import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,8 @@ class MetricsLog:
         from dvclive import Live
 
         out_dir.mkdir(parents=True, exist_ok=True)
+        self.history = history
+        self.curves = out_dir / "curves"
         self.jsonl = out_dir / "metrics.jsonl"
         self.live = Live(dir=str(out_dir / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=False)
         self.jsonl.write_text("".join(json.dumps(row) + "\n" for row in history.evals))
@@ -231,12 +233,25 @@ class MetricsLog:
             self._live_step(row, evals.get(row["step"]))
         if 0 in evals:
             self._live_step({"step": 0}, evals[0])
+        self._write_curves()
 
     def log_step(self, row: dict, evaluation: dict | None) -> None:
         if evaluation is not None:
             with open(self.jsonl, "a") as f:
                 f.write(json.dumps(evaluation) + "\n")
+            self._write_curves()
         self._live_step(row, evaluation)
+
+    def _write_curves(self) -> None:
+        """Per validation split, `curves/<name>.csv` (step, tokens, loss, ppl) for `dvc plots`,
+        which reads CSV but not JSON lines."""
+        names = sorted({k.split("/")[1] for row in self.history.evals for k in row if k.startswith("val/")})
+        self.curves.mkdir(exist_ok=True)
+        for name in names:
+            lines = ["step,tokens,loss,ppl"] + [
+                f"{row['step']},{row['tokens']},{row[f'val/{name}/loss']!r},{row[f'val/{name}/ppl']!r}" for row in self.history.evals
+            ]
+            write_text(self.curves / f"{name}.csv", "\n".join(lines) + "\n")
 
     def _live_step(self, row: dict, evaluation: dict | None) -> None:
         self.live.step = row["step"]
@@ -423,8 +438,13 @@ def train_cell(
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "config.json", {"cell": cfg.cell_name(run), "train": cfg.to_dict(run), "base_dir": str(base_dir),
-                                             "base_weights": weights, "seq_len": data.train.seq_len})
+        write_json(out_dir / "config.json", {
+            "cell": cfg.cell_name(run), "train": cfg.to_dict(run), "seq_len": data.train.seq_len,
+            "code": code_version(),
+            "inputs": {"base_dir": str(base_dir), "base_weights": weights, "tokenizer": fingerprint,
+                       **{name: reader.manifest["source"]["fingerprint"] for name, reader in
+                          [("train", data.train), *[(f"val/{k}", v) for k, v in data.val.items()]]}},
+        })
     final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data), label=cfg.cell_name(run))
     if main:
         with atomic_dir(out_dir / "model") as tmp:
@@ -432,6 +452,23 @@ def train_cell(
         write_json(out_dir / "metrics.json", final)
         _remove_state(state_dir)
     return final
+
+
+def code_version() -> dict:
+    """What code ran: the package version, and the git commit when run from a checkout."""
+    import subprocess
+
+    import rewarm
+
+    version = {"rewarm": rewarm.__version__, "torch": torch.__version__}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(rewarm.__file__).parent)
+        if commit.returncode == 0:
+            version["git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
 
 
 def _remove_state(state_dir: Path) -> None:

@@ -5,6 +5,8 @@ rule generate:
     params:
         config=PARAMS,
         demo=demo_generator_params(),
+    conda:
+        "../envs/rewarm.yaml"
     log:
         "logs/generate.log",
     benchmark:

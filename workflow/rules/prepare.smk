@@ -10,6 +10,8 @@ rule prepare:
         config=PARAMS,
         corpus=corpus_params,
         prepare=rewarm_config.to_dict(CONFIG.prepare),
+    conda:
+        "../envs/rewarm.yaml"
     log:
         "logs/prepare/{corpus}.log",
     benchmark:

@@ -11,14 +11,17 @@ rule pretrain:
         config=PARAMS,
         model=rewarm_config.to_dict(CONFIG.model),
         pretrain=rewarm_config.to_dict(CONFIG.pretrain),
+    conda:
+        "../envs/rewarm.yaml"
     log:
         "logs/pretrain.log",
     benchmark:
         "logs/benchmarks/pretrain.tsv"
-    threads: 2
+    threads: 2  # dvc.yaml passes the same --threads
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=0,
     shell:
         "rewarm pretrain {params.config} --tokenizer {input.tokenizer} --train {input.upstream}/train"
-        " --val {input.upstream}/val --state state/pretrain --out {output.series} --logs {output.logs} 2> {log}"
+        " --val {input.upstream}/val --state state/pretrain --out {output.series} --logs {output.logs} --threads {threads} 2> {log}"

@@ -11,6 +11,8 @@ rule select:
         spec=checkpoint_spec,
         model=rewarm_config.to_dict(CONFIG.model),
         pretrain=lambda wildcards, input: f"--pretrain {input.pretrain}" if input.pretrain else "",
+    conda:
+        "../envs/rewarm.yaml"
     log:
         "logs/select/{checkpoint}.log",
     benchmark:

@@ -8,6 +8,8 @@ rule tokenizer:
         config=PARAMS,
         tokenizer=rewarm_config.to_dict(CONFIG.tokenizer),
         source=rewarm_config.to_dict(CONFIG.corpora["upstream"].train),
+    conda:
+        "../envs/rewarm.yaml"
     log:
         "logs/tokenizer.log",
     benchmark:

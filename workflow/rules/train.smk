@@ -8,22 +8,27 @@ rule train:
     output:
         model=directory("runs/{cell}/model"),
         metrics="runs/{cell}/metrics.json",
-        curves="runs/{cell}/metrics.jsonl",
+        evaluations="runs/{cell}/metrics.jsonl",
+        upstream_curve="runs/{cell}/curves/upstream.csv",
+        downstream_curve="runs/{cell}/curves/downstream.csv",
         live=directory("runs/{cell}/dvclive"),
         config="runs/{cell}/config.json",
     params:
         config=PARAMS,
         cell=cell_params,
+    conda:
+        "../envs/rewarm.yaml"
     log:
         "logs/train/{cell}.log",
     benchmark:
         "logs/benchmarks/train/{cell}.tsv"
-    threads: 2
+    threads: 1  # independent cells run side by side; dvc.yaml passes the same --threads
     resources:
         mem_mb=4000,
         runtime=240,
+        gpu=0,  # GPUs per training job: the slurm profile sets it (set-resources)
     shell:
         "rewarm train {params.config} --cell {wildcards.cell} --base {input.base}"
         " --train {input.downstream}/train --replay {input.upstream}/train"
         " --val upstream={input.upstream}/val --val downstream={input.downstream}/val"
-        " --state state/runs/{wildcards.cell} --out runs/{wildcards.cell} 2> {log}"
+        " --state state/runs/{wildcards.cell} --out runs/{wildcards.cell} --threads {threads} 2> {log}"
