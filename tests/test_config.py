@@ -8,6 +8,56 @@ from rewarm import config as cfg
 from tests.conftest import ROOT, small_params
 
 
+@pytest.mark.parametrize("path", ["params.yaml", ".test/params.yaml"])
+def test_shipped_configurations_load(path):
+    config = cfg.load(ROOT / path, base_dir=ROOT)
+    assert cfg.cells(config)
+
+
+def test_demo_grid_is_the_papers_sweeps_in_miniature():
+    config = cfg.load(ROOT / "params.yaml", base_dir=ROOT)
+    cells = cfg.cells(config)
+    assert {c.checkpoint for c in cells.values()} == {"early", "final", "scratch"}
+    assert sorted({c.max_lr for c in cells.values() if c.schedule == "cosine"}) == [
+        config.pretrain.max_lr / 2, config.pretrain.max_lr, config.pretrain.max_lr * 2
+    ]
+    assert sorted({c.warmup_fraction for c in cells.values() if c.schedule == "cosine"}) == [0.0, 0.01, 0.02]
+    constant = [c for c in cells.values() if c.schedule == "constant"]
+    assert len(constant) == 1 and constant[0].max_lr == pytest.approx(0.1 * config.pretrain.max_lr)
+    assert len(cells) == 8
+
+
+def test_grid_expansion_sweeps_cross_and_extra():
+    grid = {"sweeps": {"max_lr": [1e-3, 2e-3]}, "cross": {"schedule": ["cosine", "wsd"], "replay_fraction": [0.0, 0.5]},
+            "extra": [{"optimizer": "radam", "warmup_fraction": 0.0}]}
+    names = list(cfg.cells(cfg.from_dict(small_params(grid=grid))))
+    assert names == [
+        "ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0",  # the reference (also the sweep's 2e-3)
+        "ckpt-scratch_lr-1e-3_warm-5e-2_sched-cosine_replay-0",
+        "ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-5e-1",
+        "ckpt-scratch_lr-2e-3_warm-5e-2_sched-wsd_replay-0",
+        "ckpt-scratch_lr-2e-3_warm-5e-2_sched-wsd_replay-5e-1",
+        "ckpt-scratch_lr-2e-3_warm-0_sched-cosine_replay-0_opt-radam",
+    ]
+
+
+@pytest.mark.parametrize(
+    "grid, expected",
+    [
+        ({"sweeps": {"lr": [1e-3]}}, "grid.sweeps.lr[0]: unknown axis 'lr' (axes: checkpoint, max_lr"),
+        ({"sweeps": {"replay_fraction": [2.0]}}, "grid.sweeps.replay_fraction[0]: replay_fraction: 2.0 must be in [0, 1]"),
+        ({"sweeps": {"checkpoint": ["nowhere"]}}, "grid.sweeps.checkpoint[0]: checkpoint 'nowhere' is not one of early, final, scratch"),
+        ({"extra": [{"warmup_steps": 400}]}, "grid.extra[0]: warmup_steps: 400 must be in [0, 40)"),
+        ({"sweeps": {"min_lr": [1e-5, 2e-5]}}, "grid.sweeps.min_lr[1]: cell name ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0 is also"),
+        ({"extra": [{"schedule": "cyclic"}]}, "grid.extra[0].schedule: 'cyclic' is not one of"),
+    ],
+)
+def test_bad_grid_is_refused_naming_the_cell(grid, expected):
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.from_dict(small_params(grid=grid))
+    assert expected in str(caught.value)
+
+
 def test_shipped_params_load_into_dataclasses():
     config = cfg.load(ROOT / "params.yaml", base_dir=ROOT)
     assert isinstance(config.prepare, cfg.PrepareConfig)

@@ -77,8 +77,12 @@ def test_grid_file_for_dvc_is_up_to_date(tmp_path):
 def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
     cells = yaml.safe_load((snakemake_run / "workflow/grid.yaml").read_text())["cells"]
     assert len(cells) == 5
-    for cell in cells:
+    for cell, settings in cells.items():
         run_dir = snakemake_run / "runs" / cell
+        recorded = json.loads((run_dir / "config.json").read_text())
+        assert recorded["train"] == settings  # each cell trained with its own settings
+        lrs = [float(line.split("\t")[1]) for line in (run_dir / "dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()[1:]]
+        assert max(lrs) == pytest.approx(settings["max_lr"])
         for name in ("metrics.json", "metrics.jsonl", "curves/upstream.csv", "curves/downstream.csv", "config.json",
                      "model/model.safetensors", "dvclive/metrics.json"):
             assert (run_dir / name).is_file(), (cell, name)
@@ -140,6 +144,15 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=clone).stdout
     assert "Data and pipelines are up to date" in run("dvc", "repro", cwd=clone).stdout
     assert digests(clone / "runs") == digests(project / "runs")
+
+    # DVC experiments on the same params: an override reaches the cells, `dvc exp show` lists it.
+    run("git", "config", "user.name", "rewarm", cwd=clone)
+    run("git", "config", "user.email", "rewarm@localhost", cwd=clone)
+    run("dvc", "exp", "run", "-S", "train.eval_every=20", cwd=clone)
+    rows = [json.loads(line) for line in (clone / "runs" / cell_name(clone) / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 20, 40]
+    shown = run("dvc", "exp", "show", "--json", cwd=clone).stdout
+    assert "train.eval_every" in shown or '"eval_every": 20' in shown
 
 
 def git_commit(project: Path, message: str) -> None:

@@ -105,9 +105,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = _load(args)
     cells = cfg.cells(config)
     if args.cell not in cells:
-        raise cfg.ConfigError(f"cell {args.cell!r} is not in the grid (cells: {', '.join(cells)})")
+        raise cfg.ConfigError(
+            f"cell {args.cell!r} is not in the grid (cells: {', '.join(cells)}); after changing the grid or the "
+            f"`train` section, regenerate DVC's list of cells: rewarm grid --write workflow/grid.yaml"
+        )
     val = dict(_pair(v) for v in args.val)
-    final = train.train_cell(config, Path(args.base), Path(args.train), val, Path(args.out), Path(args.state),
+    final = train.train_cell(config, cells[args.cell], Path(args.base), Path(args.train), val, Path(args.out), Path(args.state),
                              Path(args.replay) if args.replay else None)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("val/") and k.endswith("/ppl"))
     log.info("training done: %s; run in %s", summary, args.out)

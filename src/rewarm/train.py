@@ -407,6 +407,7 @@ def final_metrics(history: History) -> dict:
 
 def train_cell(
     config: cfg.Config,
+    run: cfg.TrainConfig,
     base_dir: Path,
     train_dir: Path,
     val_dirs: dict[str, Path],
@@ -414,12 +415,11 @@ def train_cell(
     state_dir: Path,
     replay_dir: Path | None = None,
 ) -> dict:
-    """Re-warm the base model on `train_dir` as `config.train` says; write the run directory."""
+    """Re-warm the base model on `train_dir` with the cell's settings `run`; write the run directory."""
     from rewarm import checkpoints
     from rewarm.data import tokenizer as tok
     from rewarm.io import atomic_dir
 
-    run = config.train
     checkpoints.check_model_dir(base_dir)
     tokenizer = tok.load(base_dir)
     fingerprint = tok.fingerprint(tokenizer)
