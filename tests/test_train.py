@@ -62,6 +62,14 @@ def test_run_directory_holds_metrics_model_and_logs(reference_run):
     assert not (reference_run.parent / "state" / "state.pt").exists()  # removed once complete
 
 
+def test_rerun_from_a_clean_state_is_bit_identical(prepared_copy, reference_run):
+    cell = cell_of(prepared_copy)
+    rewarm(*train_args(cell), cwd=prepared_copy)
+    run_dir = prepared_copy / "runs" / cell
+    for name in ("metrics.json", "model/model.safetensors", "curves/upstream.csv", "curves/downstream.csv"):
+        assert (run_dir / name).read_bytes() == (reference_run / name).read_bytes(), name
+
+
 def test_lr_follows_the_schedule(reference_run):
     lrs = [float(line.split("\t")[1]) for line in (reference_run / "dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()[1:]]
     # 40 steps, warm-up 0.05 x 40 = 2 steps: 2e-3 x 1/3, 2e-3 x 2/3, then cosine from 2e-3 to 2e-4.

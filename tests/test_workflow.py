@@ -212,3 +212,23 @@ def test_dry_run_of_a_100_cell_grid(tmp_path):
     counts = {line.split()[0]: line.split()[1] for line in planned.splitlines() if len(line.split()) == 2}
     assert counts["train"] == "100"
     print(f"dry run of a 100-cell grid: {elapsed:.1f} s")
+
+
+def test_lint_and_profiles_dry_run(tmp_path):
+    project = copy_project(tmp_path / "lint")
+    assert "Congratulations" in snakemake("--lint", cwd=project).stdout + snakemake("--lint", cwd=project).stderr
+    for profile in ("workflow/profiles/default", "workflow/profiles/slurm"):
+        planned = snakemake("--profile", profile, "-n", "--quiet", "rules", cwd=project).stdout
+        counts = {line.split()[0]: line.split()[1] for line in planned.splitlines() if len(line.split()) == 2}
+        assert counts["train"] == "8" and counts["pretrain"] == "1", profile
+
+
+def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
+    project = tmp_path / "one-cell"
+    shutil.copytree(snakemake_run, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["grid"]["extra"][0]["max_lr"] = 3e-4
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    planned = snakemake("-n", "--printshellcmds", cwd=project).stdout
+    commands = [line for line in planned.splitlines() if line.startswith("Shell command: rewarm ")]
+    assert len(commands) == 1 and "--cell ckpt-final_lr-3e-4_warm-0_sched-constant_replay-0" in commands[0], planned[-3000:]
