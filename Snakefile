@@ -12,11 +12,11 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        expand("data/tokens/{corpus}", corpus=CORPORA),
-        expand("checkpoints/base/{checkpoint}", checkpoint=CHECKPOINTS),
-        expand("runs/{cell}/metrics.json", cell=CELLS),
+        "reports",
     default_target: True

@@ -86,6 +86,16 @@ def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
         for name in ("metrics.json", "metrics.jsonl", "curves/upstream.csv", "curves/downstream.csv", "config.json",
                      "model/model.safetensors", "dvclive/metrics.json"):
             assert (run_dir / name).is_file(), (cell, name)
+    report = (snakemake_run / "reports/report.md").read_text()
+    assert all(cell in report for cell in cells)
+    assert "Starting from the final checkpoint beats earlier checkpoints" in report
+    for figure in ("sweep_checkpoint.png", "sweep_max_lr.png", "learning_rates.png"):
+        data = (snakemake_run / "reports/figures" / figure).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000, figure
+    assert "<table>" in (snakemake_run / "reports/report.html").read_text()
+    for name in (*cells, ):
+        evaluation = json.loads((snakemake_run / "evals/cells" / f"{name}.json").read_text())
+        assert evaluation["upstream"]["sequences"] > 0 and evaluation["downstream"]["ppl"] > 1
     cell = cell_name(snakemake_run)
     config = json.loads((snakemake_run / "runs" / cell / "config.json").read_text())
     assert config["cell"] == cell and config["code"]["rewarm"] and len(config["inputs"]["base_weights"]) == 64
@@ -125,9 +135,12 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
         for name in ("model/model.safetensors", "metrics.json", "curves/upstream.csv", "curves/downstream.csv"):
             left, right = project / "runs" / cell / name, snakemake_run / "runs" / cell / name
             assert sources.file_sha256(left) == sources.file_sha256(right), (cell, name)
+    assert digests(project / "evals") == digests(snakemake_run / "evals")
+    assert (project / "reports/report.md").read_text() == (snakemake_run / "reports/report.md").read_text()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "pretrain", "select@early",
-                "select@final", "select@scratch", *(f"train@{cell}" for cell in cells)}
+                "select@final", "select@scratch", *(f"train@{cell}" for cell in cells), *(f"evaluate@{cell}" for cell in cells),
+                "evaluate_base@early", "evaluate_base@final", "evaluate_base@scratch", "report"}
     assert expected == set(lock["stages"])
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=project).stdout
     plots = json.loads(run("dvc", "plots", "show", "--json", cwd=project).stdout)
@@ -220,7 +233,7 @@ def test_lint_and_profiles_dry_run(tmp_path):
     for profile in ("workflow/profiles/default", "workflow/profiles/slurm"):
         planned = snakemake("--profile", profile, "-n", "--quiet", "rules", cwd=project).stdout
         counts = {line.split()[0]: line.split()[1] for line in planned.splitlines() if len(line.split()) == 2}
-        assert counts["train"] == "8" and counts["pretrain"] == "1", profile
+        assert counts["train"] == "8" and counts["pretrain"] == "1" and counts["report"] == "1", profile
 
 
 def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
@@ -231,4 +244,6 @@ def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     planned = snakemake("-n", "--printshellcmds", cwd=project).stdout
     commands = [line for line in planned.splitlines() if line.startswith("Shell command: rewarm ")]
-    assert len(commands) == 1 and "--cell ckpt-final_lr-3e-4_warm-0_sched-constant_replay-0" in commands[0], planned[-3000:]
+    # The new cell trains and is evaluated, and the report is redone; nothing else.
+    assert len(commands) == 3 and "--cell ckpt-final_lr-3e-4_warm-0_sched-constant_replay-0" in commands[0], planned[-3000:]
+    assert "rewarm evaluate" in commands[1] and "rewarm report" in commands[2]

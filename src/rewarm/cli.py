@@ -25,6 +25,8 @@ Stages, in pipeline order (Snakemake rules and DVC stages of the same names call
   pretrain   (demo) pre-train a tiny GPT-NeoX upstream into a Pythia-style series of checkpoints
   select     resolve a base checkpoint (hub revision, local directory, pre-training step, scratch)
   train      re-warm a base checkpoint on the downstream shards: one grid cell
+  evaluate   perplexity of a model (a cell's final model or a base checkpoint) on whole validation splits
+  report     tables, figures and findings across the grid (Markdown and HTML)
   grid       list the grid's cells and their parameters (and write the file dvc.yaml reads)
 
 Every stage reads the configuration from --params (default: params.yaml) and
@@ -116,6 +118,26 @@ def cmd_train(args: argparse.Namespace) -> None:
     log.info("training done: %s; run in %s", summary, args.out)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from rewarm.evaluate import evaluate_model
+    from rewarm.io import write_json
+
+    _set_threads(args.threads)
+    _load(args)  # the configuration is checked even though the model directory says it all
+    results = evaluate_model(args.model, dict(_pair(v) for v in args.val), args.batch)
+    write_json(args.out, results)
+    log.info("%s: %s", args.model, ", ".join(f"{k} ppl {v['ppl']:.4g}" for k, v in results.items()))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from rewarm import report
+
+    out = report.write_report(_load(args), Path(args.runs), Path(args.evals), Path(args.out))
+    log.info("report written: %s", out)
+
+
 def cmd_grid(args: argparse.Namespace) -> None:
     import json
 
@@ -198,6 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--cell", required=True, help="the cell's name (`rewarm grid` lists them)")
     sub.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     sub.add_argument("--out", required=True, help="run directory: config.json, metrics.jsonl, dvclive/, metrics.json, model/")
+
+    sub = add("evaluate", cmd_evaluate, "Loss and perplexity of a model directory on whole validation splits (no gradients).")
+    sub.add_argument("--model", required=True, help="a Hugging Face model directory (runs/<cell>/model or checkpoints/base/<name>)")
+    sub.add_argument("--val", action="append", required=True, metavar="NAME=PATH", help="validation shards; repeat")
+    sub.add_argument("--batch", type=int, default=16, help="sequences per forward pass; results do not depend on it (default: 16)")
+    sub.add_argument("--threads", type=int, help="CPU threads for torch")
+    sub.add_argument("--out", required=True, help="JSON file to write")
+
+    sub = add("report", cmd_report, "Tables, figures and findings across the grid, as Markdown and HTML.")
+    sub.add_argument("--runs", default="runs", help="directory of the cells' run directories (default: runs)")
+    sub.add_argument("--evals", default="evals", help="directory of evaluations: cells/<cell>.json, base/<name>.json (default: evals)")
+    sub.add_argument("--out", required=True, help="report directory (e.g. reports)")
 
     sub = add("grid", cmd_grid, "List the grid's cells with their resolved parameters.")
     sub.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")

@@ -34,3 +34,21 @@ def mean_loss(model, reader: ShardReader, sequences: int, micro_batch: int, devi
 
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else float("inf")
+
+
+def evaluate_model(model_dir, val_dirs: dict, micro_batch: int = 16, device: str = "cpu") -> dict:
+    """The `evaluate` stage: loss and perplexity of a model directory on every sequence of each
+    validation split (not the in-training samples), batched, without gradients."""
+    from tqdm import tqdm
+
+    from rewarm.checkpoints import load_model
+    from rewarm.data import tokenizer as tok
+
+    model = load_model(model_dir, device)
+    fingerprint = tok.fingerprint(tok.load(model_dir))
+    results = {}
+    for name, path in tqdm(sorted(val_dirs.items()), desc=f"evaluate {model_dir}", unit="split"):
+        reader = ShardReader(path, tokenizer_fingerprint=fingerprint)
+        loss = mean_loss(model, reader, len(reader), micro_batch, torch.device(device))
+        results[name] = {"loss": loss, "ppl": perplexity(loss), "sequences": len(reader), "tokens": len(reader) * reader.seq_len}
+    return results

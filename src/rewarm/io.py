@@ -45,6 +45,7 @@ def write_json(path: str | Path, data) -> None:
 def write_text(path: str | Path, text: str) -> None:
     """Write text atomically (temp file in the same directory, then rename)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{PARTIAL}{os.getpid()}")
     with open(tmp, "w") as f:
         f.write(text)

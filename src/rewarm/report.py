@@ -1,0 +1,257 @@
+"""The `report` stage: tables, figures and findings across the grid.
+
+Reads each cell's curves (`runs/<cell>/metrics.jsonl`, the learning rate from DVCLive) and
+final evaluations (`evals/cells/<cell>.json`, `evals/base/<name>.json`), and writes
+`report.md`, `report.html`, `results.csv` and PNG figures. The derived measures are pure
+functions of the logged numbers, and every finding is a sentence computed from them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from rewarm import config as cfg
+from rewarm.io import atomic_dir, write_text
+
+log = logging.getLogger(__name__)
+
+CORPORA = ("upstream", "downstream")
+
+
+# -- derived measures (pure) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The stability gap of one validation loss after re-warming (De Lange et al. 2023)."""
+
+    rise: float
+    """Peak loss after step 0 minus the loss at step 0 (0 if it never rose)."""
+    peak_tokens: int
+    """Tokens seen at the peak."""
+    recovered_tokens: int | None
+    """Tokens seen when the loss first came back below its step-0 value after the peak (None: never)."""
+
+
+def stability_gap(rows: list[dict], key: str) -> Gap:
+    start = rows[0][key]
+    later = rows[1:] or rows
+    peak = max(later, key=lambda r: r[key])
+    rise = max(0.0, peak[key] - start)
+    recovered = None
+    if rise > 0:
+        after = [r for r in rows if r["tokens"] > peak["tokens"] and r[key] < start]
+        recovered = after[0]["tokens"] if after else None
+    return Gap(rise=rise, peak_tokens=peak["tokens"] if rise > 0 else 0, recovered_tokens=recovered)
+
+
+def forgetting(final_upstream_loss: float, base_upstream_loss: float) -> float:
+    """Final upstream loss minus the base checkpoint's: > 0 means the model forgot upstream."""
+    return final_upstream_loss - base_upstream_loss
+
+
+def adaptation(final_downstream_loss: float, base_downstream_loss: float) -> float:
+    """Base downstream loss minus the final one: > 0 means the model learned downstream."""
+    return base_downstream_loss - final_downstream_loss
+
+
+def sweeps(config: cfg.Config, names: dict[str, cfg.TrainConfig]) -> dict[str, list[str]]:
+    """Axis -> the cells of that one-axis sweep (the reference included), in value order."""
+    reference = cfg.cell_name(config.train)
+    out = {}
+    for axis, values in config.grid.sweeps.items():
+        members = [n for n, c in names.items() if all(getattr(c, a) == getattr(config.train, a) for a in cfg.GRID_AXES if a != axis)]
+        members = [n for n in members if getattr(names[n], axis) in values]
+        out[axis] = sorted(members, key=lambda n: (values.index(getattr(names[n], axis)), n))
+        if reference not in out[axis]:
+            out[axis].insert(0, reference)
+    return out
+
+
+def findings(table: dict[str, dict], by_axis: dict[str, list[str]], cells: dict[str, cfg.TrainConfig]) -> list[str]:
+    """The paper's claims, each a sentence saying whether these numbers support it."""
+    out = []
+    rewarmed = [n for n, c in cells.items() if c.checkpoint != "scratch" and c.schedule != "constant" and n in table]
+    if rewarmed:
+        up = sum(table[n]["gap_upstream"].rise > 0 for n in rewarmed)
+        down = sum(table[n]["gap_downstream"].rise > 0 for n in rewarmed)
+        verdict = "supported" if up == down == len(rewarmed) else ("partly supported" if up or down else "contradicted")
+        out.append(f"Re-warming first raises the loss on both corpora: {verdict} (the upstream loss rose after step 0 in "
+                   f"{up} of {len(rewarmed)} re-warmed cells, the downstream loss in {down}).")
+    lrs = [n for n in by_axis.get("max_lr", []) if n in table]
+    if len(lrs) >= 2:
+        lrs = sorted(lrs, key=lambda n: cells[n].max_lr)
+        down = [table[n]["downstream_loss"] for n in lrs]
+        up = [table[n]["upstream_loss"] for n in lrs]
+        helps = all(b <= a for a, b in zip(down, down[1:]))
+        hurts = all(b >= a for a, b in zip(up, up[1:]))
+        verdict = "supported" if helps and hurts else ("partly supported" if helps or hurts else "contradicted")
+        out.append(f"A larger maximum learning rate helps downstream and hurts upstream: {verdict} (max_lr "
+                   f"{', '.join(f'{cells[n].max_lr:g}' for n in lrs)}: final downstream loss {_series(down)}, upstream {_series(up)}).")
+    warm = [n for n in by_axis.get("warmup_fraction", []) if n in table]
+    if len(warm) >= 2:
+        down = [table[n]["downstream_loss"] for n in warm]
+        spread = (max(down) - min(down)) / (sum(down) / len(down))
+        verdict = "supported" if spread < 0.01 else "contradicted"
+        out.append(f"Warm-up length matters little: {verdict} (final downstream loss varies by {spread:.2%} across warm-up "
+                   f"fractions {', '.join(f'{cells[n].warmup_fraction:g}' for n in warm)}).")
+    starts = [n for n in by_axis.get("checkpoint", []) if n in table]
+    final = [n for n in starts if cells[n].checkpoint == "final"]
+    if final and len(starts) >= 2:
+        best = min(starts, key=lambda n: table[n]["downstream_loss"])
+        verdict = "supported" if best == final[0] else "contradicted"
+        ranking = ", ".join(f"{cells[n].checkpoint} {table[n]['downstream_loss']:.4f}" for n in sorted(starts, key=lambda n: table[n]["downstream_loss"]))
+        out.append(f"Starting from the final checkpoint beats earlier checkpoints and training from scratch on downstream: "
+                   f"{verdict} (final downstream loss: {ranking}).")
+    return out
+
+
+def _series(values: list[float]) -> str:
+    return " -> ".join(f"{v:.4f}" for v in values)
+
+
+# -- reading and writing ----------------------------------------------------------------------------
+
+
+def collect(config: cfg.Config, runs: Path, evals: Path) -> tuple[dict[str, cfg.TrainConfig], dict[str, dict], dict]:
+    cells = cfg.cells(config)
+    base = {name: json.loads((evals / "base" / f"{name}.json").read_text()) for name in config.checkpoints
+            if (evals / "base" / f"{name}.json").exists()}
+    table = {}
+    for name, cell in cells.items():
+        rows = [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
+        final = json.loads((evals / "cells" / f"{name}.json").read_text())
+        start = base.get(cell.checkpoint)
+        entry = {"rows": rows, "lr": _lr_log(runs / name),
+                 **{f"{c}_loss": final[c]["loss"] for c in CORPORA}, **{f"{c}_ppl": final[c]["ppl"] for c in CORPORA},
+                 **{f"gap_{c}": stability_gap(rows, f"val/{c}/loss") for c in CORPORA}}
+        if start is not None:
+            entry["forgetting"] = forgetting(final["upstream"]["loss"], start["upstream"]["loss"])
+            entry["adaptation"] = adaptation(final["downstream"]["loss"], start["downstream"]["loss"])
+        table[name] = entry
+    return cells, table, base
+
+
+def _lr_log(run_dir: Path) -> list[tuple[int, float]]:
+    path = run_dir / "dvclive/plots/metrics/train/lr.tsv"
+    lines = path.read_text().splitlines()[1:] if path.exists() else []
+    return [(int(a), float(b)) for a, b in (line.split("\t") for line in lines)]
+
+
+def figures(config: cfg.Config, cells, table, by_axis, out: Path) -> list[tuple[str, str]]:
+    """PNG figures in the paper's style; returns (file name, caption)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    baselines = [n for n, c in cells.items() if c.schedule == "constant" and n in table]
+    for axis, members in by_axis.items():
+        fig, panels = plt.subplots(1, 2, figsize=(11, 4))
+        for panel, corpus in zip(panels, CORPORA):
+            for name in members + [b for b in baselines if b not in members]:
+                rows = table[name]["rows"]
+                style = "--" if name in baselines else "-"
+                label = f"{axis}={getattr(cells[name], axis)}" if name in members else f"baseline: {cells[name].schedule} lr {cells[name].max_lr:g}"
+                panel.plot([r["tokens"] for r in rows], [r[f"val/{corpus}/ppl"] for r in rows], style, label=label)
+            panel.set_title(f"{corpus} validation perplexity")
+            panel.set_xlabel("tokens seen")
+            panel.set_yscale("log")
+            panel.legend(fontsize=7)
+        fig.suptitle(f"sweep over {axis}")
+        fig.tight_layout()
+        file = f"sweep_{axis}.png"
+        fig.savefig(out / file, dpi=110)
+        plt.close(fig)
+        made.append((file, f"Validation perplexity against tokens seen, sweep over {axis} (dashed: constant-LR baseline)."))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, entry in table.items():
+        if entry["lr"]:
+            ax.plot(*zip(*entry["lr"]), label=name, linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.legend(fontsize=5)
+    fig.tight_layout()
+    fig.savefig(out / "learning_rates.png", dpi=110)
+    plt.close(fig)
+    made.append(("learning_rates.png", "The learning-rate schedules actually used (logged every step)."))
+    return made
+
+
+COLUMNS = [("upstream_ppl", "upstream ppl", min), ("downstream_ppl", "downstream ppl", min),
+           ("forgetting", "forgetting (loss)", min), ("adaptation", "adaptation (loss)", max)]
+
+
+def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path) -> Path:
+    cells, table, base = collect(config, runs, evals)
+    by_axis = sweeps(config, cells)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "figures").mkdir()
+        made = figures(config, cells, table, by_axis, tmp / "figures")
+        sentences = findings(table, by_axis, cells)
+        best = {key: pick([n for n in table if key in table[n]], key=lambda n: table[n][key]) for key, _, pick in COLUMNS}
+        header = ["cell"] + [title for _, title, _ in COLUMNS] + ["stability gap up (rise)", "recovered at (tokens)"]
+        rows = []
+        for name, entry in table.items():
+            values = [_cell(entry.get(key), name == best[key]) for key, _, _ in COLUMNS]
+            gap = entry["gap_upstream"]
+            rows.append([name, *values, f"{gap.rise:.3f}", "never" if gap.recovered_tokens is None and gap.rise > 0 else str(gap.recovered_tokens or 0)])
+        base_rows = [[n, f"{v['upstream']['ppl']:.4g}", f"{v['downstream']['ppl']:.4g}"] for n, v in base.items()]
+        write_text(tmp / "results.csv", _csv(table))
+        write_text(tmp / "report.md", _markdown(header, rows, base_rows, sentences, made))
+        write_text(tmp / "report.html", _html(header, rows, base_rows, sentences, made))
+    return out_dir / "report.md"
+
+
+def _cell(value, best: bool) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.4g}"
+    return f"**{text}**" if best else text
+
+
+def _csv(table: dict) -> str:
+    keys = ["upstream_loss", "upstream_ppl", "downstream_loss", "downstream_ppl", "forgetting", "adaptation"]
+    lines = ["cell," + ",".join(keys)]
+    for name, entry in table.items():
+        lines.append(name + "," + ",".join("" if entry.get(k) is None else repr(entry[k]) for k in keys))
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(header, rows, base_rows, sentences, made) -> str:
+    out = ["# Re-warming report", "", "## Findings", ""] + [f"- {s}" for s in sentences]
+    out += ["", "## Results", "", "Final perplexity on whole validation splits; best value per column in bold.", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    out += ["", "## Base checkpoints (0 tokens)", "", "| checkpoint | upstream ppl | downstream ppl |", "|---|---|---|"]
+    out += ["| " + " | ".join(row) + " |" for row in base_rows]
+    out += ["", "## Figures", ""] + [f"![{caption}](figures/{file})\n\n{caption}\n" for file, caption in made]
+    return "\n".join(out) + "\n"
+
+
+def _html(header, rows, base_rows, sentences, made) -> str:
+    esc = html.escape
+
+    def table(head, body):
+        cells = "".join(f"<th>{esc(h)}</th>" for h in head)
+        lines = "".join("<tr>" + "".join(f"<td>{_bold(esc(c))}</td>" for c in row) + "</tr>" for row in body)
+        return f"<table><thead><tr>{cells}</tr></thead><tbody>{lines}</tbody></table>"
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Re-warming report</title>",
+             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}td,th{border:1px solid #ccc;padding:2px 6px}"
+             "table{border-collapse:collapse}img{max-width:100%}</style></head><body>",
+             "<h1>Re-warming report</h1><h2>Findings</h2><ul>", *(f"<li>{esc(s)}</li>" for s in sentences), "</ul>",
+             "<h2>Results</h2>", table(header, rows), "<h2>Base checkpoints (0 tokens)</h2>",
+             table(["checkpoint", "upstream ppl", "downstream ppl"], base_rows), "<h2>Figures</h2>",
+             *(f"<figure><img src='figures/{esc(f)}' alt='{esc(c)}'><figcaption>{esc(c)}</figcaption></figure>" for f, c in made),
+             "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _bold(text: str) -> str:
+    return f"<b>{text[2:-2]}</b>" if text.startswith("**") and text.endswith("**") else text

@@ -1,0 +1,64 @@
+"""The report's derived measures are pure functions, checked against small tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from rewarm import config as cfg
+from rewarm import report
+from tests.conftest import small_params
+
+
+def rows(values: list[float], key: str = "val/upstream/loss") -> list[dict]:
+    return [{"step": i, "tokens": 100 * i, key: v} for i, v in enumerate(values)]
+
+
+@pytest.mark.parametrize(
+    "values, rise, peak, recovered",
+    [
+        ([2.0, 3.0, 2.5, 1.9, 1.8], 1.0, 100, 300),  # jumps, then comes back below 2.0 at 300 tokens
+        ([2.0, 2.6, 2.8, 2.4], 0.8, 200, None),  # rises and never recovers
+        ([2.0, 1.5, 1.2], 0.0, 0, None),  # no gap: the loss only falls
+    ],
+)
+def test_stability_gap(values, rise, peak, recovered):
+    gap = report.stability_gap(rows(values), "val/upstream/loss")
+    assert gap.rise == pytest.approx(rise)
+    assert gap.peak_tokens == peak
+    assert gap.recovered_tokens == recovered
+
+
+def test_forgetting_and_adaptation_signs():
+    assert report.forgetting(final_upstream_loss=2.5, base_upstream_loss=2.0) == pytest.approx(0.5)
+    assert report.adaptation(final_downstream_loss=1.5, base_downstream_loss=4.0) == pytest.approx(2.5)
+
+
+def table_entry(up: float, down: float, up_rise: float, down_rise: float) -> dict:
+    return {"upstream_loss": up, "downstream_loss": down,
+            "gap_upstream": report.Gap(up_rise, 100, None), "gap_downstream": report.Gap(down_rise, 100, None)}
+
+
+def test_findings_are_computed_from_the_numbers():
+    params = small_params(train={"checkpoint": "final"},
+                          grid={"sweeps": {"max_lr": [1e-3, 2e-3, 4e-3], "checkpoint": ["early", "final", "scratch"]}})
+    config = cfg.from_dict(params)
+    cells = cfg.cells(config)
+    by_axis = report.sweeps(config, cells)
+    assert [cells[n].max_lr for n in by_axis["max_lr"]] == [1e-3, 2e-3, 4e-3]
+    assert [cells[n].checkpoint for n in by_axis["checkpoint"]] == ["early", "final", "scratch"]
+    lr = {cells[n].max_lr: n for n in by_axis["max_lr"]}
+    ckpt = {cells[n].checkpoint: n for n in by_axis["checkpoint"]}
+    table = {
+        lr[1e-3]: table_entry(up=2.0, down=3.0, up_rise=0.5, down_rise=0.1),
+        lr[2e-3]: table_entry(up=2.2, down=2.8, up_rise=0.7, down_rise=0.2),
+        lr[4e-3]: table_entry(up=2.5, down=2.7, up_rise=0.9, down_rise=0.0),
+        ckpt["early"]: table_entry(up=2.4, down=2.9, up_rise=0.3, down_rise=0.1),
+        ckpt["scratch"]: table_entry(up=5.0, down=3.5, up_rise=0.0, down_rise=0.0),
+    }
+    sentences = report.findings(table, by_axis, cells)
+    assert sentences[0].startswith("Re-warming first raises the loss on both corpora: partly supported")
+    assert "in 4 of 4 re-warmed cells, the downstream loss in 3" in sentences[0]
+    assert sentences[1].startswith("A larger maximum learning rate helps downstream and hurts upstream: supported")
+    assert sentences[2].startswith("Starting from the final checkpoint beats earlier checkpoints and training from scratch on downstream: supported")
+    table[ckpt["early"]]["downstream_loss"] = 2.0
+    assert "contradicted" in report.findings(table, by_axis, cells)[2]

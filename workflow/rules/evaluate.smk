@@ -1,0 +1,48 @@
+rule evaluate:
+    """A cell's final model on every sequence of both validation splits."""
+    input:
+        model="runs/{cell}/model",
+        upstream="data/tokens/upstream",
+        downstream="data/tokens/downstream",
+    output:
+        "evals/cells/{cell}.json",
+    params:
+        config=PARAMS,
+    conda:
+        "../envs/rewarm.yaml"
+    log:
+        "logs/evaluate/{cell}.log",
+    benchmark:
+        "logs/benchmarks/evaluate/{cell}.tsv"
+    threads: 1  # dvc.yaml passes the same --threads
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "rewarm evaluate {params.config} --model {input.model} --val upstream={input.upstream}/val"
+        " --val downstream={input.downstream}/val --threads {threads} --out {output} 2> {log}"
+
+
+rule evaluate_base:
+    """A base checkpoint on both validation splits: the "0 tokens" point of its cells."""
+    input:
+        model="checkpoints/base/{checkpoint}",
+        upstream="data/tokens/upstream",
+        downstream="data/tokens/downstream",
+    output:
+        "evals/base/{checkpoint}.json",
+    params:
+        config=PARAMS,
+    conda:
+        "../envs/rewarm.yaml"
+    log:
+        "logs/evaluate_base/{checkpoint}.log",
+    benchmark:
+        "logs/benchmarks/evaluate_base/{checkpoint}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "rewarm evaluate {params.config} --model {input.model} --val upstream={input.upstream}/val"
+        " --val downstream={input.downstream}/val --threads {threads} --out {output} 2> {log}"

@@ -1,0 +1,23 @@
+rule report:
+    """Tables, figures and findings across the grid: reports/report.md and report.html."""
+    input:
+        cells=expand("evals/cells/{cell}.json", cell=CELLS),
+        base=expand("evals/base/{checkpoint}.json", checkpoint=CHECKPOINTS),
+        curves=expand("runs/{cell}/metrics.jsonl", cell=CELLS),
+    output:
+        directory("reports"),
+    params:
+        config=PARAMS,
+        grid=rewarm_config.to_dict(CONFIG.grid),
+    conda:
+        "../envs/rewarm.yaml"
+    log:
+        "logs/report.log",
+    benchmark:
+        "logs/benchmarks/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "rewarm report {params.config} --runs runs --evals evals --out {output} 2> {log}"
