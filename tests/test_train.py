@@ -230,3 +230,14 @@ def test_optimizer_settings_and_weight_decay_groups(prepared_project, name, kind
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     if name == "radam":
         assert decay["decoupled_weight_decay"] is True
+
+
+def test_evaluation_does_not_depend_on_batch_size(prepared_project):
+    from rewarm.evaluate import evaluate_model
+
+    model = prepared_project / "checkpoints/base/scratch"
+    val = {c: prepared_project / f"data/tokens/{c}/val" for c in ("upstream", "downstream")}
+    small, large = evaluate_model(model, val, micro_batch=3), evaluate_model(model, val, micro_batch=16)
+    for corpus in val:
+        assert small[corpus]["sequences"] == len(ShardReader(val[corpus]))  # every sequence, not a sample
+        assert small[corpus]["loss"] == pytest.approx(large[corpus]["loss"], rel=1e-5)
