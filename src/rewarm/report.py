@@ -161,6 +161,7 @@ def figures(config: cfg.Config, cells, table, by_axis, out: Path) -> list[tuple[
                 panel.plot([r["tokens"] for r in rows], [r[f"val/{corpus}/ppl"] for r in rows], style, label=label)
             panel.set_title(f"{corpus} validation perplexity")
             panel.set_xlabel("tokens seen")
+            panel.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
             panel.set_yscale("log")
             panel.legend(fontsize=7)
         fig.suptitle(f"sweep over {axis}")
