@@ -62,3 +62,27 @@ def test_findings_are_computed_from_the_numbers():
     assert sentences[2].startswith("Starting from the final checkpoint beats earlier checkpoints and training from scratch on downstream: supported")
     table[ckpt["early"]]["downstream_loss"] = 2.0
     assert "contradicted" in report.findings(table, by_axis, cells)[2]
+
+
+def test_lr_areas_table():
+    # lr 1.0, 1.0, 0.5, 0.0 with decay 0.5: momentum 0, 0, 0.5, 0.75 -> S2 0, 0, 0.5, 1.25
+    s1, s2 = report.lr_areas([1.0, 1.0, 0.5, 0.0], decay=0.5)
+    assert s1 == [1.0, 2.0, 2.5, 2.5]
+    assert s2 == [0.0, 0.0, 0.5, 1.25]
+
+
+def test_curve_fit_recovers_a_known_law_and_predicts_another_schedule():
+    from rewarm import schedules
+
+    truth = report.CurveFit(l0=2.0, a=3.0, alpha=0.5, c=40.0, rmse=0.0)
+    cosine = schedules.build("cosine", max_lr=1e-2, min_lr=1e-3, total_steps=200, warmup_steps=4)
+    lrs = [cosine(i) for i in range(200)]
+    s1, s2 = report.lr_areas(lrs)
+    steps = list(range(0, 201, 10))
+    losses = [0.0] + [truth.predict(s1[s - 1], s2[s - 1]) for s in steps[1:]]
+    fit = report.fit_curve(steps, losses, lrs)
+    assert fit.rmse < 1e-6 and fit.alpha == pytest.approx(0.5, abs=0.02)
+    wsd = schedules.build("wsd", max_lr=1e-2, min_lr=1e-3, total_steps=200, warmup_steps=4, decay_fraction=0.2, decay_shape="linear")
+    w1, w2 = report.lr_areas([wsd(i) for i in range(200)])
+    assert fit.predict(w1[-1], w2[-1]) == pytest.approx(truth.predict(w1[-1], w2[-1]), rel=1e-3)
+    assert report.fit_curve([0, 10], [3.0, 2.0], lrs) is None  # too few points

@@ -59,6 +59,56 @@ def adaptation(final_downstream_loss: float, base_downstream_loss: float) -> flo
     return base_downstream_loss - final_downstream_loss
 
 
+@dataclass(frozen=True)
+class CurveFit:
+    """L(s) = L0 + A * S1(s)^(-alpha) - C * S2(s): the loss-curve law with learning-rate annealing
+    of Tissue et al. 2024, S1 the summed learning rate ("forward area"), S2 the annealing area."""
+
+    l0: float
+    a: float
+    alpha: float
+    c: float
+    rmse: float
+    """Root-mean-square error of the fit on the points it was fitted to."""
+
+    def predict(self, s1: float, s2: float) -> float:
+        return self.l0 + self.a * s1 ** (-self.alpha) - self.c * s2
+
+
+def lr_areas(lrs: list[float], decay: float = 0.999) -> tuple[list[float], list[float]]:
+    """S1 and S2 after each step of a learning-rate sequence (Tissue et al. 2024, eq. 2-3):
+    S1 sums the rates; S2 sums an annealing momentum m_i = decay * m_(i-1) + (lr_(i-1) - lr_i)."""
+    s1, s2, out1, out2, momentum = 0.0, 0.0, [], [], 0.0
+    for i, lr in enumerate(lrs):
+        if i:
+            momentum = decay * momentum + (lrs[i - 1] - lr)
+        s1 += lr
+        s2 += momentum
+        out1.append(s1)
+        out2.append(s2)
+    return out1, out2
+
+
+def fit_curve(steps: list[int], losses: list[float], lrs: list[float]) -> CurveFit | None:
+    """Least squares for L0, A, C at each alpha of a grid; the best alpha wins. `lrs[i]` is the
+    rate of update i, so the loss logged at step s follows updates 0..s-1. None if too few points."""
+    import numpy as np
+
+    s1, s2 = lr_areas(lrs)
+    points = [(s1[s - 1], s2[s - 1], loss) for s, loss in zip(steps, losses) if 0 < s <= len(lrs)]
+    if len(points) < 4:
+        return None
+    x1, x2, y = (np.array(v, dtype=float) for v in zip(*points))
+    best = None
+    for alpha in np.linspace(0.05, 2.0, 79):
+        design = np.stack([np.ones_like(x1), x1 ** (-alpha), -x2], axis=1)
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        rmse = float(np.sqrt(np.mean((design @ coef - y) ** 2)))
+        if best is None or rmse < best.rmse:
+            best = CurveFit(l0=float(coef[0]), a=float(coef[1]), alpha=float(alpha), c=float(coef[2]), rmse=rmse)
+    return best
+
+
 def sweeps(config: cfg.Config, names: dict[str, cfg.TrainConfig]) -> dict[str, list[str]]:
     """Axis -> the cells of that one-axis sweep (the reference included), in value order."""
     reference = cfg.cell_name(config.train)
@@ -203,10 +253,39 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path) -> 
             gap = entry["gap_upstream"]
             rows.append([name, *values, f"{gap.rise:.3f}", "never" if gap.recovered_tokens is None and gap.rise > 0 else str(gap.recovered_tokens or 0)])
         base_rows = [[n, f"{v['upstream']['ppl']:.4g}", f"{v['downstream']['ppl']:.4g}"] for n, v in base.items()]
+        fit_rows, fit_text = predictions(config, cells, table)
+        sentences = sentences + [fit_text]
         write_text(tmp / "results.csv", _csv(table))
-        write_text(tmp / "report.md", _markdown(header, rows, base_rows, sentences, made))
-        write_text(tmp / "report.html", _html(header, rows, base_rows, sentences, made))
+        write_text(tmp / "report.md", _markdown(header, rows, base_rows, sentences, made, fit_rows))
+        write_text(tmp / "report.html", _html(header, rows, base_rows, sentences, made, fit_rows))
     return out_dir / "report.md"
+
+
+FIT_HEADER = ["cell", "predicted final downstream loss", "measured (in-training sample)", "error"]
+
+
+def predictions(config: cfg.Config, cells, table) -> tuple[list[list[str]], str]:
+    """Fit the law on the reference cell's downstream curve; predict the final loss of every cell
+    that starts from the same checkpoint, from its learning rates alone."""
+    reference = cfg.cell_name(config.train)
+    entry = table.get(reference)
+    fit = None
+    if entry and entry["lr"]:
+        rows = entry["rows"]
+        fit = fit_curve([r["step"] for r in rows], [r["val/downstream/loss"] for r in rows], [lr for _, lr in entry["lr"]])
+    if fit is None:
+        return [], "Loss-curve fit (Tissue et al. 2024): not enough evaluations on the reference cell to fit."
+    out = []
+    for name, other in table.items():
+        if cells[name].checkpoint != cells[reference].checkpoint or not other["lr"]:
+            continue
+        s1, s2 = lr_areas([lr for _, lr in other["lr"]])
+        predicted, measured = fit.predict(s1[-1], s2[-1]), other["rows"][-1]["val/downstream/loss"]
+        out.append([name, f"{predicted:.4f}", f"{measured:.4f}", f"{predicted - measured:+.4f}"])
+    text = (f"Loss-curve fit (Tissue et al. 2024) on the reference cell's downstream curve: L = {fit.l0:.3f} + "
+            f"{fit.a:.3g} S1^-{fit.alpha:.2f} - {fit.c:.3g} S2, RMSE {fit.rmse:.4f}; the table below predicts the other "
+            f"schedules' final loss from their learning rates alone.")
+    return out, text
 
 
 def _cell(value, best: bool) -> str:
@@ -224,8 +303,11 @@ def _csv(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _markdown(header, rows, base_rows, sentences, made) -> str:
+def _markdown(header, rows, base_rows, sentences, made, fit_rows) -> str:
     out = ["# Re-warming report", "", "## Findings", ""] + [f"- {s}" for s in sentences]
+    if fit_rows:
+        out += ["", "## Predicted against measured (loss-curve fit)", "", "| " + " | ".join(FIT_HEADER) + " |", "|---|---|---|---|"]
+        out += ["| " + " | ".join(row) + " |" for row in fit_rows]
     out += ["", "## Results", "", "Final perplexity on whole validation splits; best value per column in bold.", "",
             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(row) + " |" for row in rows]
@@ -235,7 +317,7 @@ def _markdown(header, rows, base_rows, sentences, made) -> str:
     return "\n".join(out) + "\n"
 
 
-def _html(header, rows, base_rows, sentences, made) -> str:
+def _html(header, rows, base_rows, sentences, made, fit_rows) -> str:
     esc = html.escape
 
     def table(head, body):
@@ -247,6 +329,7 @@ def _html(header, rows, base_rows, sentences, made) -> str:
              "<style>body{font-family:sans-serif;max-width:70em;margin:auto}td,th{border:1px solid #ccc;padding:2px 6px}"
              "table{border-collapse:collapse}img{max-width:100%}</style></head><body>",
              "<h1>Re-warming report</h1><h2>Findings</h2><ul>", *(f"<li>{esc(s)}</li>" for s in sentences), "</ul>",
+             "<h2>Predicted against measured (loss-curve fit)</h2>", table(FIT_HEADER, fit_rows),
              "<h2>Results</h2>", table(header, rows), "<h2>Base checkpoints (0 tokens)</h2>",
              table(["checkpoint", "upstream ppl", "downstream ppl"], base_rows), "<h2>Figures</h2>",
              *(f"<figure><img src='figures/{esc(f)}' alt='{esc(c)}'><figcaption>{esc(c)}</figcaption></figure>" for f, c in made),
