@@ -68,12 +68,16 @@ def init_model(gpt_config, seed: int):
     return model.float()
 
 
+def unwrap(model):
+    """The model itself, out of DistributedDataParallel and torch.compile wrappers."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
 def save_model_dir(model, tokenizer_dir: str | Path, out_dir: str | Path) -> None:
     """Weights as safetensors, configuration and tokenizer files: a loadable HF directory."""
     out_dir = Path(out_dir)
-    unwrapped = getattr(model, "module", model)
-    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # torch.compile wrapper
-    unwrapped.save_pretrained(str(out_dir), safe_serialization=True)
+    unwrap(model).save_pretrained(str(out_dir), safe_serialization=True)
     copy_tokenizer(tokenizer_dir, out_dir)
 
 
@@ -92,6 +96,11 @@ def check_model_dir(path: str | Path) -> dict:
     missing = [name for name in MODEL_FILES + TOKENIZER_FILES if not (path / name).is_file()]
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)} (a model directory needs {', '.join(MODEL_FILES + TOKENIZER_FILES)})")
+    return read_gpt_neox_config(path)
+
+
+def read_gpt_neox_config(path: Path) -> dict:
+    """A model directory's config.json, refused unless it is a GPT-NeoX (Pythia) model."""
     try:
         config = json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as error:
@@ -170,9 +179,7 @@ def materialize(source: Path, out_dir: Path) -> None:
         check_model_dir(source)  # raises, naming what is missing
     from transformers import AutoModelForCausalLM
 
-    check_config = json.loads((source / "config.json").read_text())
-    if check_config.get("model_type") != "gpt_neox":
-        raise CheckpointError(f"{source / 'config.json'}: model_type {check_config.get('model_type')!r}, expected 'gpt_neox'")
+    read_gpt_neox_config(source)
     # transformers reads .bin files with torch.load(weights_only=True); no remote code.
     model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, trust_remote_code=False)
     model.save_pretrained(str(out_dir), safe_serialization=True)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from rewarm import config as cfg
 from rewarm import schedules
+from rewarm.checkpoints import unwrap
 from rewarm.data.shards import ShardReader, ShuffledStream
 from rewarm.data.sources import file_sha256
 from rewarm.evaluate import mean_loss, perplexity
@@ -146,7 +147,7 @@ def build_optimizer(model, run: cfg.Optimization, device: torch.device) -> torch
 def save_state(state_dir: Path, model, optimizer, step: int, history: History, fingerprint: str) -> None:
     """Atomically: the state file under a temporary name, renamed, then its index with the checksum."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    unwrapped = _unwrap(model)
+    unwrapped = unwrap(model)
     state = {
         "step": step,
         "model": unwrapped.state_dict(),
@@ -205,11 +206,6 @@ class Preemption:
 
     def _note(self, signum, frame) -> None:
         self.requested = True
-
-
-def _unwrap(model):
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return getattr(model, "_orig_mod", model)  # torch.compile
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -273,7 +269,7 @@ class MetricsLog:
 def evaluate_all(model, data: Data, plan: Plan, run: cfg.Optimization, device, autocast) -> dict[str, float]:
     row = {}
     for name, reader in data.val.items():
-        loss = mean_loss(_unwrap(model), reader, plan.eval_sequences, run.micro_batch_sequences, device, autocast)
+        loss = mean_loss(unwrap(model), reader, plan.eval_sequences, run.micro_batch_sequences, device, autocast)
         row[f"val/{name}/loss"] = loss
         row[f"val/{name}/ppl"] = perplexity(loss)
     return row
@@ -313,7 +309,7 @@ def train_loop(
     state = load_state(state_dir, fingerprint)
     history, start = History(), 0
     if state is not None:
-        _unwrap(model).load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
