@@ -45,6 +45,18 @@ def test_domains_have_clearly_different_distributions():
 
     assert overlap(up, up_other_seed) > 0.85  # train and validation: one distribution
     assert overlap(up, down) < 0.35  # upstream and downstream: clearly different
+    news = list(demo.generate_records("news", 500, seed=0))
+    assert {r["meta"]["source"] for r in news} == {"News", "Recipes"}
+    assert overlap(words(news), up) < 0.35 and overlap(words(news), down) < 0.35  # a third domain
+
+
+def test_news_domain_shares_subwords_with_both_others():
+    """The held-out domain sits between the two: its words are built from syllables of each."""
+    def bigrams(records):
+        return {t[i:i + 2] for r in records for w in re.findall(r"[a-z]{4,}", r["text"].lower()) for t in [w] for i in range(len(t) - 1)}
+
+    news, up, down = (bigrams(demo.generate_records(d, 300, seed=0)) for d in ("news", "upstream", "downstream"))
+    assert len(news & up) > 0.3 * len(news) and len(news & down) > 0.3 * len(news)
 
 
 def test_generate_stage_writes_every_demo_source(tmp_path):
@@ -53,7 +65,7 @@ def test_generate_stage_writes_every_demo_source(tmp_path):
 
     config = cfg.from_dict(small_params())
     counts = demo.generate(config, tmp_path / "raw")
-    assert counts == {"upstream/train": 600, "upstream/val": 60, "downstream/train": 600, "downstream/val": 60}
+    assert counts == {"upstream/train": 600, "upstream/val": 60, "downstream/train": 600, "downstream/val": 60, "news/val": 30}
     first = json.loads(next(iter(read_lines(tmp_path / "raw" / "downstream" / "val.jsonl.zst"))))
     assert "redpajama_set_name" in first["meta"]
     assert not list(tmp_path.glob("raw.partial-*"))

@@ -43,7 +43,7 @@ def test_findings_are_computed_from_the_numbers():
                           grid={"sweeps": {"max_lr": [1e-3, 2e-3, 4e-3], "checkpoint": ["early", "final", "scratch"]}})
     config = cfg.from_dict(params)
     cells = cfg.cells(config)
-    by_axis = report.sweeps(config, cells)
+    by_axis = cfg.sweep_cells(config, cells)
     assert [cells[n].max_lr for n in by_axis["max_lr"]] == [1e-3, 2e-3, 4e-3]
     assert [cells[n].checkpoint for n in by_axis["checkpoint"]] == ["early", "final", "scratch"]
     lr = {cells[n].max_lr: n for n in by_axis["max_lr"]}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -70,8 +73,11 @@ def snakemake_run(tmp_path_factory) -> Path:
 def test_grid_file_for_dvc_is_up_to_date(tmp_path):
     """dvc.yaml reads the cells from workflow/grid.yaml; it must match params.yaml."""
     project = copy_project(tmp_path / "grid")
-    rewarm("grid", "--write", "fresh.yaml", cwd=project)
-    assert (project / "fresh.yaml").read_text() == (ROOT / "workflow/grid.yaml").read_text(), "run `rewarm grid --write workflow/grid.yaml`"
+    (project / "workflow/grid.yaml").unlink()
+    (project / "workflow/plots/dvc.yaml").unlink()
+    rewarm("grid", "--write", "workflow/grid.yaml", cwd=project)
+    for name in ("workflow/grid.yaml", "workflow/plots/dvc.yaml"):
+        assert (project / name).read_text() == (ROOT / name).read_text(), "run `rewarm grid --write workflow/grid.yaml`"
 
 
 def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
@@ -93,9 +99,57 @@ def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
         data = (snakemake_run / "reports/figures" / figure).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000, figure
     assert "<table>" in (snakemake_run / "reports/report.html").read_text()
-    for name in (*cells, ):
+    results = {row["cell"]: row for row in csv.DictReader((snakemake_run / "reports/results.csv").open())}
+    for name in cells:
         evaluation = json.loads((snakemake_run / "evals/cells" / f"{name}.json").read_text())
+        # Every corpus with a validation split, the extra held-out one (`news`) included, on whole splits.
+        assert set(evaluation) == {"upstream", "downstream", "news"}
         assert evaluation["upstream"]["sequences"] > 0 and evaluation["downstream"]["ppl"] > 1
+        assert evaluation["news"]["sequences"] == manifest(snakemake_run, "news", "val")["sequences"]
+        assert float(results[name]["news_ppl"]) == evaluation["news"]["ppl"]
+    assert "| news ppl |" in report and "news change (loss)" in report
+
+
+def manifest(project: Path, corpus: str, split: str) -> dict:
+    return json.loads((project / "data/tokens" / corpus / split / "manifest.json").read_text())
+
+
+def test_figures_draw_the_logged_numbers(snakemake_run):
+    """Each figure's drawn values (read back from its lines into <figure>.json) equal the metrics."""
+    figures = snakemake_run / "reports/figures"
+    cells = yaml.safe_load((snakemake_run / "workflow/grid.yaml").read_text())["cells"]
+    drawn = {}
+    for sweep in ("checkpoint", "max_lr"):
+        panels = json.loads((figures / f"sweep_{sweep}.json").read_text())["panels"]
+        assert [panel["title"] for panel in panels] == ["upstream validation perplexity", "downstream validation perplexity"]
+        for panel, corpus in zip(panels, ("upstream", "downstream")):
+            for line in panel["lines"]:
+                rows = [json.loads(r) for r in (snakemake_run / "runs" / line["cell"] / "metrics.jsonl").read_text().splitlines()]
+                assert line["x"] == [r["tokens"] for r in rows]
+                assert line["y"] == pytest.approx([r[f"val/{corpus}/ppl"] for r in rows], rel=1e-12)
+                drawn.setdefault(sweep, set()).add(line["cell"])
+    # TEST_GRID: checkpoints early/final/scratch at the reference's max_lr; max_lr 1e-3 and 2e-3 from final;
+    # baselines drawn in every sweep: the constant-LR cell and the from-scratch cell.
+    assert drawn["checkpoint"] == {c for c, s in cells.items() if s["max_lr"] == TEST_PARAMS["train"]["max_lr"] or s["schedule"] == "constant"}
+    assert drawn["max_lr"] == {c for c, s in cells.items() if s["checkpoint"] in ("final", "scratch")}
+    lines = json.loads((figures / "learning_rates.json").read_text())["panels"][0]["lines"]
+    assert {line["cell"] for line in lines} == set(cells)
+    for line in lines:
+        logged = (snakemake_run / "runs" / line["cell"] / "dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()[1:]
+        assert line["x"] == [float(r.split("\t")[0]) for r in logged]
+        assert line["y"] == [float(r.split("\t")[1]) for r in logged]
+
+
+def test_snakemake_report_attaches_the_figures(snakemake_run, tmp_path):
+    """`snakemake --report` writes its self-contained HTML with every figure embedded, byte for byte."""
+    out = tmp_path / "snakemake-report.html"
+    snakemake("--report", str(out), cwd=snakemake_run)
+    text = out.read_text()
+    for figure in sorted((snakemake_run / "reports/figures").glob("*.png")):
+        match = re.search(rf"data:image/png;charset=utf8;filename={re.escape(figure.name)};base64,([A-Za-z0-9+/=]+)", text)
+        assert match, figure.name
+        assert base64.b64decode(match.group(1)) == figure.read_bytes()
+    assert "Re-warming report" in text and "Gupta et al. 2023" in text
     cell = cell_name(snakemake_run)
     config = json.loads((snakemake_run / "runs" / cell / "config.json").read_text())
     assert config["cell"] == cell and config["code"]["rewarm"] and len(config["inputs"]["base_weights"]) == 64
@@ -138,13 +192,27 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert digests(project / "evals") == digests(snakemake_run / "evals")
     assert (project / "reports/report.md").read_text() == (snakemake_run / "reports/report.md").read_text()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "pretrain", "select@early",
+    expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "prepare@news", "pretrain", "select@early",
                 "select@final", "select@scratch", *(f"train@{cell}" for cell in cells), *(f"evaluate@{cell}" for cell in cells),
                 "evaluate_base@early", "evaluate_base@final", "evaluate_base@scratch", "report"}
     assert expected == set(lock["stages"])
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=project).stdout
-    plots = json.loads(run("dvc", "plots", "show", "--json", cwd=project).stdout)
-    assert {f"runs/{cell}/curves/{corpus}.csv" for cell in cells for corpus in ("upstream", "downstream")} <= set(plots["data"])
+    plots = json.loads(run("dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
+    assert {f"runs/{cell}/curves/{corpus}.csv" for cell in cells for corpus in ("upstream", "downstream")} <= set(plots)
+    # Top-level plots overlay the cells of each sweep (with the baselines) and all cells, per corpus.
+    assert {f"{group}_{corpus}" for group in ("all_cells", "sweep_checkpoint", "sweep_max_lr")
+            for corpus in ("upstream", "downstream")} <= set(plots)
+    values = plots["sweep_max_lr_downstream"][0]["content"]["data"]["values"]
+    sweep = {c for c, s in cells.items() if s["checkpoint"] == "final"} | {c for c, s in cells.items() if s["checkpoint"] == "scratch"}
+    def shown_cell(value: dict) -> str:  # DVC shows the file names without their common prefix
+        return value["filename"].split("/curves/")[0].split("/")[-1]
+
+    assert {shown_cell(v) for v in values} == sweep
+    for cell in sweep:
+        logged = [json.loads(r) for r in (project / "runs" / cell / "metrics.jsonl").read_text().splitlines()]
+        shown = [v for v in values if shown_cell(v) == cell]
+        assert [float(v["tokens"]) for v in shown] == [r["tokens"] for r in logged]
+        assert [float(v["ppl"]) for v in shown] == pytest.approx([r["val/downstream/ppl"] for r in logged], rel=1e-6)
 
     # A remote holds everything: a fresh clone pulls it and has nothing to reproduce.
     remote = tmp_path / "remote"

@@ -37,9 +37,10 @@ class DemoSource:
     `rewarm generate`, then read by the same JSON-lines reader as real data."""
 
     type: Literal["demo"]
-    domain: Literal["upstream", "downstream"]
-    """Text distribution: `upstream` (encyclopedia, code, maths; Pile format) or
-    `downstream` (web reviews, stories, Q&A; SlimPajama format)."""
+    domain: Literal["upstream", "downstream", "news"]
+    """Text distribution: `upstream` (encyclopedia, code, maths; Pile format),
+    `downstream` (web reviews, stories, Q&A; SlimPajama format) or `news` (news reports
+    and recipes; a third domain for held-out evaluation)."""
     documents: int
     """Number of documents to generate."""
     seed: int = 0
@@ -318,6 +319,11 @@ class Config:
         """Every (corpus, split) source, in a stable order."""
         return {(c, s): src for c, corpus in self.corpora.items() for s, src in corpus.splits().items()}
 
+    def eval_corpora(self) -> list[str]:
+        """Corpora with a validation split, upstream and downstream first: what `evaluate` measures."""
+        names = [name for name, corpus in self.corpora.items() if corpus.val is not None]
+        return sorted(names, key=lambda name: (name != "upstream", name != "downstream"))
+
 
 # -- loading -----------------------------------------------------------------------------------
 
@@ -565,6 +571,24 @@ def cells(config: Config) -> dict[str, TrainConfig]:
     if problems:
         raise ConfigError("\n  ".join(["grid: problems:", *problems]))
     return built
+
+
+def sweep_cells(config: Config, names: dict[str, TrainConfig]) -> dict[str, list[str]]:
+    """Axis -> the cells of that one-axis sweep (the reference included), in value order."""
+    reference = cell_name(config.train)
+    out = {}
+    for axis, values in config.grid.sweeps.items():
+        members = [n for n, c in names.items() if all(getattr(c, a) == getattr(config.train, a) for a in GRID_AXES if a != axis)]
+        members = [n for n in members if getattr(names[n], axis) in values]
+        out[axis] = sorted(members, key=lambda n: (values.index(getattr(names[n], axis)), n))
+        if reference not in out[axis]:
+            out[axis].insert(0, reference)
+    return out
+
+
+def baseline_cells(names: dict[str, TrainConfig]) -> list[str]:
+    """The paper's two baselines among the cells: no re-warming (a constant LR) and training from scratch."""
+    return [n for n, c in names.items() if c.schedule == "constant" or c.checkpoint == "scratch"]
 
 
 def grid_overrides(grid: GridConfig) -> list[tuple[str, dict[str, Any]]]:

@@ -109,19 +109,6 @@ def fit_curve(steps: list[int], losses: list[float], lrs: list[float]) -> CurveF
     return best
 
 
-def sweeps(config: cfg.Config, names: dict[str, cfg.TrainConfig]) -> dict[str, list[str]]:
-    """Axis -> the cells of that one-axis sweep (the reference included), in value order."""
-    reference = cfg.cell_name(config.train)
-    out = {}
-    for axis, values in config.grid.sweeps.items():
-        members = [n for n, c in names.items() if all(getattr(c, a) == getattr(config.train, a) for a in cfg.GRID_AXES if a != axis)]
-        members = [n for n in members if getattr(names[n], axis) in values]
-        out[axis] = sorted(members, key=lambda n: (values.index(getattr(names[n], axis)), n))
-        if reference not in out[axis]:
-            out[axis].insert(0, reference)
-    return out
-
-
 def findings(table: dict[str, dict], by_axis: dict[str, list[str]], cells: dict[str, cfg.TrainConfig]) -> list[str]:
     """The paper's claims, each a sentence saying whether these numbers support it."""
     out = []
@@ -176,9 +163,11 @@ def collect(config: cfg.Config, runs: Path, evals: Path) -> tuple[dict[str, cfg.
         rows = [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
         final = json.loads((evals / "cells" / f"{name}.json").read_text())
         start = base.get(cell.checkpoint)
-        entry = {"rows": rows, "lr": _lr_log(runs / name),
-                 **{f"{c}_loss": final[c]["loss"] for c in CORPORA}, **{f"{c}_ppl": final[c]["ppl"] for c in CORPORA},
-                 **{f"gap_{c}": stability_gap(rows, f"val/{c}/loss") for c in CORPORA}}
+        entry = {"rows": rows, "lr": _lr_log(runs / name), **{f"gap_{c}": stability_gap(rows, f"val/{c}/loss") for c in CORPORA}}
+        for corpus, result in final.items():
+            entry[f"{corpus}_loss"], entry[f"{corpus}_ppl"] = result["loss"], result["ppl"]
+            if start is not None and corpus in start:
+                entry[f"{corpus}_change"] = result["loss"] - start[corpus]["loss"]
         if start is not None:
             entry["forgetting"] = forgetting(final["upstream"]["loss"], start["upstream"]["loss"])
             entry["adaptation"] = adaptation(final["downstream"]["loss"], start["downstream"]["loss"])
@@ -193,71 +182,96 @@ def _lr_log(run_dir: Path) -> list[tuple[int, float]]:
 
 
 def figures(config: cfg.Config, cells, table, by_axis, out: Path) -> list[tuple[str, str]]:
-    """PNG figures in the paper's style; returns (file name, caption)."""
+    """PNG figures in the paper's style, each with a JSON of the values drawn (read back from the
+    plotted lines, so tests and users can check them against the metrics); returns (file, caption)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    baselines = [n for n, c in cells.items() if c.schedule == "constant" and n in table]
+    others = [n for n in cfg.baseline_cells(cells) if n in table]
     for axis, members in by_axis.items():
         fig, panels = plt.subplots(1, 2, figsize=(11, 4))
         for panel, corpus in zip(panels, CORPORA):
-            for name in members + [b for b in baselines if b not in members]:
+            for name in members + [b for b in others if b not in members]:
                 rows = table[name]["rows"]
-                style = "--" if name in baselines else "-"
-                label = f"{axis}={getattr(cells[name], axis)}" if name in members else f"baseline: {cells[name].schedule} lr {cells[name].max_lr:g}"
-                panel.plot([r["tokens"] for r in rows], [r[f"val/{corpus}/ppl"] for r in rows], style, label=label)
+                if name in members:
+                    style, label = "-", f"{axis}={getattr(cells[name], axis)}"
+                elif cells[name].checkpoint == "scratch":
+                    style, label = ":", "baseline: from scratch"
+                else:
+                    style, label = "--", f"baseline: {cells[name].schedule} lr {cells[name].max_lr:g}"
+                line, = panel.plot([r["tokens"] for r in rows], [r[f"val/{corpus}/ppl"] for r in rows], style, label=label)
+                line.set_gid(name)
             panel.set_title(f"{corpus} validation perplexity")
             panel.set_xlabel("tokens seen")
             panel.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
             panel.set_yscale("log")
             panel.legend(fontsize=7)
         fig.suptitle(f"sweep over {axis}")
-        fig.tight_layout()
-        file = f"sweep_{axis}.png"
-        fig.savefig(out / file, dpi=110)
-        plt.close(fig)
-        made.append((file, f"Validation perplexity against tokens seen, sweep over {axis} (dashed: constant-LR baseline)."))
+        made.append(_save(fig, out, f"sweep_{axis}",
+                          f"Validation perplexity against tokens seen, sweep over {axis} (dashed: constant LR, no re-warming; "
+                          f"dotted: from scratch)."))
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, entry in table.items():
         if entry["lr"]:
-            ax.plot(*zip(*entry["lr"]), label=name, linewidth=1)
+            line, = ax.plot(*zip(*entry["lr"]), label=name, linewidth=1)
+            line.set_gid(name)
+    ax.set_title("learning rate")
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.legend(fontsize=5)
-    fig.tight_layout()
-    fig.savefig(out / "learning_rates.png", dpi=110)
-    plt.close(fig)
-    made.append(("learning_rates.png", "The learning-rate schedules actually used (logged every step)."))
+    made.append(_save(fig, out, "learning_rates", "The learning-rate schedules actually used (logged every step)."))
     return made
 
 
-COLUMNS = [("upstream_ppl", "upstream ppl", min), ("downstream_ppl", "downstream ppl", min),
-           ("forgetting", "forgetting (loss)", min), ("adaptation", "adaptation (loss)", max)]
+def _save(fig, out: Path, stem: str, caption: str) -> tuple[str, str]:
+    """Write `<stem>.png` and `<stem>.json`: per panel, each line's cell and the x and y it drew."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / f"{stem}.png", dpi=110)
+    panels = [{"title": ax.get_title(), "lines": [{"cell": line.get_gid(), "label": line.get_label(),
+                                                    "x": [float(v) for v in line.get_xdata()],
+                                                    "y": [float(v) for v in line.get_ydata()]} for line in ax.get_lines()]}
+              for ax in fig.axes]
+    write_text(out / f"{stem}.json", json.dumps({"caption": caption, "panels": panels}, indent=1) + "\n")
+    plt.close(fig)
+    return f"{stem}.png", caption
+
+
+def columns(corpora: list[str]) -> list[tuple[str, str, object]]:
+    """(key, title, best-of) for the results table: final perplexity per corpus, forgetting and
+    adaptation, and the loss change of each extra held-out corpus against the base checkpoint."""
+    extra = [c for c in corpora if c not in CORPORA]
+    return ([(f"{c}_ppl", f"{c} ppl", min) for c in corpora] + [("forgetting", "forgetting (loss)", min),
+            ("adaptation", "adaptation (loss)", max)] + [(f"{c}_change", f"{c} change (loss)", min) for c in extra])
 
 
 def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path) -> Path:
     cells, table, base = collect(config, runs, evals)
-    by_axis = sweeps(config, cells)
+    by_axis = cfg.sweep_cells(config, cells)
+    corpora = config.eval_corpora()
+    cols = columns(corpora)
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
         made = figures(config, cells, table, by_axis, tmp / "figures")
         sentences = findings(table, by_axis, cells)
-        best = {key: pick([n for n in table if key in table[n]], key=lambda n: table[n][key]) for key, _, pick in COLUMNS}
-        header = ["cell"] + [title for _, title, _ in COLUMNS] + ["stability gap up (rise)", "recovered at (tokens)"]
+        best = {key: pick([n for n in table if key in table[n]], key=lambda n: table[n][key], default=None) for key, _, pick in cols}
+        header = ["cell"] + [title for _, title, _ in cols] + ["stability gap up (rise)", "recovered at (tokens)"]
         rows = []
         for name, entry in table.items():
-            values = [_cell(entry.get(key), name == best[key]) for key, _, _ in COLUMNS]
+            values = [_cell(entry.get(key), name == best[key]) for key, _, _ in cols]
             gap = entry["gap_upstream"]
             rows.append([name, *values, f"{gap.rise:.3f}", "never" if gap.recovered_tokens is None and gap.rise > 0 else str(gap.recovered_tokens or 0)])
-        base_rows = [[n, f"{v['upstream']['ppl']:.4g}", f"{v['downstream']['ppl']:.4g}"] for n, v in base.items()]
+        base_header = ["checkpoint"] + [f"{c} ppl" for c in corpora]
+        base_rows = [[n] + [f"{v[c]['ppl']:.4g}" if c in v else "-" for c in corpora] for n, v in base.items()]
         fit_rows, fit_text = predictions(config, cells, table)
         sentences = sentences + [fit_text]
-        write_text(tmp / "results.csv", _csv(table))
-        write_text(tmp / "report.md", _markdown(header, rows, base_rows, sentences, made, fit_rows))
-        write_text(tmp / "report.html", _html(header, rows, base_rows, sentences, made, fit_rows))
+        write_text(tmp / "results.csv", _csv(table, corpora))
+        write_text(tmp / "report.md", _markdown(header, rows, base_header, base_rows, sentences, made, fit_rows))
+        write_text(tmp / "report.html", _html(header, rows, base_header, base_rows, sentences, made, fit_rows))
     return out_dir / "report.md"
 
 
@@ -295,15 +309,16 @@ def _cell(value, best: bool) -> str:
     return f"**{text}**" if best else text
 
 
-def _csv(table: dict) -> str:
-    keys = ["upstream_loss", "upstream_ppl", "downstream_loss", "downstream_ppl", "forgetting", "adaptation"]
+def _csv(table: dict, corpora: list[str]) -> str:
+    keys = [f"{c}_{m}" for c in corpora for m in ("loss", "ppl")] + ["forgetting", "adaptation"]
+    keys += [f"{c}_change" for c in corpora if c not in CORPORA]
     lines = ["cell," + ",".join(keys)]
     for name, entry in table.items():
         lines.append(name + "," + ",".join("" if entry.get(k) is None else repr(entry[k]) for k in keys))
     return "\n".join(lines) + "\n"
 
 
-def _markdown(header, rows, base_rows, sentences, made, fit_rows) -> str:
+def _markdown(header, rows, base_header, base_rows, sentences, made, fit_rows) -> str:
     out = ["# Re-warming report", "", "## Findings", ""] + [f"- {s}" for s in sentences]
     if fit_rows:
         out += ["", "## Predicted against measured (loss-curve fit)", "", "| " + " | ".join(FIT_HEADER) + " |", "|---|---|---|---|"]
@@ -311,13 +326,13 @@ def _markdown(header, rows, base_rows, sentences, made, fit_rows) -> str:
     out += ["", "## Results", "", "Final perplexity on whole validation splits; best value per column in bold.", "",
             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(row) + " |" for row in rows]
-    out += ["", "## Base checkpoints (0 tokens)", "", "| checkpoint | upstream ppl | downstream ppl |", "|---|---|---|"]
+    out += ["", "## Base checkpoints (0 tokens)", "", "| " + " | ".join(base_header) + " |", "|" + "---|" * len(base_header)]
     out += ["| " + " | ".join(row) + " |" for row in base_rows]
     out += ["", "## Figures", ""] + [f"![{caption}](figures/{file})\n\n{caption}\n" for file, caption in made]
     return "\n".join(out) + "\n"
 
 
-def _html(header, rows, base_rows, sentences, made, fit_rows) -> str:
+def _html(header, rows, base_header, base_rows, sentences, made, fit_rows) -> str:
     esc = html.escape
 
     def table(head, body):
@@ -331,7 +346,7 @@ def _html(header, rows, base_rows, sentences, made, fit_rows) -> str:
              "<h1>Re-warming report</h1><h2>Findings</h2><ul>", *(f"<li>{esc(s)}</li>" for s in sentences), "</ul>",
              "<h2>Predicted against measured (loss-curve fit)</h2>", table(FIT_HEADER, fit_rows),
              "<h2>Results</h2>", table(header, rows), "<h2>Base checkpoints (0 tokens)</h2>",
-             table(["checkpoint", "upstream ppl", "downstream ppl"], base_rows), "<h2>Figures</h2>",
+             table(base_header, base_rows), "<h2>Figures</h2>",
              *(f"<figure><img src='figures/{esc(f)}' alt='{esc(c)}'><figcaption>{esc(c)}</figcaption></figure>" for f, c in made),
              "</body></html>"]
     return "\n".join(parts) + "\n"

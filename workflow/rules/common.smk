@@ -18,6 +18,7 @@ except rewarm_config.ConfigError as error:
     sys.exit(f"rewarm: invalid configuration\n{error}")
 
 CORPORA = list(CONFIG.corpora)
+EVAL_CORPORA = CONFIG.eval_corpora()  # upstream, downstream and any extra held-out corpus
 CHECKPOINTS = list(CONFIG.checkpoints)
 CELLS = rewarm_config.cells(CONFIG)
 

@@ -1,9 +1,8 @@
 rule evaluate:
-    """A cell's final model on every sequence of both validation splits."""
+    """A cell's final model on every sequence of each validation split (extra held-out corpora too)."""
     input:
         model="runs/{cell}/model",
-        upstream="data/tokens/upstream",
-        downstream="data/tokens/downstream",
+        tokens=expand("data/tokens/{corpus}", corpus=EVAL_CORPORA),
     output:
         "evals/cells/{cell}.json",
     params:
@@ -19,16 +18,14 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     shell:
-        "rewarm evaluate {params.config} --model {input.model} --val upstream={input.upstream}/val"
-        " --val downstream={input.downstream}/val --threads {threads} --out {output} 2> {log}"
+        "rewarm evaluate {params.config} --model {input.model} --tokens data/tokens --threads {threads} --out {output} 2> {log}"
 
 
 rule evaluate_base:
-    """A base checkpoint on both validation splits: the "0 tokens" point of its cells."""
+    """A base checkpoint on each validation split: the "0 tokens" point of its cells."""
     input:
         model="checkpoints/base/{checkpoint}",
-        upstream="data/tokens/upstream",
-        downstream="data/tokens/downstream",
+        tokens=expand("data/tokens/{corpus}", corpus=EVAL_CORPORA),
     output:
         "evals/base/{checkpoint}.json",
     params:
@@ -44,5 +41,4 @@ rule evaluate_base:
         mem_mb=4000,
         runtime=60,
     shell:
-        "rewarm evaluate {params.config} --model {input.model} --val upstream={input.upstream}/val"
-        " --val downstream={input.downstream}/val --threads {threads} --out {output} 2> {log}"
+        "rewarm evaluate {params.config} --model {input.model} --tokens data/tokens --threads {threads} --out {output} 2> {log}"

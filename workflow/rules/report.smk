@@ -5,7 +5,14 @@ rule report:
         base=expand("evals/base/{checkpoint}.json", checkpoint=CHECKPOINTS),
         curves=expand("runs/{cell}/metrics.jsonl", cell=CELLS),
     output:
-        directory("reports"),
+        # `snakemake --report report.html` attaches the figures and the report itself.
+        report(
+            directory("reports"),
+            patterns=["figures/{name}.png", "{name}.html", "{name}.csv"],
+            caption="../report/figure.rst",
+            category="Re-warming report",
+            labels={"file": "{name}"},
+        ),
     params:
         config=PARAMS,
         grid=rewarm_config.to_dict(CONFIG.grid),

@@ -7,7 +7,9 @@ that gap is what re-warming on the downstream corpus trades against forgetting.
 
 `upstream` mimics the Pile (encyclopedia entries, code, maths) and is written with
 Pile metadata (`pile_set_name`); `downstream` mimics SlimPajama (web reviews,
-stories, Q&A) with `redpajama_set_name`. Python's `random.Random` is
+stories, Q&A) with `redpajama_set_name`. `news` is a third, held-out domain (news
+reports and recipes) whose words are built from syllables of both: a model is never
+trained on it, and its perplexity shows how re-warming moves a domain in between. Python's `random.Random` is
 deterministic for a given seed, so the same seed gives byte-identical files.
 """
 
@@ -169,13 +171,56 @@ def _downstream_kinds(rng: random.Random) -> list[tuple[str, float, Callable[[ra
     return [("RedPajamaCommonCrawl", 0.5, review), ("RedPajamaBook", 0.3, story), ("RedPajamaStackExchange", 0.2, qa)]
 
 
+def _news_kinds(rng: random.Random) -> list[tuple[str, float, Callable[[random.Random], str]]]:
+    # Half the syllables from each of the other domains: tokens overlap with both, words with neither.
+    syl = ["ka", "ri", "mor", "ul", "gon", "pha", "or", "sy", "ta", "lek", "sor", "hap", "fi", "ba", "nel", "vo"]
+    topics = _Lexicon(rng, syl, 250, 2, 3)
+    towns = _Lexicon(rng, syl, 100, 2, 3)
+    people = _Lexicon(rng, syl, 120, 2, 2)
+    ingredients = _Lexicon(rng, syl, 150, 1, 2)
+    days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+    def report(r: random.Random) -> str:
+        town = towns.pick(r).capitalize()
+        out = [f"{town}, {r.choice(days)} - The council of {town} voted on the {topics.pick(r)} plan."]
+        for _ in range(r.randint(3, 8)):
+            out.append(
+                r.choice(
+                    [
+                        f"Mayor {people.pick(r).capitalize()} said the {topics.pick(r)} would cost {r.randint(2, 90)} million.",
+                        f"Residents of {towns.pick(r).capitalize()} protested against the new {topics.pick(r)}.",
+                        f"The vote passed {r.randint(5, 12)} to {r.randint(0, 4)} after a long debate on the {topics.pick(r)}.",
+                        f"Officials expect the {topics.pick(r)} to open in {r.randint(2025, 2040)}.",
+                    ]
+                )
+            )
+        return " ".join(out)
+
+    def recipe(r: random.Random) -> str:
+        dish = f"{ingredients.pick(r)} {r.choice(['soup', 'stew', 'pie', 'salad', 'bread'])}"
+        steps = [f"Recipe: {dish}", f"Serves {r.randint(2, 8)}.", ""]
+        for i in range(r.randint(3, 7)):
+            steps.append(f"{i + 1}. {r.choice(['Chop', 'Boil', 'Fry', 'Mix', 'Bake'])} {r.randint(1, 500)} g of "
+                         f"{ingredients.pick(r)} for {r.randint(1, 45)} minutes.")
+        return "\n".join(steps)
+
+    return [("News", 0.6, report), ("Recipes", 0.4, recipe)]
+
+
+_DOMAINS = {
+    "upstream": (_upstream_kinds, "pile_set_name"),
+    "downstream": (_downstream_kinds, "redpajama_set_name"),
+    "news": (_news_kinds, "source"),
+}
+
+
 def generate_records(domain: str, documents: int, seed: int) -> Iterator[dict]:
     """`documents` records in the shipping format of the domain's real corpus."""
     # The lexicon depends only on the domain, so train and validation share it;
     # the seed only changes which documents are drawn.
     lexicon_rng = random.Random(f"rewarm-demo-lexicon-{domain}")
-    kinds = _upstream_kinds(lexicon_rng) if domain == "upstream" else _downstream_kinds(lexicon_rng)
-    meta_key = "pile_set_name" if domain == "upstream" else "redpajama_set_name"
+    make_kinds, meta_key = _DOMAINS[domain]
+    kinds = make_kinds(lexicon_rng)
     rng = random.Random(f"rewarm-demo-{domain}-{seed}")
     names = [k[0] for k in kinds]
     weights = [k[1] for k in kinds]
