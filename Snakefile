@@ -23,3 +23,9 @@ rule all:
     input:
         "reports",
     default_target: True
+
+
+onerror:
+    # With --keep-going, the cells that finished still get a report, and those that failed (a
+    # diverged loss, say) are listed in it as failed; the next run retries them.
+    shell(f"rewarm report {PARAMS} --runs runs --evals evals --out reports --partial 2> logs/report-partial.log || true")

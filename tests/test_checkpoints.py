@@ -43,6 +43,7 @@ def test_scratch_is_seeded_and_complete(prepared_copy):
     assert not state_dicts_equal(base / "scratch", base / "other-seed")
 
 
+@pytest.mark.bad_input
 def test_local_directory_is_copied_and_checked(prepared_copy, tmp_path):
     source = prepared_copy / "checkpoints/base/scratch"
     params = small_params()
@@ -62,6 +63,7 @@ def test_local_directory_is_copied_and_checked(prepared_copy, tmp_path):
     assert not (prepared_copy / "checkpoints/base/broken").exists()
 
 
+@pytest.mark.bad_input
 def test_foreign_architecture_is_refused(prepared_copy, tmp_path):
     foreign = tmp_path / "llama-ish"
     shutil.copytree(prepared_copy / "checkpoints/base/scratch", foreign)
@@ -124,8 +126,95 @@ def test_pretrain_series_and_selecting_from_it(prepared_copy):
         assert state_dicts_equal(series_dir / revision, prepared_copy / "checkpoints/base" / name)
 
 
+@pytest.mark.bad_input
 def test_pretrain_revision_must_exist():
     params = small_params()
     params["checkpoints"]["mid"] = {"type": "pretrain", "revision": "step30"}
     with pytest.raises(cfg.ConfigError, match=r"checkpoints.mid.revision: 'step30' is not one of final, step0, step20"):
         cfg.from_dict(params)
+
+
+class PickleBomb:
+    """Unpickling this creates a file: code a malicious `pytorch_model.bin` could run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.fault
+def test_pickle_with_code_in_weights_is_refused(prepared_copy, tmp_path):
+    """Weights in a pickle (.bin) are read with weights_only=True: a pickle that runs code fails
+    to load and its code never runs."""
+    evil = tmp_path / "evil"
+    shutil.copytree(prepared_copy / "checkpoints/base/scratch", evil)
+    (evil / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({"gpt_neox.embed_in.weight": PickleBomb(marker)}, evil / "pytorch_model.bin")
+    with pytest.raises(Exception) as caught:
+        checkpoints.materialize(evil, tmp_path / "out")
+    assert "weights_only" in str(caught.value) or "Weights only load failed" in str(caught.value)
+    assert not marker.exists()
+
+
+@pytest.mark.fault
+def test_remote_code_in_a_checkpoint_never_runs(prepared_copy, tmp_path):
+    """A config naming custom code (`auto_map`) is loaded without trust_remote_code: the code is not imported."""
+    sneaky = tmp_path / "sneaky"
+    shutil.copytree(prepared_copy / "checkpoints/base/scratch", sneaky)
+    marker = tmp_path / "imported"
+    (sneaky / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config = json.loads((sneaky / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel", "AutoConfig": "modeling_evil.EvilConfig"}
+    (sneaky / "config.json").write_text(json.dumps(config))
+    model = checkpoints.load_model(sneaky)
+    assert type(model).__name__ == "GPTNeoXForCausalLM"
+    out = tmp_path / "materialized"
+    out.mkdir()
+    checkpoints.materialize(sneaky, out)
+    assert not marker.exists()
+
+
+def edited_base(project: Path, name: str, **changes) -> str:
+    """A copy of the scratch base checkpoint with its config.json edited."""
+    base = project / "checkpoints/base" / name
+    shutil.copytree(project / "checkpoints/base/scratch", base)
+    config = json.loads((base / "config.json").read_text())
+    config.update(changes)
+    (base / "config.json").write_text(json.dumps(config))
+    return f"checkpoints/base/{name}"
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("changes, message", [
+    ({"vocab_size": 64}, "embedding has 64 rows, fewer than the tokenizer's 1024 ids"),
+    ({"max_position_embeddings": 32}, "context of 32 tokens (max_position_embeddings) is shorter than the shards' sequences (64 tokens"),
+    ({"model_type": "gpt2"}, "model_type 'gpt2', expected 'gpt_neox'"),
+])
+def test_checkpoint_that_cannot_train_on_the_shards_is_refused(prepared_copy, changes, message):
+    from tests.conftest import cell_of, train_args
+
+    base = edited_base(prepared_copy, "edited", **changes)
+    cell = cell_of(prepared_copy)
+    result = rewarm(*train_args(cell, base=base), cwd=prepared_copy, check=False)
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (prepared_copy / "runs" / cell / "metrics.json").exists()
+
+
+@pytest.mark.bad_input
+def test_tokenizer_other_than_the_shards_is_refused(prepared_copy, tmp_path):
+    """A base checkpoint whose tokenizer is not the one the shards were made with."""
+    from tests.conftest import cell_of, train_args
+
+    base = prepared_copy / "checkpoints/base/other-tokenizer"
+    shutil.copytree(prepared_copy / "checkpoints/base/scratch", base)
+    other = tok.train_bpe(["a completely different corpus of words"] * 50, vocab_size=1024)
+    tok.save_trained(other, tmp_path / "tok")
+    for name in checkpoints.TOKENIZER_FILES:
+        shutil.copy2(tmp_path / "tok" / name, base / name)
+    cell = cell_of(prepared_copy)
+    result = rewarm(*train_args(cell, base="checkpoints/base/other-tokenizer"), cwd=prepared_copy, check=False)
+    assert result.returncode == 1 and "tokenizer" in result.stderr and "data/tokens/downstream/train" in result.stderr, result.stderr[-2000:]

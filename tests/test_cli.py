@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import re
 
 from tests.conftest import ROOT, rewarm
@@ -15,6 +17,7 @@ def test_help_lists_every_stage(tmp_path):
     assert "--workers" in prepare_help and "identical for any count" in prepare_help
 
 
+@pytest.mark.bad_input
 def test_missing_params_file_is_a_clear_error(tmp_path):
     result = rewarm("generate", "--out", "raw", cwd=tmp_path, check=False)
     assert result.returncode == 2

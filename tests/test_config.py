@@ -41,6 +41,7 @@ def test_grid_expansion_sweeps_cross_and_extra():
     ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "grid, expected",
     [
@@ -71,6 +72,7 @@ def test_round_trip_through_dict():
     assert cfg.from_dict(cfg.to_dict(config)) == config
 
 
+@pytest.mark.bad_input
 def test_every_problem_is_reported_in_one_error(tmp_path):
     params = small_params(
         prepare={"seq_len": -4, "shard_size": 10, "batch_documents": "many"},
@@ -94,6 +96,7 @@ def test_every_problem_is_reported_in_one_error(tmp_path):
     assert message.startswith("params.yaml: ")
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "override, expected",
     [
@@ -103,6 +106,9 @@ def test_every_problem_is_reported_in_one_error(tmp_path):
         ({"corpora": {"upstream": {"train": {"seed": True}}}}, "corpora.upstream.train.seed: expected int, got True (bool)"),
         ({"corpora": {"upstream": {"test": {"type": "demo"}}}}, "corpora.upstream.test: unknown key (allowed: train, val)"),
         ({"corpora": {"../etc": {"val": {"type": "demo", "domain": "upstream", "documents": 1}}}}, "corpora.../etc: corpus name must match"),
+        ({"checkpoints": {"../../etc": {"type": "scratch"}}}, "checkpoints.../../etc: checkpoint name must match"),
+        ({"checkpoints": {"x; rm -rf ~": {"type": "scratch"}}}, "checkpoints.x; rm -rf ~: checkpoint name must match"),
+        ({"corpora": {"/abs": {"val": {"type": "demo", "domain": "news", "documents": 1}}}}, "corpora./abs: corpus name must match"),
         ({"tokenizer": {"type": "pretrained"}}, "tokenizer.name_or_path: required when tokenizer.type is 'pretrained'"),
         ({"tokenizer": {"vocab_size": 100}}, "tokenizer.vocab_size: 100 must be in [258, 1048576]"),
         ({"prepare": {"on_bad_record": "ignore"}}, "prepare.on_bad_record: 'ignore' is not one of 'error', 'skip'"),
@@ -115,6 +121,7 @@ def test_bad_value_names_key_and_allowed(override, expected):
     assert expected in str(caught.value)
 
 
+@pytest.mark.bad_input
 def test_upstream_and_downstream_are_required():
     params = small_params()
     del params["corpora"]["downstream"]
@@ -125,6 +132,7 @@ def test_upstream_and_downstream_are_required():
     assert "corpora.upstream: needs both a `train` and a `val` source" in str(caught.value)
 
 
+@pytest.mark.bad_input
 def test_source_without_type_is_refused():
     params = small_params(corpora={"upstream": {"train": {"path": "a.jsonl"}}})
     params["corpora"]["upstream"]["train"].pop("type")
@@ -154,6 +162,7 @@ def test_later_files_override_earlier(tmp_path):
     assert config.prepare.shard_sequences == cfg.load(base).prepare.shard_sequences
 
 
+@pytest.mark.bad_input
 def test_unreadable_yaml_names_the_file(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("prepare: [unclosed\n")
@@ -180,6 +189,7 @@ def test_cell_names_are_readable_stable_and_dot_free(train, name):
     assert cfg.SAFE_NAME.match(name.replace("_", "-")[:64]) and "." not in name
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "train, expected",
     [
@@ -200,6 +210,7 @@ def test_bad_training_parameters(train, expected):
     assert expected in str(caught.value)
 
 
+@pytest.mark.bad_input
 def test_model_must_hold_the_sequence_length():
     with pytest.raises(cfg.ConfigError, match=r"model.max_position_embeddings: 32 is shorter than prepare.seq_len \(64\)"):
         cfg.from_dict(small_params(model={"max_position_embeddings": 32}))

@@ -109,6 +109,7 @@ def test_skip_mode_counts_bad_records_in_manifest(project_copy):
     assert manifest["documents_skipped"] == 3
 
 
+@pytest.mark.bad_input
 def test_bad_record_fails_naming_file_and_line(project_copy):
     with_extra_corpus(project_copy, b'{"text": "fine"}\n{"text": "broken\n')
     result = prepare(project_copy, corpus="extra", check=False)
@@ -119,12 +120,14 @@ def test_bad_record_fails_naming_file_and_line(project_copy):
     assert not list((project_copy / "data/tokens").glob("extra.partial-*"))
 
 
+@pytest.mark.bad_input
 def test_empty_source_is_refused(project_copy):
     with_extra_corpus(project_copy, b"")
     result = prepare(project_copy, corpus="extra", check=False)
     assert result.returncode == 1 and "extra/val: no documents read" in result.stderr
 
 
+@pytest.mark.bad_input
 def test_bad_parameters_fail_before_any_work(project_copy):
     write_params(project_copy / "params.yaml", small_params(prepare={"seq_len": 0, "workers": 4}))
     result = prepare(project_copy, check=False)
@@ -134,6 +137,7 @@ def test_bad_parameters_fail_before_any_work(project_copy):
     assert not (project_copy / "data/tokens").exists()
 
 
+@pytest.mark.fault
 def test_killed_run_leaves_nothing_that_looks_complete(project_copy, prepared):
     # Small shards so that the run is killed between shards, mid-split.
     params = small_params(prepare={"shard_sequences": 8, "batch_documents": 8})

@@ -50,6 +50,7 @@ def test_random_access_across_shards(split):
         reader[50]
 
 
+@pytest.mark.fault
 def test_altered_shard_is_detected(split):
     path, _ = split
     shard = path / "shard-00001.arrow"
@@ -60,6 +61,7 @@ def test_altered_shard_is_detected(split):
         ShardReader(path)
 
 
+@pytest.mark.fault
 def test_truncated_shard_is_detected(split):
     path, _ = split
     shard = path / "shard-00002.arrow"
@@ -68,6 +70,7 @@ def test_truncated_shard_is_detected(split):
         ShardReader(path)
 
 
+@pytest.mark.bad_input
 def test_missing_manifest_and_wrong_tokenizer(split, tmp_path):
     path, _ = split
     with pytest.raises(ShardError, match="expected 000000000000"):

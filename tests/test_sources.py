@@ -95,6 +95,7 @@ BAD_LINES = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("data, line, message", BAD_LINES)
 @pytest.mark.parametrize("compressed", [False, True])
 def test_bad_record_names_file_and_line(tmp_path, data, line, message, compressed):
@@ -117,6 +118,7 @@ def test_skip_mode_counts_bad_records(tmp_path):
     assert len(texts) == 3 + 4
 
 
+@pytest.mark.bad_input
 def test_truncated_zstd_names_file(tmp_path):
     full = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(lines_of(PILE * 200))
     path = tmp_path / "cut.jsonl.zst"
@@ -125,6 +127,7 @@ def test_truncated_zstd_names_file(tmp_path):
         read(path)
 
 
+@pytest.mark.bad_input
 def test_corrupt_zstd_names_file(tmp_path):
     data = bytearray(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(lines_of(PILE * 200)))
     data[len(data) // 2] ^= 0xFF
@@ -159,6 +162,7 @@ def test_hf_reader_on_a_local_dataset_directory(tmp_path):
     assert list(sources.read_documents(val, [], ReadStats())) == [SLIMPAJAMA[0]["text"]]
 
 
+@pytest.mark.bad_input
 def test_hf_reader_missing_or_null_text_names_row(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_bytes(lines_of([{"text": "fine"}, {"body": "no text column"}]))

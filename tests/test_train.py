@@ -78,6 +78,7 @@ def test_lr_follows_the_schedule(reference_run):
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_bit_exact(prepared_copy, reference_run, sig):
     cell = cell_of(prepared_copy)
@@ -105,6 +106,7 @@ def test_killed_run_resumes_bit_exact(prepared_copy, reference_run, sig):
     assert (run_dir / "model/model.safetensors").read_bytes() == (reference_run / "model/model.safetensors").read_bytes()
 
 
+@pytest.mark.fault
 def test_altered_state_is_refused(prepared_copy):
     cell = cell_of(prepared_copy)
     state_dir = prepared_copy / "state/runs" / cell
@@ -122,6 +124,7 @@ def test_altered_state_is_refused(prepared_copy):
     assert "state.pt: checksum does not match" in result.stderr
 
 
+@pytest.mark.fault
 def test_divergence_names_the_step_and_keeps_the_saved_state(prepared_copy):
     base = prepared_copy / "checkpoints/base/scratch"
     weights = load_file(base / "model.safetensors")
@@ -136,6 +139,7 @@ def test_divergence_names_the_step_and_keeps_the_saved_state(prepared_copy):
     assert not (prepared_copy / "runs" / cell / "metrics.json").exists()
 
 
+@pytest.mark.fault
 def test_exploding_learning_rate_stops_at_a_later_step(prepared_copy):
     params = small_params(train={"max_lr": 1e6, "warmup_fraction": 0.0, "grad_clip": 0.0, "save_every": 1})
     write_params(prepared_copy / "params.yaml", params)
@@ -193,6 +197,7 @@ def test_gradient_accumulation_matches_one_full_batch(prepared_copy, reference_r
         assert a["val/downstream/loss"] == pytest.approx(b["val/downstream/loss"], rel=1e-4)
 
 
+@pytest.mark.bad_input
 def test_unknown_cell_is_refused(prepared_copy):
     result = rewarm(*train_args("ckpt-nope"), cwd=prepared_copy, check=False)
     assert result.returncode == 2 and "cell 'ckpt-nope' is not in the grid" in result.stderr

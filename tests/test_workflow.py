@@ -42,15 +42,15 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
     return dest
 
 
-def run(*command: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=900)
+def run(*command: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env or run_env(), capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
 
 
-def snakemake(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run(sys.executable, "-m", "snakemake", *args, cwd=cwd, check=check)
+def snakemake(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run(sys.executable, "-m", "snakemake", *args, cwd=cwd, check=check, env=env)
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -60,14 +60,6 @@ def digests(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != ".snakemake_timestamp"
     }
-
-
-@pytest.fixture(scope="module")
-def snakemake_run(tmp_path_factory) -> Path:
-    """The whole pipeline under Snakemake on the small configuration (same stages, tiny sizes)."""
-    project = copy_project(tmp_path_factory.mktemp("snakemake"), TEST_PARAMS)
-    snakemake("--cores", "2", cwd=project)
-    return project
 
 
 def test_grid_file_for_dvc_is_up_to_date(tmp_path):

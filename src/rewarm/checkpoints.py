@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from rewarm import config as cfg
-from rewarm.io import atomic_dir
+from rewarm.io import atomic_dir, check_free_space
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,20 @@ def gpt_neox_config(model: cfg.ModelConfig, tokenizer):
 def _padded(vocab: int, multiple: int = 64) -> int:
     """Embedding rows rounded up to a multiple of 64, as Pythia pads 50,277 tokens to 50,304."""
     return -(-vocab // multiple) * multiple
+
+
+def parameter_count(gpt_config) -> int:
+    """Parameters of a GPT-NeoX configuration, counted on the meta device (no memory allocated)."""
+    from transformers import GPTNeoXForCausalLM
+
+    with torch.device("meta"):
+        model = GPTNeoXForCausalLM(gpt_config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def weights_bytes(path: str | Path) -> int:
+    """Size of a model directory's files (the weights dominate)."""
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
 
 
 def init_model(gpt_config, seed: int):
@@ -139,6 +153,13 @@ def select(
     if name not in config.checkpoints:
         raise cfg.ConfigError(f"checkpoint {name!r} is not in the configuration (have: {', '.join(config.checkpoints)})")
     spec = config.checkpoints[name]
+    if isinstance(spec, cfg.ScratchCheckpoint) and spec.config is None:
+        from rewarm.data import tokenizer as tok
+
+        needed = 4 * parameter_count(gpt_neox_config(config.model, tok.load(tokenizer_dir)))  # float32 safetensors
+        check_free_space(out_dir, needed, f"select {name}")
+    elif isinstance(spec, cfg.LocalCheckpoint) and Path(spec.path).is_dir():
+        check_free_space(out_dir, weights_bytes(spec.path), f"select {name}")
     with atomic_dir(out_dir) as tmp:
         if isinstance(spec, cfg.HubCheckpoint):
             from huggingface_hub import snapshot_download

@@ -139,8 +139,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     from rewarm import report
 
-    out = report.write_report(_load(args), Path(args.runs), Path(args.evals), Path(args.out))
-    log.info("report written: %s", out)
+    out = report.write_report(_load(args), Path(args.runs), Path(args.evals), Path(args.out), partial=args.partial)
+    if out is None:
+        log.warning("no cell has finished: no report written")
+    else:
+        log.info("report written: %s", out)
 
 
 def cmd_grid(args: argparse.Namespace) -> None:
@@ -270,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--runs", default="runs", help="directory of the cells' run directories (default: runs)")
     sub.add_argument("--evals", default="evals", help="directory of evaluations: cells/<cell>.json, base/<name>.json (default: evals)")
     sub.add_argument("--out", required=True, help="report directory (e.g. reports)")
+    sub.add_argument("--partial", action="store_true", help="report the cells that finished and list the others as failed "
+                     "or not run (the Snakefile does this when a run with --keep-going ends with failed cells)")
 
     sub = add("grid", cmd_grid, "List the grid's cells with their resolved parameters.")
     sub.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")

@@ -1,13 +1,18 @@
-"""Atomic outputs: write under a temporary name, rename when complete.
+"""Atomic outputs, locks and disk-space checks.
 
-A killed job leaves only a `*.partial-*` sibling, never an output that looks
-complete; the next run removes stale partials of the same output.
+Outputs are written under a temporary name and renamed when complete: a killed job
+leaves only a `*.partial-<pid>-*` sibling, never an output that looks complete; the
+next run removes stale partials of the same output whose process is gone (a partial
+of a process still running is left alone, so two runs never write into one another).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PARTIAL = ".partial-"
+log = logging.getLogger(__name__)
+
+
+class DiskSpaceError(OSError):
+    """Not enough free disk space for an output, found before writing it."""
+
+
+class BusyError(OSError):
+    """Another process is writing the same output."""
 
 
 @contextlib.contextmanager
@@ -23,8 +37,9 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.parent.glob(f"{out_dir.name}{PARTIAL}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}{PARTIAL}", dir=out_dir.parent))
+        if not _owner_alive(stale.name[len(out_dir.name) + len(PARTIAL):]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}{PARTIAL}{os.getpid()}-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output should not be
     try:
         yield tmp
@@ -59,3 +74,60 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
+
+
+def _owner_alive(suffix: str) -> bool:
+    """Whether the process that named a partial `<pid>-...` still runs (older names: no)."""
+    pid = suffix.split("-", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def exclusive(directory: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (created if needed) for the block; refuse at once,
+    with a clear message, if another process holds it (`flock`: released when a process dies)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            raise BusyError(f"{directory}: {what} is already running in another process; wait for it to finish or stop it") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_free_space(path: str | Path, needed: int, what: str, margin: float = 1.1) -> None:
+    """Stop before writing `what` under `path` if its file system has less free space than the
+    estimate `needed` (bytes) times `margin`."""
+    probe = Path(path).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    wanted = int(needed * margin)
+    log.debug("%s: needs about %s, %s free in %s", what, human_bytes(wanted), human_bytes(free), probe)
+    if wanted > free:
+        raise DiskSpaceError(
+            f"{what}: needs about {human_bytes(wanted)} on the disk of {probe}, which has {human_bytes(free)} free; "
+            f"free some space or write the output elsewhere"
+        )
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} PB"

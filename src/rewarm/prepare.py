@@ -23,7 +23,7 @@ from rewarm.data import sources
 from rewarm.data import tokenizer as tok
 from rewarm.data.packing import SCHEMA_VERSION, Packer, ShardWriter, token_dtype
 from rewarm.data.shards import MANIFEST
-from rewarm.io import atomic_dir, write_json
+from rewarm.io import atomic_dir, check_free_space, write_json
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,38 @@ def prepare_corpus(
     if corpus not in config.corpora:
         raise cfg.ConfigError(f"corpus {corpus!r} is not in the configuration (have: {', '.join(config.corpora)})")
     tokenizer = tok.load(tokenizer_dir)
+    splits = {split: (source, sources.source_files(source, corpus, split, raw_dir, base_dir))
+              for split, source in config.corpora[corpus].splits().items()}
+    itemsize = token_dtype(tok.vocab_size(tokenizer)).itemsize
+    estimates = [estimate_bytes(source, files, itemsize) for source, files in splits.values()]
+    if None in estimates:
+        log.info("%s: disk space not checked (a streamed dataset's size is unknown without max_tokens)", corpus)
+    else:
+        check_free_space(out_dir, sum(estimates), f"prepare {corpus}")
     manifests = {}
     with atomic_dir(out_dir) as tmp:
-        for split, source in config.corpora[corpus].splits().items():
-            files = sources.source_files(source, corpus, split, raw_dir, base_dir)
+        for split, (source, files) in splits.items():
             split_dir = tmp / split
             split_dir.mkdir()
             manifests[split] = prepare_split(source, files, tokenizer, config.prepare, split_dir, corpus, split)
     return manifests
+
+
+# Upper estimates of what a source holds: zstd packs JSON lines of text about 4x, and a BPE token
+# (Pythia's, or the demo's) covers about 3 bytes of text or more.
+ZSTD_RATIO = 4
+BYTES_PER_TOKEN = 3
+
+
+def estimate_bytes(source: cfg.Source, files: list[Path], itemsize: int) -> int | None:
+    """Bytes the shards of one split will take at most (None: unknown, a streamed dataset without a budget)."""
+    tokens = None
+    if files:
+        text = sum(f.stat().st_size * (ZSTD_RATIO if f.suffix == ".zst" else 1) for f in files)
+        tokens = text // BYTES_PER_TOKEN
+    if source.max_tokens is not None:
+        tokens = source.max_tokens if tokens is None else min(tokens, source.max_tokens)
+    return None if tokens is None else tokens * itemsize
 
 
 def prepare_split(

@@ -17,7 +17,7 @@ from rewarm import checkpoints
 from rewarm import config as cfg
 from rewarm.data import tokenizer as tok
 from rewarm.data.shards import ShardReader
-from rewarm.io import atomic_dir, write_json
+from rewarm.io import atomic_dir, check_free_space, write_json
 from rewarm.train import Data, run_fingerprint, train_loop
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ def pretrain(
     model = checkpoints.init_model(gpt_config, run.seed)
     steps = cfg.total_steps(run, data.train.seq_len)
     keep = sorted(set(run.checkpoint_steps) | {steps})
+    # Snapshots, then the series (a copy of them), plus the resumable state (weights and two Adam moments).
+    needed = (2 * len(keep) + 3) * 4 * checkpoints.parameter_count(gpt_config)
+    check_free_space(out_dir, needed, "pretrain")
     snapshots = state_dir / "snapshots"
 
     def snapshot(step: int, current) -> None:

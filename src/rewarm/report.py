@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rewarm import config as cfg
 from rewarm.io import atomic_dir, write_text
+from rewarm.train import FAILURE
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,21 @@ def _series(values: list[float]) -> str:
 # -- reading and writing ----------------------------------------------------------------------------
 
 
-def collect(config: cfg.Config, runs: Path, evals: Path) -> tuple[dict[str, cfg.TrainConfig], dict[str, dict], dict]:
+def collect(config: cfg.Config, runs: Path, evals: Path, partial: bool = False):
+    """(cells, table of finished cells, base evaluations, unfinished cells -> why). Without
+    `partial`, a cell that has no evaluation is an error naming the missing file."""
     cells = cfg.cells(config)
     base = {name: json.loads((evals / "base" / f"{name}.json").read_text()) for name in config.checkpoints
             if (evals / "base" / f"{name}.json").exists()}
-    table = {}
+    table, unfinished = {}, {}
     for name, cell in cells.items():
+        if not (evals / "cells" / f"{name}.json").exists() or not (runs / name / "metrics.jsonl").exists():
+            failure = runs / name / FAILURE
+            if not partial:
+                raise FileNotFoundError(f"{evals / 'cells' / f'{name}.json'}: cell {name} has no evaluation"
+                                        + (f" (it failed: {json.loads(failure.read_text())['error']})" if failure.exists() else ""))
+            unfinished[name] = f"failed: {json.loads(failure.read_text())['error']}" if failure.exists() else "not run (or not finished)"
+            continue
         rows = [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
         final = json.loads((evals / "cells" / f"{name}.json").read_text())
         start = base.get(cell.checkpoint)
@@ -172,7 +182,7 @@ def collect(config: cfg.Config, runs: Path, evals: Path) -> tuple[dict[str, cfg.
             entry["forgetting"] = forgetting(final["upstream"]["loss"], start["upstream"]["loss"])
             entry["adaptation"] = adaptation(final["downstream"]["loss"], start["downstream"]["loss"])
         table[name] = entry
-    return cells, table, base
+    return cells, table, base, unfinished
 
 
 def _lr_log(run_dir: Path) -> list[tuple[int, float]]:
@@ -249,8 +259,12 @@ def columns(corpora: list[str]) -> list[tuple[str, str, object]]:
             ("adaptation", "adaptation (loss)", max)] + [(f"{c}_change", f"{c} change (loss)", min) for c in extra])
 
 
-def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path) -> Path:
-    cells, table, base = collect(config, runs, evals)
+def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, partial: bool = False) -> Path | None:
+    """Write the report; with `partial`, over the cells that finished, listing the others as
+    failed or not run (None, and nothing written, if no cell finished)."""
+    cells, table, base, unfinished = collect(config, runs, evals, partial)
+    if not table:
+        return None
     by_axis = cfg.sweep_cells(config, cells)
     corpora = config.eval_corpora()
     cols = columns(corpora)
@@ -269,6 +283,10 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path) -> 
         base_rows = [[n] + [f"{v[c]['ppl']:.4g}" if c in v else "-" for c in corpora] for n, v in base.items()]
         fit_rows, fit_text = predictions(config, cells, table)
         sentences = sentences + [fit_text]
+        rows += [[name, *[status] + ["-"] * (len(header) - 2)] for name, status in unfinished.items()]
+        if unfinished:
+            sentences.insert(0, f"{len(unfinished)} of {len(cells)} cells did not finish and are left out of the findings: "
+                                + "; ".join(f"{name} {status}" for name, status in unfinished.items()) + ".")
         write_text(tmp / "results.csv", _csv(table, corpora))
         write_text(tmp / "report.md", _markdown(header, rows, base_header, base_rows, sentences, made, fit_rows))
         write_text(tmp / "report.html", _html(header, rows, base_header, base_rows, sentences, made, fit_rows))

@@ -35,7 +35,7 @@ from rewarm.checkpoints import unwrap
 from rewarm.data.shards import ShardReader, ShuffledStream
 from rewarm.data.sources import file_sha256
 from rewarm.evaluate import mean_loss, perplexity
-from rewarm.io import write_json, write_text
+from rewarm.io import check_free_space, exclusive, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,14 @@ def train_loop(
     label: str = "train",
 ) -> dict:
     """Train `model` for the run's steps; returns the final evaluation row. `on_step(step, model)`
-    is called on the main process after each step (and at step 0) for snapshots."""
+    is called on the main process after each step (and at step 0) for snapshots. The state
+    directory is locked for the run: a second run of the same cell refuses to start."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    with exclusive(state_dir, f"training of {label}") if main else nullcontext():
+        return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label)
+
+
+def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label) -> dict:
     device, rank, world = setup_device(run.device)
     seq_len = data.train.seq_len
     plan = Plan.of(run, seq_len, data.replay_fraction, world)
@@ -400,6 +407,8 @@ def final_metrics(history: History) -> dict:
 
 # -- the `train` stage ------------------------------------------------------------------------------
 
+FAILURE = "failure.json"
+
 
 def train_cell(
     config: cfg.Config,
@@ -425,11 +434,19 @@ def train_cell(
         replay=ShardReader(replay_dir, tokenizer_fingerprint=fingerprint) if replay_dir and run.replay_fraction > 0 else None,
         replay_fraction=run.replay_fraction,
     )
-    model = checkpoints.load_model(base_dir)
-    if model.config.vocab_size < tok.vocab_size(tokenizer):
+    model_config = checkpoints.read_gpt_neox_config(base_dir)
+    if model_config["vocab_size"] < tok.vocab_size(tokenizer):
         raise checkpoints.CheckpointError(
-            f"{base_dir}: embedding has {model.config.vocab_size} rows, fewer than the tokenizer's {tok.vocab_size(tokenizer)} ids"
+            f"{base_dir}: embedding has {model_config['vocab_size']} rows, fewer than the tokenizer's {tok.vocab_size(tokenizer)} ids"
         )
+    if model_config["max_position_embeddings"] < data.train.seq_len:
+        raise checkpoints.CheckpointError(
+            f"{base_dir}: context of {model_config['max_position_embeddings']} tokens (max_position_embeddings) is shorter "
+            f"than the shards' sequences ({data.train.seq_len} tokens, prepare.seq_len)"
+        )
+    # The final model, and the resumable state: weights and two Adam moments.
+    check_free_space(out_dir, 4 * checkpoints.weights_bytes(base_dir), f"train {cfg.cell_name(run)}")
+    model = checkpoints.load_model(base_dir)
     weights = checkpoints.weights_fingerprint(base_dir)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
@@ -441,8 +458,15 @@ def train_cell(
                        **{name: reader.manifest["source"]["fingerprint"] for name, reader in
                           [("train", data.train), *[(f"val/{k}", v) for k, v in data.val.items()]]}},
         })
-    final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data), label=cfg.cell_name(run))
+    failure = out_dir / FAILURE
+    try:
+        final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data), label=cfg.cell_name(run))
+    except TrainingDiverged as error:
+        if main:  # kept beside the run's outputs (which the workflow removes), for the report to list
+            write_json(failure, {"cell": cfg.cell_name(run), "error": str(error)})
+        raise
     if main:
+        failure.unlink(missing_ok=True)
         with atomic_dir(out_dir / "model") as tmp:
             checkpoints.save_model_dir(model, base_dir, tmp)
         write_json(out_dir / "metrics.json", final)

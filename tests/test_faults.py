@@ -1,0 +1,176 @@
+"""Faults injected for real into whole runs: an interrupted grid, a diverging cell, two runs at
+once, a disk too small, and secrets in the environment. Unit-level faults (killed jobs, altered
+shards and states, bad records) are in the tests of each stage, marked `fault` or `bad_input`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rewarm import config as cfg
+from tests.conftest import SECRET, rewarm, run_env, small_params, write_params
+from tests.test_workflow import TEST_PARAMS, copy_project, digests, git_commit, run, snakemake
+
+pytestmark = pytest.mark.fault
+
+
+def cells_of(project: Path) -> dict:
+    return yaml.safe_load((project / "workflow/grid.yaml").read_text())["cells"]
+
+
+def curve(run_dir: Path) -> list[dict]:
+    """A run's logged rows without the wall-clock figure."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in rows]
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path):
+    """Ctrl-C in the middle of the grid (SIGINT to Snakemake and its jobs); while it runs, a second
+    Snakemake on the same project is refused; `--rerun-incomplete` then finishes only the missing
+    cells, and every output equals that of an uninterrupted run."""
+    project = copy_project(tmp_path / "interrupted", TEST_PARAMS)
+    cells = list(cells_of(project))
+    command = [sys.executable, "-m", "snakemake", "--cores", "2"]
+    with open(project / "first.log", "w") as log:
+        first = subprocess.Popen(command, cwd=project, env=run_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: any((project / "runs" / c / "metrics.json").exists() for c in cells), first, "a cell finished")
+            # A second Snakemake is refused: the running jobs' outputs are marked incomplete, and even
+            # when told to redo those, the directory lock holds.
+            second = snakemake("--cores", "1", cwd=project, check=False)
+            assert second.returncode != 0
+            assert "Directory cannot be locked" in second.stderr or "seem to be incomplete" in second.stderr, second.stderr[-3000:]
+            second = snakemake("--cores", "1", "--rerun-incomplete", cwd=project, check=False)
+            assert second.returncode != 0 and "Directory cannot be locked" in second.stderr, second.stderr[-3000:]
+            wait_for(lambda: any((project / "state/runs" / c / "state.json").exists() for c in cells), first, "a cell in progress")
+        finally:
+            os.killpg(first.pid, signal.SIGINT)
+            first.wait(timeout=300)
+    assert first.returncode != 0
+    finished = {c: (project / "runs" / c / "metrics.json").stat().st_mtime_ns for c in cells
+                if (project / "runs" / c / "metrics.json").exists()}
+    assert 0 < len(finished) < len(cells)
+
+    rerun = snakemake("--cores", "2", "--rerun-incomplete", "--printshellcmds", cwd=project)
+    trained = {line.split("--cell ")[1].split()[0] for line in (rerun.stdout + rerun.stderr).splitlines() if "rewarm train" in line}
+    assert trained == set(cells) - set(finished), "only the missing cells are trained again"
+    assert all((project / "runs" / c / "metrics.json").stat().st_mtime_ns == t for c, t in finished.items())
+    for cell in cells:
+        for name in ("model/model.safetensors", "metrics.json"):
+            assert (project / "runs" / cell / name).read_bytes() == (snakemake_run / "runs" / cell / name).read_bytes(), (cell, name)
+        assert curve(project / "runs" / cell) == curve(snakemake_run / "runs" / cell), cell
+    assert digests(project / "evals") == digests(snakemake_run / "evals")
+    assert (project / "reports/report.md").read_text() == (snakemake_run / "reports/report.md").read_text()
+
+
+def test_diverging_cell_fails_and_the_report_lists_it(tmp_path):
+    """A cell whose loss becomes infinite fails naming the step and value; with --keep-going the
+    other cells finish and the report (written when the run ends with errors) lists it as failed."""
+    params = small_params(train={"checkpoint": "final"},
+                          grid={"sweeps": {"max_lr": [1e-3, 2e-3]}, "extra": [{"max_lr": 1e6, "warmup_fraction": 0.0}]})
+    project = copy_project(tmp_path / "diverging", params)
+    cells = list(cells_of(project))
+    bad = cfg.cell_name(cfg.cells(cfg.from_dict(params))[cells[-1]])
+    assert "lr-1000000" in bad
+    result = snakemake("--cores", "2", "--keep-going", cwd=project, check=False)
+    assert result.returncode != 0
+    log = (project / "logs/train" / f"{bad}.log").read_text()
+    message = next(line for line in log.splitlines() if "loss is" in line)
+    assert " at step " in message and ("loss is inf" in message or "loss is nan" in message)
+    for cell in cells[:-1]:
+        assert (project / "evals/cells" / f"{cell}.json").exists(), cell
+    assert not (project / "runs" / bad / "metrics.json").exists()
+    report = (project / "reports/report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith(f"| {bad} |"))
+    assert "failed:" in row and " at step " in row
+    assert f"1 of {len(cells)} cells did not finish" in report
+    assert all(f"| {cell} |" in report for cell in cells[:-1])
+
+
+def test_two_dvc_runs_at_once_the_second_is_refused(tmp_path):
+    """DVC's repository lock: a second `dvc repro` while the first runs fails with DVC's message."""
+    project = copy_project(tmp_path / "dvc-lock", small_params(grid={"sweeps": {}}))  # DVC tracks the `grid` key
+    git_commit(project, "project")
+    with open(project / "first.log", "w") as log:
+        first = subprocess.Popen(["dvc", "repro"], cwd=project, env=run_env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: (project / "data/raw").exists() or list(project.glob("data/raw.partial-*")), first, "dvc started")
+            second = run("dvc", "repro", cwd=project, check=False)
+        finally:
+            first.wait(timeout=600)
+    # DVC refuses through its repository lock or, once the first holds its stages' paths, its rwlock.
+    refused = second.stdout + second.stderr
+    assert second.returncode != 0 and ("Unable to acquire lock" in refused or "is busy, it is being blocked by" in refused), refused
+    assert first.returncode == 0, (project / "first.log").read_text()[-2000:]
+
+
+def test_two_trainings_of_one_cell_at_once(prepared_copy):
+    """Without a front end, the cell's state directory is locked: a second `rewarm train` refuses."""
+    from tests.conftest import cell_of, train_args
+
+    write_params(prepared_copy / "params.yaml", small_params(train={"tokens": 20480 * 20}))  # long enough to overlap
+    cell = cell_of(prepared_copy)
+    command = [sys.executable, "-m", "rewarm", *train_args(cell)]
+    first = subprocess.Popen(command, cwd=prepared_copy, env=run_env(), stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (prepared_copy / "state/runs" / cell / "state.json").exists(), first, "the first saved a state")
+        second = rewarm(*train_args(cell), cwd=prepared_copy, check=False)
+        assert first.poll() is None, "the first run ended before the second started: no overlap tested"
+    finally:
+        first.wait(timeout=600)
+    assert second.returncode == 1
+    assert f"state/runs/{cell}: training of {cell} is already running in another process" in second.stderr
+    assert first.returncode == 0 and (prepared_copy / "runs" / cell / "metrics.json").exists()
+
+
+def test_disk_too_small_for_shards_stops_before_writing(project_copy):
+    """A source far larger than the free space (a sparse file: its size is real, its blocks are not)."""
+    free = os.statvfs(project_copy).f_bavail * os.statvfs(project_copy).f_frsize
+    huge = project_copy / "huge.jsonl"
+    with open(huge, "wb") as f:
+        f.truncate(min(4 * free, 15 * 10**12))
+    params = small_params()
+    params["corpora"]["extra"] = {"val": {"type": "jsonl", "path": "huge.jsonl"}}
+    write_params(project_copy / "params.yaml", params)
+    result = rewarm("prepare", "--corpus", "extra", "--tokenizer", "data/tokenizer", "--out", "data/tokens/extra",
+                    cwd=project_copy, check=False)
+    assert result.returncode == 1
+    assert "prepare extra: needs about" in result.stderr and "free some space" in result.stderr
+    assert not list((project_copy / "data").glob("tokens/extra*"))
+
+
+def test_disk_too_small_for_a_checkpoint_stops_before_writing(project_copy):
+    """A scratch model of trillions of bytes: refused before any weight is allocated."""
+    params = small_params(model={"hidden_size": 16384, "num_heads": 64, "intermediate_size": 65536, "num_layers": 400})
+    write_params(project_copy / "params.yaml", params)
+    result = rewarm("select", "--name", "scratch", "--tokenizer", "data/tokenizer", "--out", "checkpoints/base/scratch",
+                    cwd=project_copy, check=False)
+    assert result.returncode == 1
+    assert "select scratch: needs about" in result.stderr and "TB" in result.stderr
+    assert not (project_copy / "checkpoints").exists()
+
+
+def test_no_secret_reaches_logs_metrics_or_tracked_files(snakemake_run):
+    """The whole-pipeline run had a hub token and remote credentials in its environment: no file it
+    wrote (logs, metrics, reports, DVCLive files, models, Snakemake's own records) holds them."""
+    written = [p for p in snakemake_run.rglob("*") if p.is_file()]
+    assert len(written) > 100 and (snakemake_run / "reports/report.md").exists()
+    assert (snakemake_run / "snakemake-output.log").stat().st_size > 1000
+    leaks = [str(p.relative_to(snakemake_run)) for p in written if SECRET.encode() in p.read_bytes()]
+    assert leaks == []
