@@ -71,3 +71,12 @@ def cell_base(wildcards):
 def cell_params(wildcards):
     """A cell's resolved parameters: a change to them re-runs that cell."""
     return rewarm_config.to_dict(CELLS[wildcards.cell])
+
+
+def train_launcher(wildcards, resources):
+    """`rewarm`, or `torchrun` with one process per GPU when the job has more than one
+    (resources.gpu, e.g. --set-resources train:gpu=4): DistributedDataParallel inside the job."""
+    gpus = int(resources.get("gpu", 0) or 0)
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node {gpus} -m rewarm"
+    return "rewarm"

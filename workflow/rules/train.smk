@@ -16,6 +16,7 @@ rule train:
     params:
         config=PARAMS,
         cell=cell_params,
+        launcher=train_launcher,
     conda:
         "../envs/rewarm.yaml"
     log:
@@ -28,7 +29,7 @@ rule train:
         runtime=240,
         gpu=0,  # GPUs per training job: the slurm profile sets it (set-resources)
     shell:
-        "rewarm train {params.config} --cell {wildcards.cell} --base {input.base}"
+        "{params.launcher} train {params.config} --cell {wildcards.cell} --base {input.base}"
         " --train {input.downstream}/train --replay {input.upstream}/train"
         " --val upstream={input.upstream}/val --val downstream={input.downstream}/val"
         " --state state/runs/{wildcards.cell} --out runs/{wildcards.cell} --threads {threads} 2> {log}"
