@@ -307,3 +307,14 @@ def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
     # The new cell trains and is evaluated, and the report is redone; nothing else.
     assert len(commands) == 3 and "--cell ckpt-final_lr-3e-4_warm-0_sched-constant_replay-0" in commands[0], planned[-3000:]
     assert "rewarm evaluate" in commands[1] and "rewarm report" in commands[2]
+
+
+def test_training_jobs_with_several_gpus_launch_torchrun(tmp_path):
+    """A training job given more than one GPU runs under torchrun, one process per GPU; one GPU or none: rewarm."""
+    project = copy_project(tmp_path / "gpus")
+    planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:gpu=4", cwd=project)
+    commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
+    assert len(commands) == 8 and all("torchrun --standalone --nproc_per_node 4 -m rewarm train" in c for c in commands)
+    planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:gpu=1", cwd=project)
+    commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
+    assert len(commands) == 8 and not any("torchrun" in c for c in commands)
