@@ -29,6 +29,8 @@ Stages, in pipeline order (Snakemake rules and DVC stages of the same names call
   evaluate   perplexity of a model (a cell's final model or a base checkpoint) on whole validation splits
   report     tables, figures and findings across the grid (Markdown and HTML)
   grid       list the grid's cells and their parameters (and write the file dvc.yaml reads)
+  plan       what the grid costs before it runs: tokens, steps, FLOPs, GPU-hours, disk, GPU memory
+  params     the merged, checked configuration (e.g. params.yaml + config/paper.yaml for DVC)
 
 Every stage reads the configuration from --params (default: params.yaml) and
 refuses to start if any key is wrong, listing every problem at once.
@@ -198,6 +200,30 @@ def dvc_plots(config: cfg.Config, root) -> dict:
     }
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    from rewarm import plan
+
+    config = _load(args)
+    vocab = args.vocab_size or config.tokenizer.vocab_size
+    result = plan.plan(config, vocab, args.mfu, args.peak_tflops, args.concurrent)
+    print(plan.render(result, args.mfu, args.peak_tflops, "per GPU for each cell's micro_batch_sequences"), end="")
+
+
+def cmd_params(args: argparse.Namespace) -> None:
+    import yaml
+
+    config = _load(args)
+    text = ("# Written by `rewarm params` from " + ", ".join(args.params or ["params.yaml"]) + ": the merged, checked configuration.\n"
+            + yaml.safe_dump(cfg.to_dict(config), sort_keys=False))
+    if args.write:
+        from rewarm.io import write_text
+
+        write_text(args.write, text)
+        log.info("configuration written to %s", args.write)
+    else:
+        print(text, end="")
+
+
 def _pair(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
@@ -275,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True, help="report directory (e.g. reports)")
     sub.add_argument("--partial", action="store_true", help="report the cells that finished and list the others as failed "
                      "or not run (the Snakefile does this when a run with --keep-going ends with failed cells)")
+
+    sub = add("plan", cmd_plan, "Before anything runs: cells, tokens, steps, FLOPs, GPU-hours, disk and peak GPU memory.")
+    sub.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed for GPU-hours (default: 0.4)")
+    sub.add_argument("--peak-tflops", type=float, default=989.0,
+                     help="peak dense bf16 TFLOP/s of one GPU (default: 989, an H100 SXM)")
+    sub.add_argument("--vocab-size", type=int, help="embedding rows (default: tokenizer.vocab_size of the configuration)")
+    sub.add_argument("--concurrent", type=int, default=1, help="cells running at once, for the disk their states take (default: 1)")
+
+    sub = add("params", cmd_params, "Print (or --write) the merged and checked configuration, e.g. to give DVC the paper's.")
+    sub.add_argument("--write", metavar="YAML", help="write it to this file (e.g. params.yaml) instead of printing it")
 
     sub = add("grid", cmd_grid, "List the grid's cells with their resolved parameters.")
     sub.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")

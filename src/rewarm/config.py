@@ -347,11 +347,19 @@ def load(paths: list[str | Path] | str | Path, base_dir: str | Path = ".") -> Co
     return from_dict(merged, base_dir=base_dir, origin=", ".join(str(p) for p in paths))
 
 
-def deep_merge(base: dict, override: dict) -> dict:
+# Named collections: in a later file, `name: null` removes an entry an earlier file declared.
+COLLECTIONS = ("corpora", "checkpoints")
+
+
+def deep_merge(base: dict, override: dict, _path: tuple = ()) -> dict:
+    """`override` merged into `base`, mappings key by key. A source or checkpoint whose `type`
+    changes is replaced, not merged (its fields differ); `<collection>.<name>: null` removes it."""
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        if value is None and _path and _path[0] in COLLECTIONS and len(_path) == 1:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and value.get("type", out[key].get("type")) == out[key].get("type"):
+            out[key] = deep_merge(out[key], value, (*_path, key))
         else:
             out[key] = value
     return out

@@ -13,7 +13,9 @@ PARAMS_FILES = ["params.yaml", *[str(f) for f in workflow.overwrite_configfiles]
 PARAMS = " ".join(f"--params {f}" for f in PARAMS_FILES)
 
 try:
-    CONFIG = rewarm_config.from_dict(config, origin=" + ".join(PARAMS_FILES))
+    # The files themselves, merged as the CLI merges them (a source or checkpoint that changes type
+    # is replaced, `name: null` removes one), so every job sees exactly what is validated here.
+    CONFIG = rewarm_config.load(PARAMS_FILES)
 except rewarm_config.ConfigError as error:
     sys.exit(f"rewarm: invalid configuration\n{error}")
 
