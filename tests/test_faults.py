@@ -32,6 +32,16 @@ def curve(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in rows]
 
 
+def assert_same_results(project: Path, reference: Path, cells: list[str]) -> None:
+    """Every cell's weights, final metrics and curve, the evaluations and the report equal the reference run's."""
+    for cell in cells:
+        for name in ("model/model.safetensors", "metrics.json"):
+            assert (project / "runs" / cell / name).read_bytes() == (reference / "runs" / cell / name).read_bytes(), (cell, name)
+        assert curve(project / "runs" / cell) == curve(reference / "runs" / cell), cell
+    assert digests(project / "evals") == digests(reference / "evals")
+    assert (project / "reports/report.md").read_text() == (reference / "reports/report.md").read_text()
+
+
 def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -71,12 +81,7 @@ def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path)
     trained = {line.split("--cell ")[1].split()[0] for line in (rerun.stdout + rerun.stderr).splitlines() if "rewarm train" in line}
     assert trained == set(cells) - set(finished), "only the missing cells are trained again"
     assert all((project / "runs" / c / "metrics.json").stat().st_mtime_ns == t for c, t in finished.items())
-    for cell in cells:
-        for name in ("model/model.safetensors", "metrics.json"):
-            assert (project / "runs" / cell / name).read_bytes() == (snakemake_run / "runs" / cell / name).read_bytes(), (cell, name)
-        assert curve(project / "runs" / cell) == curve(snakemake_run / "runs" / cell), cell
-    assert digests(project / "evals") == digests(snakemake_run / "evals")
-    assert (project / "reports/report.md").read_text() == (snakemake_run / "reports/report.md").read_text()
+    assert_same_results(project, snakemake_run, cells)
 
 
 def test_diverging_cell_fails_and_the_report_lists_it(tmp_path):

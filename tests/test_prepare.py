@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rewarm import config as cfg
 from rewarm.data import sources
 from rewarm.data import tokenizer as tok
 from rewarm.data.shards import ShardReader

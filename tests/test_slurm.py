@@ -8,14 +8,13 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT, run_env
-from tests.test_faults import curve
-from tests.test_workflow import TEST_PARAMS, copy_project, digests
+from tests.test_faults import assert_same_results
+from tests.test_workflow import TEST_PARAMS, copy_project
 
 pytestmark = [pytest.mark.slurm, pytest.mark.fault]
 CLUSTER = ROOT / "tests/slurm_cluster.sh"
@@ -81,9 +80,4 @@ def test_grid_through_slurm_equals_a_local_run(slurm, snakemake_run, tmp_path):
     assert "resuming from step" in (project / "logs/train" / f"{cell}.log").read_text()
 
     # The same results as the local run of the same configuration.
-    for name in cells:
-        for file in ("model/model.safetensors", "metrics.json"):
-            assert (project / "runs" / name / file).read_bytes() == (snakemake_run / "runs" / name / file).read_bytes(), (name, file)
-        assert curve(project / "runs" / name) == curve(snakemake_run / "runs" / name), name
-    assert digests(project / "evals") == digests(snakemake_run / "evals")
-    assert (project / "reports/report.md").read_text() == (snakemake_run / "reports/report.md").read_text()
+    assert_same_results(project, snakemake_run, cells)
