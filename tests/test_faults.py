@@ -60,15 +60,19 @@ def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path)
     with open(project / "first.log", "w") as log:
         first = subprocess.Popen(command, cwd=project, env=run_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for(lambda: any((project / "runs" / c / "metrics.json").exists() for c in cells), first, "a cell finished")
             # A second Snakemake is refused: the running jobs' outputs are marked incomplete, and even
             # when told to redo those, the directory lock holds.
+            wait_for(lambda: (project / "data/tokens/upstream").exists(), first, "the first run's jobs started")
             second = snakemake("--cores", "1", cwd=project, check=False)
             assert second.returncode != 0
             assert "Directory cannot be locked" in second.stderr or "seem to be incomplete" in second.stderr, second.stderr[-3000:]
             second = snakemake("--cores", "1", "--rerun-incomplete", cwd=project, check=False)
             assert second.returncode != 0 and "Directory cannot be locked" in second.stderr, second.stderr[-3000:]
-            wait_for(lambda: any((project / "state/runs" / c / "state.json").exists() for c in cells), first, "a cell in progress")
+            # Interrupt once one cell has finished while another is part-way (it has saved a state).
+            wait_for(lambda: any((project / "runs" / c / "metrics.json").exists() for c in cells)
+                     and any((project / "state/runs" / c / "state.json").exists() and not (project / "runs" / c / "metrics.json").exists()
+                             for c in cells), first,
+                     "a cell finished and one in progress")
         finally:
             os.killpg(first.pid, signal.SIGINT)
             first.wait(timeout=300)
