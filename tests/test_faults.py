@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,13 @@ def assert_same_results(project: Path, reference: Path, cells: list[str]) -> Non
     assert (project / "reports/report.md").read_text() == (reference / "reports/report.md").read_text()
 
 
+def trained_cells(log: Path) -> set[str]:
+    """Cells whose `train` job Snakemake's log reports as finished."""
+    text = log.read_text()
+    cell_of_job = dict(re.findall(r"localrule train:.*?jobid: (\d+).*?wildcards: cell=(\S+)", text, re.DOTALL))
+    return {cell_of_job[j] for j in re.findall(r"Finished jobid: (\d+) \(Rule: train\)", text) if j in cell_of_job}
+
+
 def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -68,17 +76,21 @@ def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path)
             assert "Directory cannot be locked" in second.stderr or "seem to be incomplete" in second.stderr, second.stderr[-3000:]
             second = snakemake("--cores", "1", "--rerun-incomplete", cwd=project, check=False)
             assert second.returncode != 0 and "Directory cannot be locked" in second.stderr, second.stderr[-3000:]
-            # Interrupt once one cell has finished while another is part-way (it has saved a state).
-            wait_for(lambda: any((project / "runs" / c / "metrics.json").exists() for c in cells)
-                     and any((project / "state/runs" / c / "state.json").exists() and not (project / "runs" / c / "metrics.json").exists()
-                             for c in cells), first,
-                     "a cell finished and one in progress")
+            # Interrupt as soon as Snakemake has recorded one cell's training as finished.
+            wait_for(lambda: trained_cells(project / "first.log"), first, "a cell finished")
         finally:
-            os.killpg(first.pid, signal.SIGINT)
+            # Ctrl-C, pressed again while Snakemake has not stopped (it can miss one while it logs).
+            for _ in range(20):
+                if first.poll() is not None:
+                    break
+                os.killpg(first.pid, signal.SIGINT)
+                try:
+                    first.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    pass
             first.wait(timeout=300)
     assert first.returncode != 0
-    finished = {c: (project / "runs" / c / "metrics.json").stat().st_mtime_ns for c in cells
-                if (project / "runs" / c / "metrics.json").exists()}
+    finished = {c: (project / "runs" / c / "metrics.json").stat().st_mtime_ns for c in trained_cells(project / "first.log")}
     assert 0 < len(finished) < len(cells)
 
     rerun = snakemake("--cores", "2", "--rerun-incomplete", "--printshellcmds", cwd=project)
