@@ -66,7 +66,10 @@ def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path)
     cells = list(cells_of(project))
     command = [sys.executable, "-m", "snakemake", "--cores", "2"]
     with open(project / "first.log", "w") as log:
-        first = subprocess.Popen(command, cwd=project, env=run_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # A terminal's Ctrl-C: SIGINT to the run's process group. Restore its default handling first,
+        # since a shell that started these tests in the background makes its children ignore SIGINT.
+        first = subprocess.Popen(command, cwd=project, env=run_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             # A second Snakemake is refused: the running jobs' outputs are marked incomplete, and even
             # when told to redo those, the directory lock holds.
@@ -79,7 +82,7 @@ def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path)
             # Interrupt as soon as Snakemake has recorded one cell's training as finished.
             wait_for(lambda: trained_cells(project / "first.log"), first, "a cell finished")
         finally:
-            # Ctrl-C, pressed again while Snakemake has not stopped (it can miss one while it logs).
+            # Ctrl-C, pressed again while Snakemake has not stopped.
             for _ in range(20):
                 if first.poll() is not None:
                     break
