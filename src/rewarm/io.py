@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PARTIAL = ".partial-"
+# A diverged training run leaves this file in its run directory; `report --partial` reads it.
+FAILURE = "failure.json"
 log = logging.getLogger(__name__)
 
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewarm import config as cfg
-from rewarm.io import atomic_dir, write_text
-from rewarm.train import FAILURE
+from rewarm.io import FAILURE, atomic_dir, write_text
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from rewarm.checkpoints import unwrap
 from rewarm.data.shards import ShardReader, ShuffledStream
 from rewarm.data.sources import file_sha256
 from rewarm.evaluate import mean_loss, perplexity
-from rewarm.io import check_free_space, exclusive, write_json, write_text
+from rewarm.io import FAILURE, check_free_space, exclusive, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -406,8 +406,6 @@ def final_metrics(history: History) -> dict:
 
 
 # -- the `train` stage ------------------------------------------------------------------------------
-
-FAILURE = "failure.json"
 
 
 def train_cell(
