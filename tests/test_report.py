@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from rewarm import config as cfg
@@ -86,3 +88,27 @@ def test_curve_fit_recovers_a_known_law_and_predicts_another_schedule():
     w1, w2 = report.lr_areas([wsd(i) for i in range(200)])
     assert fit.predict(w1[-1], w2[-1]) == pytest.approx(truth.predict(w1[-1], w2[-1]), rel=1e-3)
     assert report.fit_curve([0, 10], [3.0, 2.0], lrs) is None  # too few points
+
+
+def test_warm_up_is_not_annealing():
+    from rewarm import schedules
+
+    rising = [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert report.lr_areas(rising)[1] == [0.0] * 6  # a warm-up then a plateau anneals nothing
+    # Two cosine runs that differ only in warm-up length anneal by nearly the same area.
+    ends = []
+    for warmup in (0, 20):
+        cosine = schedules.build("cosine", max_lr=1e-3, min_lr=1e-4, total_steps=1000, warmup_steps=warmup)
+        ends.append(report.lr_areas([cosine(i) for i in range(1000)])[1][-1])
+    assert ends[0] > 0.1 and ends[1] == pytest.approx(ends[0], rel=0.05)
+
+
+def test_curve_fit_keeps_the_law_constants_non_negative():
+    # A logarithmic curve: an unconstrained fit would reach it with a large negative L0.
+    lrs = [1e-3] * 400
+    s1, _ = report.lr_areas(lrs)
+    steps = list(range(0, 401, 20))
+    losses = [0.0] + [4.0 - 0.5 * math.log(s1[s - 1]) for s in steps[1:]]
+    fit = report.fit_curve(steps, losses, lrs)
+    assert min(fit.l0, fit.a, fit.c) >= 0.0
+    assert fit.rmse < 0.2  # still a fit, not a failure

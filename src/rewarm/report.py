@@ -77,10 +77,14 @@ class CurveFit:
 
 def lr_areas(lrs: list[float], decay: float = 0.999) -> tuple[list[float], list[float]]:
     """S1 and S2 after each step of a learning-rate sequence (Tissue et al. 2024, eq. 2-3):
-    S1 sums the rates; S2 sums an annealing momentum m_i = decay * m_(i-1) + (lr_(i-1) - lr_i)."""
+    S1 sums the rates; S2 sums an annealing momentum m_i = decay * m_(i-1) + (lr_(i-1) - lr_i),
+    counted from the peak on. A warm-up's rise is not annealing: counted, it would be negative
+    annealing that lasts the whole run, and two cells that differ only in warm-up length would be
+    predicted far apart."""
+    peak = lrs.index(max(lrs)) if lrs else 0
     s1, s2, out1, out2, momentum = 0.0, 0.0, [], [], 0.0
     for i, lr in enumerate(lrs):
-        if i:
+        if i > peak:
             momentum = decay * momentum + (lrs[i - 1] - lr)
         s1 += lr
         s2 += momentum
@@ -90,8 +94,12 @@ def lr_areas(lrs: list[float], decay: float = 0.999) -> tuple[list[float], list[
 
 
 def fit_curve(steps: list[int], losses: list[float], lrs: list[float]) -> CurveFit | None:
-    """Least squares for L0, A, C at each alpha of a grid; the best alpha wins. `lrs[i]` is the
-    rate of update i, so the loss logged at step s follows updates 0..s-1. None if too few points."""
+    """Least squares for L0, A, C >= 0 (the law's constants are positive: a negative L0 would let a
+    near-logarithm fit the points and extrapolate badly) at each alpha of a grid; the best alpha
+    wins. `lrs[i]` is the rate of update i, so the loss logged at step s follows updates 0..s-1.
+    None if too few points."""
+    import itertools
+
     import numpy as np
 
     s1, s2 = lr_areas(lrs)
@@ -99,13 +107,21 @@ def fit_curve(steps: list[int], losses: list[float], lrs: list[float]) -> CurveF
     if len(points) < 4:
         return None
     x1, x2, y = (np.array(v, dtype=float) for v in zip(*points))
+    supports = [cols for k in (3, 2, 1) for cols in itertools.combinations(range(3), k)]
     best = None
     for alpha in np.linspace(0.05, 2.0, 79):
         design = np.stack([np.ones_like(x1), x1 ** (-alpha), -x2], axis=1)
-        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-        rmse = float(np.sqrt(np.mean((design @ coef - y) ** 2)))
-        if best is None or rmse < best.rmse:
-            best = CurveFit(l0=float(coef[0]), a=float(coef[1]), alpha=float(alpha), c=float(coef[2]), rmse=rmse)
+        # Non-negative least squares with three unknowns: the optimum is the unconstrained fit on
+        # its non-zero columns, so try every set of columns and keep the best feasible one.
+        for cols in supports:
+            sub, *_ = np.linalg.lstsq(design[:, cols], y, rcond=None)
+            if (sub < 0).any():
+                continue
+            coef = np.zeros(3)
+            coef[list(cols)] = sub
+            rmse = float(np.sqrt(np.mean((design @ coef - y) ** 2)))
+            if best is None or rmse < best.rmse:
+                best = CurveFit(l0=float(coef[0]), a=float(coef[1]), alpha=float(alpha), c=float(coef[2]), rmse=rmse)
     return best
 
 
@@ -315,7 +331,8 @@ def predictions(config: cfg.Config, cells, table) -> tuple[list[list[str]], str]
         out.append([name, f"{predicted:.4f}", f"{measured:.4f}", f"{predicted - measured:+.4f}"])
     text = (f"Loss-curve fit (Tissue et al. 2024) on the reference cell's downstream curve: L = {fit.l0:.3f} + "
             f"{fit.a:.3g} S1^-{fit.alpha:.2f} - {fit.c:.3g} S2, RMSE {fit.rmse:.4f}; the table below predicts the other "
-            f"schedules' final loss from their learning rates alone.")
+            f"schedules' final loss from their learning rates alone (fitted at max_lr {cells[reference].max_lr:g}: "
+            f"cells with another maximum are extrapolations).")
     return out, text
 
 
