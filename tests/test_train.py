@@ -197,6 +197,24 @@ def test_gradient_accumulation_matches_one_full_batch(prepared_copy, reference_r
         assert a["val/downstream/loss"] == pytest.approx(b["val/downstream/loss"], rel=1e-4)
 
 
+def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(prepared_copy, reference_run, monkeypatch):
+    """`compile: true` (the paper configuration's setting for GPUs) through torch.compile on CPU:
+    the same curve up to kernel rounding, and a model directory without torch.compile's prefixes."""
+    write_params(prepared_copy / "params.yaml", small_params(train={"compile": True}))
+    cache = prepared_copy / "inductor-cache"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    cell = cell_of(prepared_copy)
+    rewarm(*train_args(cell), cwd=prepared_copy)
+    assert cache.is_dir() and any(cache.rglob("*.py")), "torch.compile did not run (no Inductor kernels written)"
+    compiled, eager = read_rows(prepared_copy / "runs" / cell), read_rows(reference_run)
+    assert [r["step"] for r in compiled] == [r["step"] for r in eager]
+    for a, b in zip(compiled, eager):
+        assert a["val/downstream/loss"] == pytest.approx(b["val/downstream/loss"], rel=1e-3), a["step"]
+    weights = load_file(prepared_copy / "runs" / cell / "model" / "model.safetensors")
+    assert not [k for k in weights if "_orig_mod" in k or k.startswith("module.")]
+    AutoModelForCausalLM.from_pretrained(prepared_copy / "runs" / cell / "model")
+
+
 @pytest.mark.bad_input
 def test_unknown_cell_is_refused(prepared_copy):
     result = rewarm(*train_args("ckpt-nope"), cwd=prepared_copy, check=False)
