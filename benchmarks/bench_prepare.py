@@ -107,6 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--documents", type=int, default=30000, help="demo upstream documents to tokenize (default: 30000)")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs per figure (default: 3)")
+    parser.add_argument("--results", default=str(Path(__file__).parent / "results"),
+                        help="directory for prepare.json, the raw figures (default: benchmarks/results)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--with-datasets", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -120,10 +122,10 @@ def main() -> None:
         work = Path(tmp)
         corpus, tokenizer_dir = make_corpus(work, args.documents)
         results = {w: run_child(w, corpus, tokenizer_dir, work, args.repeats, with_datasets=w == 2) for w in (1, 2)}
-    report(results)
+    report(results, Path(args.results))
 
 
-def report(results: dict) -> None:
+def report(results: dict, out: Path) -> None:
     one, two = results[1], results[2]
     tokens = one["tokens"]
     rate = lambda seconds: tokens / seconds  # noqa: E731
@@ -145,8 +147,7 @@ def report(results: dict) -> None:
     for name, workers, seconds, ratio in rows:
         print(f"{name:44s} {workers:7d} {rate(seconds):12,.0f}  {ratio}")
     print(f"prepare, 2 workers vs 1: {one['prepare_s'] / two['prepare_s']:.2f}x")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "prepare.json").write_text(json.dumps(results, indent=2))
 
 

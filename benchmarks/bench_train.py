@@ -5,7 +5,13 @@ Prints training tokens/s of rewarm's loop (`rewarm.train.train_loop`) against a
 (goal: at least 1.2x), and model FLOPs utilisation:
     MFU = 6 x parameters x tokens/s / (the machine's measured dense matmul rate, or --peak-tflops)
 On a GPU it also runs a Pythia-410M-shaped model in bf16 (goal: at least 40% MFU on one H100,
-with --peak-tflops 989 for the H100's dense bf16 peak); where there is no GPU it says so.
+with --peak-tflops 989 for the H100's dense bf16 peak), and prints the GPU memory rewarm's loop
+peaked at against `rewarm plan`'s estimate for the same model and micro-batch; where there is no
+GPU it says so. A few hundred steps of a paper-scale cell's shape, with its figures against plan:
+
+    python benchmarks/bench_train.py --size pythia-410m --steps 300 --peak-tflops 989
+
+Token values are random: the loop's speed and memory do not depend on them.
 
     python benchmarks/bench_train.py [--steps 20] [--size demo|pythia-410m]
 """
@@ -57,7 +63,8 @@ def build_model(size: dict):
     return GPTNeoXForCausalLM(config).float()
 
 
-def run_rewarm(size: dict, steps: int, work: Path, device: str) -> float:
+def run_rewarm(size: dict, steps: int, work: Path, device: str) -> tuple[float, int | None]:
+    """Tokens/s of rewarm's loop, and the peak GPU memory it allocated (None on CPU)."""
     from rewarm import config as cfg
     from rewarm.data.shards import ShardReader
     from rewarm.train import Data, train_loop
@@ -70,9 +77,23 @@ def run_rewarm(size: dict, steps: int, work: Path, device: str) -> float:
     reader = ShardReader(split, verify=False)
     model = build_model(size)
     ends = StepClock(device)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     train_loop(model, run, Data(train=reader, val={"bench": reader}), work / "run", work / "state", "bench",
                on_step=lambda step, _: ends.tick(step), label="rewarm")
-    return ends.rate(size["batch"] * size["seq_len"])
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    return ends.rate(size["batch"] * size["seq_len"]), peak
+
+
+def planned_memory(size: dict) -> int:
+    """`rewarm plan`'s peak-memory estimate for this model and micro-batch."""
+    from rewarm import config as cfg
+    from rewarm import plan
+
+    model = cfg.ModelConfig(hidden_size=size["hidden_size"], num_layers=size["num_layers"], num_heads=size["num_heads"],
+                            intermediate_size=size["intermediate_size"], max_position_embeddings=size["seq_len"])
+    return plan.peak_memory(plan.parameter_count(model, size["vocab"]), model, size["vocab"], size["seq_len"], size["micro"])
 
 
 class StepClock:
@@ -157,7 +178,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
         # Alternate and keep the best of two, so that neither loop is favoured by warm caches.
-        ours = max(run_rewarm(size, args.steps, work / f"r{i}", device) for i in range(2))
+        ours, memory = max(run_rewarm(size, args.steps, work / f"r{i}", device) for i in range(2))
         theirs = max(run_trainer(size, args.steps, work / f"t{i}", device) for i in range(2))
     peak = args.peak_tflops * 1e12 if args.peak_tflops else matmul_rate(device)
     n = parameters(size)
@@ -168,6 +189,13 @@ def main() -> None:
         print(f"{name:28s} {rate:12,.0f} {6 * n * rate / peak:7.1%}")
     print(f"rewarm / Trainer: {ours / theirs:.2f}x   (peak used for MFU: {peak / 1e12:.2f} TFLOP/s, "
           f"{'given' if args.peak_tflops else 'measured matmul'})")
+    estimate = planned_memory(size)
+    if memory is None:
+        print(f"peak GPU memory: not measured on CPU (rewarm plan estimates {estimate / 1e9:.2f} GB on a GPU "
+              f"at micro-batch {size['micro']})")
+    else:
+        print(f"peak GPU memory of rewarm's loop: {memory / 1e9:.2f} GB; rewarm plan estimates {estimate / 1e9:.2f} GB "
+              f"at micro-batch {size['micro']} (measured / estimate: {memory / estimate:.2f})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""The benchmark scripts run and print their side-by-side ratios (tiny sizes; no timing is asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(script: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def ratio(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    assert match, f"no line matching {pattern!r} in:\n{text}"
+    return float(match.group(1))
+
+
+def test_bench_train_prints_throughput_ratio_mfu_and_planned_memory():
+    out = bench("bench_train.py", "--steps", "4")
+    assert ratio(r"rewarm / Trainer: ([0-9.]+)x", out) > 0
+    assert ratio(r"rewarm train_loop\s+[0-9,]+\s+([0-9.]+)%", out) > 0
+    assert ratio(r"rewarm plan estimates ([0-9.]+) GB", out) > 0
+
+
+def test_bench_prepare_prints_its_ratios_and_keeps_the_figures(tmp_path):
+    out = bench("bench_prepare.py", "--documents", "300", "--repeats", "1", "--results", str(tmp_path))
+    assert ratio(r"prepare, 2 workers vs 1: ([0-9.]+)x", out) > 0
+    assert ratio(r"prepare is ([0-9.]+)x faster", out) > 0
+    assert (tmp_path / "prepare.json").is_file()
