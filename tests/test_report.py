@@ -112,3 +112,33 @@ def test_curve_fit_keeps_the_law_constants_non_negative():
     fit = report.fit_curve(steps, losses, lrs)
     assert min(fit.l0, fit.a, fit.c) >= 0.0
     assert fit.rmse < 0.2  # still a fit, not a failure
+
+
+def test_predictions_from_the_reference_cell_follow_the_law_across_the_grid():
+    """Curves made by one known law: fitted on the reference cell alone, the law predicts every
+    other cell from the same checkpoint (warm-up lengths, max_lr, a constant schedule) and the
+    reference row says it is the fit's own curve. Cells from another checkpoint are left out."""
+    from rewarm.train import Plan
+
+    params = small_params(train={"checkpoint": "final", "tokens": 400 * 8 * 32, "batch_sequences": 8},
+                          grid={"sweeps": {"warmup_fraction": [0.0, 0.05, 0.1], "max_lr": [0.001, 0.002],
+                                           "checkpoint": ["final", "scratch"]},
+                                "extra": [{"schedule": "constant", "max_lr": 0.0002, "warmup_fraction": 0.0}]})
+    config = cfg.from_dict(params)
+    cells = cfg.cells(config)
+    truth = report.CurveFit(l0=1.5, a=0.8, alpha=0.4, c=30.0, rmse=0.0)
+    table = {}
+    for name, cell in cells.items():
+        plan = Plan.of(cell, 32, 0.0, world=1)
+        lrs = [plan.schedule(i) for i in range(plan.total_steps)]
+        s1, s2 = report.lr_areas(lrs)
+        rows = [{"step": s, "val/downstream/loss": 9.0 if s == 0 else truth.predict(s1[s - 1], s2[s - 1])}
+                for s in range(0, plan.total_steps + 1, 20)]
+        table[name] = {"rows": rows, "lr": list(enumerate(lrs))}
+    out, text = report.predictions(config, cells, table)
+    reference = cfg.cell_name(config.train)
+    same_start = [n for n in cells if cells[n].checkpoint == "final"]
+    assert len(out) == len(same_start) >= 5 and "L = 1.500 + 0.8 S1^-0.40 - 30 S2" in text
+    labels = [row[0] for row in out]
+    assert f"{reference} (the fit's own curve)" in labels and not [n for n in labels if "scratch" in n]
+    assert all(abs(float(row[3])) < 1e-3 for row in out), out

@@ -328,7 +328,8 @@ def predictions(config: cfg.Config, cells, table) -> tuple[list[list[str]], str]
             continue
         s1, s2 = lr_areas([lr for _, lr in other["lr"]])
         predicted, measured = fit.predict(s1[-1], s2[-1]), other["rows"][-1]["val/downstream/loss"]
-        out.append([name, f"{predicted:.4f}", f"{measured:.4f}", f"{predicted - measured:+.4f}"])
+        label = f"{name} (the fit's own curve)" if name == reference else name
+        out.append([label, f"{predicted:.4f}", f"{measured:.4f}", f"{predicted - measured:+.4f}"])
     text = (f"Loss-curve fit (Tissue et al. 2024) on the reference cell's downstream curve: L = {fit.l0:.3f} + "
             f"{fit.a:.3g} S1^-{fit.alpha:.2f} - {fit.c:.3g} S2, RMSE {fit.rmse:.4f}; the table below predicts the other "
             f"schedules' final loss from their learning rates alone (fitted at max_lr {cells[reference].max_lr:g}: "
