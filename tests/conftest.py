@@ -141,16 +141,22 @@ def snakemake_run(tmp_path_factory) -> Path:
 SLURM_MISSING = shutil.which("slurmctld") is None or shutil.which("sbatch") is None
 
 
+def gpu_missing() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `slurm` need a SLURM installation (scripts/setup.sh --with-slurm installs one
-    where apt-get and root are at hand); without one they are left out, and the summary says so."""
-    if not SLURM_MISSING:
-        return
-    left_out = [item for item in items if "slurm" in item.keywords]
-    if left_out:
-        items[:] = [item for item in items if "slurm" not in item.keywords]
-        config.hook.pytest_deselected(items=left_out)
-        config._rewarm_slurm_left_out = len(left_out)
+    where apt-get and root are at hand), tests marked `gpu` a CUDA device; without them they are
+    left out, and the summary says so in capitals."""
+    for marker, missing in (("slurm", lambda: SLURM_MISSING), ("gpu", gpu_missing)):
+        left_out = [item for item in items if marker in item.keywords]
+        if left_out and missing():
+            items[:] = [item for item in items if marker not in item.keywords]
+            config.hook.pytest_deselected(items=left_out)
+            setattr(config, f"_rewarm_{marker}_left_out", len(left_out))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -166,6 +172,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if left_out:
         terminalreporter.write_sep("!", f"SLURM IS NOT INSTALLED HERE: {left_out} slurm test(s) NOT RUN "
                                         "(bash tests/slurm_cluster.sh install needs apt-get and root)")
+    left_out = getattr(terminalreporter.config, "_rewarm_gpu_left_out", 0)
+    if left_out:
+        terminalreporter.write_sep("!", f"NO CUDA DEVICE HERE: {left_out} gpu test(s) NOT RUN "
+                                        "(run `python -m pytest -m gpu -s` on a machine with one)")
     if lines:
         terminalreporter.write_sep("-", "faults and bad inputs")
         for line in lines:

@@ -1,18 +1,23 @@
-"""config/paper.yaml with its real shapes on CPU, offline: a randomly initialised Pythia-410M-shaped
-model (built by `select` from a local config.json with Pythia-410M's published dimensions), a local
-tokenizer loaded through the `pretrained` path, 2-document stand-ins for the corpora, and one
-training step of 2 x 2048 tokens; peak memory is compared with `rewarm plan`'s estimate."""
+"""config/paper.yaml with its real shapes, offline: a randomly initialised Pythia-410M-shaped model
+(built by `select` from a local config.json with Pythia-410M's published dimensions), a local
+tokenizer loaded through the `pretrained` path, and stand-ins for the corpora made of demo text.
+On CPU: one training step of 2 x 2048 tokens, peak memory against `rewarm plan`'s estimate. On a
+GPU (tests marked `gpu`, left out loudly where there is none): a few hundred steps of a paper
+cell's shape, with tokens/s, MFU and peak GPU memory against plan."""
 
 from __future__ import annotations
 
 import json
+import re
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
+from rewarm import config as cfg
 from rewarm import plan
 from rewarm.data import demo
 from rewarm.data import tokenizer as tok
@@ -21,68 +26,129 @@ from tests.conftest import ROOT, run_env
 pytestmark = pytest.mark.slow
 PYTHIA_410M = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
                "max_position_embeddings": 2048, "vocab_size": 50304}
+H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM (an H200 has the same)
 
 
-def test_one_step_of_the_paper_config_on_cpu(tmp_path):
-    from transformers import GPTNeoXConfig
+class PaperProject:
+    """A project directory with params.yaml, config/paper.yaml and a stand-in file over them,
+    prepared up to the base checkpoint, ready to train its one cell."""
 
-    # Stand-ins: two long documents per split (each ~3,000+ tokens), in the corpora's JSON-lines format.
-    records = list(demo.generate_records("downstream", 400, seed=11)) + list(demo.generate_records("upstream", 400, seed=12))
-    texts = [" ".join(r["text"] for r in records[i::4]) for i in range(4)]
-    for name, pair in (("up", texts[:2]), ("down", texts[2:])):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in pair))
-    # A local tokenizer directory and a Pythia-410M config.json: what the hub would give, offline.
-    tok.save_trained(tok.train_bpe(texts, vocab_size=4096), tmp_path / "pythia-tokenizer")
-    (tmp_path / "pythia-410m").mkdir()
-    GPTNeoXConfig(**PYTHIA_410M, rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False).save_pretrained(tmp_path / "pythia-410m")
+    def __init__(self, root: Path, records: int, train: dict):
+        from transformers import GPTNeoXConfig
 
-    standin = {
-        "tokenizer": {"type": "pretrained", "name_or_path": "pythia-tokenizer", "revision": None},
-        "corpora": {c: {s: {"type": "jsonl", "path": f"{f}.jsonl"} for s in ("train", "val")} for c, f in (("upstream", "up"), ("downstream", "down"))},
-        "checkpoints": {"final": {"type": "scratch", "seed": 0, "config": "pythia-410m", "revision": None},
-                        "early": None, "mid": None, "scratch": None},
-        "train": {"tokens": 2 * 2048, "batch_sequences": 2, "micro_batch_sequences": 1, "eval_every": 1, "eval_tokens": 2048,
-                  "device": "cpu", "compile": False},
-        "grid": {"sweeps": {"checkpoint": ["final"], "max_lr": [3.0e-4], "warmup_fraction": [0.01]}, "extra": []},
-    }
-    (tmp_path / "standin.yaml").write_text(yaml.safe_dump(standin))
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    (tmp_path / "paper.yaml").write_text((ROOT / "config/paper.yaml").read_text())
-    params = ["--params", "params.yaml", "--params", "paper.yaml", "--params", "standin.yaml"]
+        self.root = root
+        # Stand-ins: two long documents per split, in the corpora's JSON-lines format, made of demo text.
+        texts = []
+        for seed, domain in ((11, "downstream"), (12, "upstream")):
+            rows = [r["text"] for r in demo.generate_records(domain, records, seed=seed)]
+            texts += [" ".join(rows[i::2]) for i in range(2)]
+        for name, pair in (("down", texts[:2]), ("up", texts[2:])):
+            (root / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in pair))
+        # A local tokenizer directory and a Pythia-410M config.json: what the hub would give, offline.
+        tok.save_trained(tok.train_bpe(texts, vocab_size=4096), root / "pythia-tokenizer")
+        (root / "pythia-410m").mkdir()
+        GPTNeoXConfig(**PYTHIA_410M, rotary_pct=0.25, use_parallel_residual=True,
+                      tie_word_embeddings=False).save_pretrained(root / "pythia-410m")
+        standin = {
+            "tokenizer": {"type": "pretrained", "name_or_path": "pythia-tokenizer", "revision": None},
+            "corpora": {c: {s: {"type": "jsonl", "path": f"{f}.jsonl"} for s in ("train", "val")}
+                        for c, f in (("upstream", "up"), ("downstream", "down"))},
+            "checkpoints": {"final": {"type": "scratch", "seed": 0, "config": "pythia-410m", "revision": None},
+                            "early": None, "mid": None, "scratch": None},
+            "train": train,
+            "grid": {"sweeps": {"checkpoint": ["final"], "max_lr": [3.0e-4], "warmup_fraction": [0.01]}, "extra": []},
+        }
+        (root / "standin.yaml").write_text(yaml.safe_dump(standin))
+        (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+        (root / "paper.yaml").write_text((ROOT / "config/paper.yaml").read_text())
+        self.params = ["--params", "params.yaml", "--params", "paper.yaml", "--params", "standin.yaml"]
+        self.rewarm("tokenizer", "--out", "data/tokenizer")
+        for corpus in ("upstream", "downstream"):
+            self.rewarm("prepare", "--corpus", corpus, "--tokenizer", "data/tokenizer", "--out", f"data/tokens/{corpus}")
+        self.rewarm("select", "--name", "final", "--tokenizer", "data/tokenizer", "--out", "checkpoints/base/final")
+        self.cell = json.loads(self.rewarm("grid", "--format", "json").stdout).popitem()[0]
+        self.run_dir = root / "runs" / self.cell
+        self.config = cfg.load([root / "params.yaml", root / "paper.yaml", root / "standin.yaml"], base_dir=root)
 
-    def rewarm(*args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "rewarm", *args], cwd=tmp_path, env=run_env(), capture_output=True,
-                                text=True, timeout=1500)
+    def rewarm(self, command: str, *args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "rewarm", command, *self.params, *args], cwd=self.root,
+                                env=run_env(), capture_output=True, text=True, timeout=1500)
         assert result.returncode == 0, result.stderr[-4000:]
         return result
 
-    rewarm("tokenizer", *params, "--out", "data/tokenizer")
-    for corpus in ("upstream", "downstream"):
-        rewarm("prepare", *params, "--corpus", corpus, "--tokenizer", "data/tokenizer", "--out", f"data/tokens/{corpus}")
-    manifest = json.loads((tmp_path / "data/tokens/downstream/train/manifest.json").read_text())
+    def train(self, *args: str) -> subprocess.CompletedProcess:
+        return self.rewarm("train", "--cell", self.cell, "--base", "checkpoints/base/final",
+                           "--train", "data/tokens/downstream/train", "--val", "upstream=data/tokens/upstream/val",
+                           "--val", "downstream=data/tokens/downstream/val", "--state", f"state/runs/{self.cell}",
+                           "--out", f"runs/{self.cell}", *args)
+
+    def rows(self) -> list[dict]:
+        return [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    def estimate(self, micro_batch: int) -> tuple[int, int]:
+        """(parameters, plan's peak-memory estimate for this micro-batch)."""
+        parameters = plan.parameter_count(self.config.model, 50304)
+        return parameters, plan.peak_memory(parameters, self.config.model, 50304, 2048, micro_batch)
+
+
+def check_paper_shapes(project: PaperProject) -> None:
+    manifest = json.loads((project.root / "data/tokens/downstream/train/manifest.json").read_text())
     assert manifest["seq_len"] == 2048 and manifest["sequences"] >= 2 and manifest["dtype"] == "uint16"
-    rewarm("select", *params, "--name", "final", "--tokenizer", "data/tokenizer", "--out", "checkpoints/base/final")
-    cell = json.loads(rewarm("grid", *params, "--format", "json").stdout).popitem()[0]
-    rewarm("train", *params, "--cell", cell, "--base", "checkpoints/base/final", "--train", "data/tokens/downstream/train",
-           "--val", "upstream=data/tokens/upstream/val", "--val", "downstream=data/tokens/downstream/val",
-           "--state", f"state/runs/{cell}", "--out", f"runs/{cell}", "--threads", "2")
+    config = json.loads((project.run_dir / "model/config.json").read_text())
+    assert {k: config[k] for k in PYTHIA_410M} == PYTHIA_410M
+    assert project.estimate(1)[0] == 405_334_016
+
+
+def test_one_step_of_the_paper_config_on_cpu(tmp_path):
+    project = PaperProject(tmp_path, records=400, train={
+        "tokens": 2 * 2048, "batch_sequences": 2, "micro_batch_sequences": 1, "eval_every": 1, "eval_tokens": 2048,
+        "device": "cpu", "compile": False})
+    project.train("--threads", "2")
     # The largest resident set of any child so far: the training step's (select holds one copy of the weights).
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
-
-    config = json.loads((tmp_path / "runs" / cell / "model/config.json").read_text())
-    assert {k: config[k] for k in PYTHIA_410M} == PYTHIA_410M
-    rows = [json.loads(line) for line in (tmp_path / "runs" / cell / "metrics.jsonl").read_text().splitlines()]
+    check_paper_shapes(project)
+    rows = project.rows()
     assert [r["step"] for r in rows] == [0, 1] and rows[1]["tokens"] == 4096
     assert 8.0 < rows[0]["val/downstream/loss"] < 12.0  # a random model over 50,304 ids: about ln(50304) = 10.8
-
-    from rewarm import config as cfg
-
-    merged = cfg.load([tmp_path / "params.yaml", tmp_path / "paper.yaml", tmp_path / "standin.yaml"], base_dir=tmp_path)
-    parameters = plan.parameter_count(merged.model, 50304)
-    assert parameters == 405_334_016
-    estimate = plan.peak_memory(parameters, merged.model, 50304, 2048, 1)
+    parameters, estimate = project.estimate(1)
     print(f"\npaper-scale step on CPU: peak RSS {peak / 1e9:.2f} GB; plan's GPU estimate for micro-batch 1: {estimate / 1e9:.2f} GB "
           f"(weights, gradients and Adam moments alone: {16 * parameters / 1e9:.2f} GB)")
     # Float32 weights, gradients and both Adam moments are really resident (16 bytes per parameter),
     # and the whole is within the estimate doubled (CPU keeps float32 activations where a GPU keeps bf16).
     assert 16 * parameters < peak < 2 * estimate
+
+
+def peak_gpu_memory(stderr: str) -> float:
+    """Bytes, from the line `rewarm train` logs at the end of a run on a GPU."""
+    match = re.search(r"peak GPU memory ([0-9.]+) GB", stderr)
+    assert match, f"no peak GPU memory line in the training log:\n{stderr[-3000:]}"
+    return float(match.group(1)) * 1e9
+
+
+def test_peak_gpu_memory_line_is_read():
+    assert peak_gpu_memory("x: peak GPU memory 25.12 GB (torch.cuda.max_memory_allocated on rank 0)") == 25.12e9
+    with pytest.raises(AssertionError, match="no peak GPU memory line"):
+        peak_gpu_memory("no such line")
+
+
+@pytest.mark.gpu
+def test_a_few_hundred_paper_steps_on_a_gpu(tmp_path):
+    """300 steps of 16 x 2048 tokens (micro-batch 8, bf16 autocast, torch.compile as paper.yaml
+    sets it) on demo text: the loss falls, and tokens/s, MFU and peak memory are printed next to
+    plan's figures; the measured peak must be within a factor of 1.5 of plan's estimate."""
+    steps, batch, micro = 300, 16, 8
+    project = PaperProject(tmp_path, records=6000, train={
+        "tokens": steps * batch * 2048, "batch_sequences": batch, "micro_batch_sequences": micro, "eval_every": 100,
+        "eval_tokens": 8 * 2048, "save_every": 100, "device": "cuda", "compile": True})
+    result = project.train()
+    check_paper_shapes(project)
+    rows = project.rows()
+    assert rows[-1]["step"] == steps and rows[-1]["val/downstream/loss"] < rows[0]["val/downstream/loss"] - 1.0
+    parameters, estimate = project.estimate(micro)
+    peak = peak_gpu_memory(result.stderr)
+    rate = rows[-1]["tokens_per_s"]  # the last interval: compilation is behind it
+    mfu = 6 * parameters * rate / H100_BF16_PEAK
+    print(f"\npaper-shaped cell on GPU, {steps} steps of {batch} x 2048 tokens (micro-batch {micro}): {rate:,.0f} tokens/s, "
+          f"MFU {mfu:.1%} of 989 TFLOP/s (plan assumes 40%); peak GPU memory {peak / 1e9:.2f} GB, plan's estimate "
+          f"{estimate / 1e9:.2f} GB (measured / estimate {peak / estimate:.2f})")
+    assert estimate / 1.5 < peak < 1.5 * estimate

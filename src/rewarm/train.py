@@ -395,6 +395,10 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     bar.close()
     if main:
         metrics.close()
+        if device.type == "cuda":
+            # What `rewarm plan` estimates as the peak per GPU: the figure to compare it with.
+            log.info("%s: peak GPU memory %.2f GB (torch.cuda.max_memory_allocated on rank 0)", label,
+                     torch.cuda.max_memory_allocated(device) / 1e9)
     if world > 1:
         dist.barrier()
     return final_metrics(history)
