@@ -35,12 +35,12 @@ class CheckpointError(ValueError):
     """A model directory that is missing files or is not a GPT-NeoX causal LM."""
 
 
-def gpt_neox_config(model: cfg.ModelConfig, tokenizer):
-    """The demo's architecture with the tokenizer's vocabulary and special tokens."""
+def neox_architecture(model: cfg.ModelConfig, vocab_size: int, **special_tokens):
+    """The GPT-NeoX (Pythia) architecture of the `model` section, with `vocab_size` embedding rows."""
     from transformers import GPTNeoXConfig
 
     return GPTNeoXConfig(
-        vocab_size=_padded(len(tokenizer)),
+        vocab_size=vocab_size,
         hidden_size=model.hidden_size,
         num_hidden_layers=model.num_layers,
         num_attention_heads=model.num_heads,
@@ -49,6 +49,15 @@ def gpt_neox_config(model: cfg.ModelConfig, tokenizer):
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": model.rotary_fraction},
         use_parallel_residual=True,  # Pythia: attention and MLP in parallel
         tie_word_embeddings=False,  # Pythia: untied input and output embeddings
+        **special_tokens,
+    )
+
+
+def gpt_neox_config(model: cfg.ModelConfig, tokenizer):
+    """The demo's architecture with the tokenizer's vocabulary and special tokens."""
+    return neox_architecture(
+        model,
+        _padded(len(tokenizer)),
         bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )

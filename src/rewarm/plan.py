@@ -35,7 +35,7 @@ class GridPlan:
     parameters: int
     cells: list[CellPlan]
     shard_bytes: int
-    """Packed tokens of every corpus budget (max_tokens) in their dtype (uint16 below 65,536 ids)."""
+    """Packed tokens of every corpus budget (max_tokens) in the dtype `prepare` writes (uint16 up to 65,536 ids)."""
     checkpoint_bytes: int
     """Base checkpoints, each cell's final model (float32 safetensors) and, at most, one resumable
     state per cell running at once (weights and two Adam moments: 3 x weights)."""
@@ -51,15 +51,9 @@ class GridPlan:
 
 def parameter_count(model: cfg.ModelConfig, vocab_size: int) -> int:
     """Exact parameters of the GPT-NeoX the `model` section describes, with `vocab_size` embedding rows."""
-    from transformers import GPTNeoXConfig
+    from rewarm import checkpoints
 
-    from rewarm.checkpoints import parameter_count as count
-
-    return count(GPTNeoXConfig(vocab_size=vocab_size, hidden_size=model.hidden_size, num_hidden_layers=model.num_layers,
-                               num_attention_heads=model.num_heads, intermediate_size=model.intermediate_size,
-                               max_position_embeddings=model.max_position_embeddings, tie_word_embeddings=False,
-                               rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                "partial_rotary_factor": model.rotary_fraction}))
+    return checkpoints.parameter_count(checkpoints.neox_architecture(model, vocab_size))
 
 
 def peak_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_len: int, micro_batch: int) -> int:
@@ -75,6 +69,8 @@ def peak_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_le
 
 
 def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, concurrent: int = 1) -> GridPlan:
+    from rewarm.data.packing import token_dtype
+
     seq_len = config.prepare.seq_len
     parameters = parameter_count(config.model, vocab_size)
     cells = []
@@ -85,7 +81,7 @@ def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, co
         cells.append(CellPlan(name=name, tokens=tokens, steps=steps, flops=flops,
                               gpu_hours=flops / (mfu * peak_tflops * 1e12) / 3600,
                               memory_bytes=peak_memory(parameters, config.model, vocab_size, seq_len, run.micro_batch_sequences)))
-    itemsize = 2 if vocab_size <= 2**16 else 4
+    itemsize = token_dtype(vocab_size).itemsize
     budgets = [source.max_tokens for source in config.sources().values()]
     shard_bytes = sum(b for b in budgets if b) * itemsize
     weights = BYTES_FP32 * parameters
