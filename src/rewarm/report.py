@@ -180,10 +180,11 @@ def collect(config: cfg.Config, runs: Path, evals: Path, partial: bool = False):
     for name, cell in cells.items():
         if not (evals / "cells" / f"{name}.json").exists() or not (runs / name / "metrics.jsonl").exists():
             failure = runs / name / FAILURE
+            error = json.loads(failure.read_text())["error"] if failure.exists() else None
             if not partial:
                 raise FileNotFoundError(f"{evals / 'cells' / f'{name}.json'}: cell {name} has no evaluation"
-                                        + (f" (it failed: {json.loads(failure.read_text())['error']})" if failure.exists() else ""))
-            unfinished[name] = f"failed: {json.loads(failure.read_text())['error']}" if failure.exists() else "not run (or not finished)"
+                                        + (f" (it failed: {error})" if error else ""))
+            unfinished[name] = f"failed: {error}" if error else "not run (or not finished)"
             continue
         rows = [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
         final = json.loads((evals / "cells" / f"{name}.json").read_text())
