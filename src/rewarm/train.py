@@ -110,10 +110,15 @@ class History:
 # -- devices and processes ----------------------------------------------------------------------
 
 
+def process_rank() -> int:
+    """This process's rank under torchrun (0 when run alone): rank 0 writes the outputs."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup_device(choice: str) -> tuple[torch.device, int, int]:
     """(device, rank, world size). Under torchrun, one process per GPU (or CPU process with gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = process_rank()
     use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
     if choice == "cuda" and not torch.cuda.is_available():
         raise cfg.ConfigError("device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
@@ -300,7 +305,7 @@ def train_loop(
     """Train `model` for the run's steps; returns the final evaluation row. `on_step(step, model)`
     is called on the main process after each step (and at step 0) for snapshots. The state
     directory is locked for the run: a second run of the same cell refuses to start."""
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = process_rank() == 0
     with exclusive(state_dir, f"training of {label}") if main else nullcontext():
         return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label)
 
@@ -450,7 +455,7 @@ def train_cell(
     check_free_space(out_dir, 4 * checkpoints.weights_bytes(base_dir), f"train {cfg.cell_name(run)}")
     model = checkpoints.load_model(base_dir)
     weights = checkpoints.weights_fingerprint(base_dir)
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = process_rank() == 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "config.json", {
