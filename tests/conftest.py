@@ -147,11 +147,19 @@ def gpu_missing() -> bool:
     return not torch.cuda.is_available()
 
 
+# marker -> (whether what its tests need is missing here, the summary's line when they are left out)
+NEEDS = {
+    "slurm": (lambda: SLURM_MISSING, "SLURM IS NOT INSTALLED HERE: {n} slurm test(s) NOT RUN "
+                                     "(bash tests/slurm_cluster.sh install needs apt-get and root)"),
+    "gpu": (gpu_missing, "NO CUDA DEVICE HERE: {n} gpu test(s) NOT RUN (run `python -m pytest -m gpu -s` on a machine with one)"),
+}
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `slurm` need a SLURM installation (scripts/setup.sh --with-slurm installs one
     where apt-get and root are at hand), tests marked `gpu` a CUDA device; without them they are
     left out, and the summary says so in capitals."""
-    for marker, missing in (("slurm", lambda: SLURM_MISSING), ("gpu", gpu_missing)):
+    for marker, (missing, _) in NEEDS.items():
         left_out = [item for item in items if marker in item.keywords]
         if left_out and missing():
             items[:] = [item for item in items if marker not in item.keywords]
@@ -168,14 +176,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
                     if getattr(r, "when", "") == "call" and marker in r.keywords]
         if outcomes:
             lines.append(f"{tried}: {len(outcomes)}, {held}: {outcomes.count('passed')}")
-    left_out = getattr(terminalreporter.config, "_rewarm_slurm_left_out", 0)
-    if left_out:
-        terminalreporter.write_sep("!", f"SLURM IS NOT INSTALLED HERE: {left_out} slurm test(s) NOT RUN "
-                                        "(bash tests/slurm_cluster.sh install needs apt-get and root)")
-    left_out = getattr(terminalreporter.config, "_rewarm_gpu_left_out", 0)
-    if left_out:
-        terminalreporter.write_sep("!", f"NO CUDA DEVICE HERE: {left_out} gpu test(s) NOT RUN "
-                                        "(run `python -m pytest -m gpu -s` on a machine with one)")
+    for marker, (_, banner) in NEEDS.items():
+        left_out = getattr(terminalreporter.config, f"_rewarm_{marker}_left_out", 0)
+        if left_out:
+            terminalreporter.write_sep("!", banner.format(n=left_out))
     if lines:
         terminalreporter.write_sep("-", "faults and bad inputs")
         for line in lines:
