@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from rewarm import config as cfg
+from rewarm import grid
 from rewarm.data import demo
 from rewarm.data import tokenizer as tok
 
@@ -118,7 +119,7 @@ def train_args(cell: str, base: str = "checkpoints/base/scratch", out: str | Non
 
 
 def cell_of(project: Path) -> str:
-    return next(iter(cfg.cells(cfg.load(project / "params.yaml"))))
+    return next(iter(grid.cells(cfg.load(project / "params.yaml"))))
 
 
 # A hub token and remote credentials set for the whole-pipeline run: no file it writes may hold them.

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from rewarm import config as cfg
+from rewarm import grid
 from tests.conftest import SECRET, rewarm, run_env, small_params, write_params
 from tests.test_workflow import TEST_PARAMS, copy_project, digests, git_commit, run, snakemake
 
@@ -98,7 +99,8 @@ def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path)
 
     rerun = snakemake("--cores", "2", "--rerun-incomplete", "--printshellcmds", cwd=project)
     trained = {line.split("--cell ")[1].split()[0] for line in (rerun.stdout + rerun.stderr).splitlines() if "rewarm train" in line}
-    assert trained == set(cells) - set(finished), "only the missing cells are trained again"
+    assert trained == set(yaml.safe_load((project / "workflow/grid.yaml").read_text())["trained"]) - set(finished), \
+        "only the missing cells are trained again"
     assert all((project / "runs" / c / "metrics.json").stat().st_mtime_ns == t for c, t in finished.items())
     assert_same_results(project, snakemake_run, cells)
 
@@ -107,10 +109,11 @@ def test_diverging_cell_fails_and_the_report_lists_it(tmp_path):
     """A cell whose loss becomes infinite fails naming the step and value; with --keep-going the
     other cells finish and the report (written when the run ends with errors) lists it as failed."""
     params = small_params(train={"checkpoint": "final"},
-                          grid={"sweeps": {"max_lr": [1e-3, 2e-3]}, "extra": [{"max_lr": 1e6, "warmup_fraction": 0.0}]})
+                          grid={"studies": {"max_lr": {"vary": {"max_lr": [1e-3, 2e-3]},
+                                                       "baselines": [{"max_lr": 1e6, "warmup_fraction": 0.0}]}}})
     project = copy_project(tmp_path / "diverging", params)
     cells = list(cells_of(project))
-    bad = cfg.cell_name(cfg.cells(cfg.from_dict(params))[cells[-1]])
+    bad = grid.cell_name(grid.cells(cfg.from_dict(params))[cells[-1]])
     assert "lr-1000000" in bad
     result = snakemake("--cores", "2", "--keep-going", cwd=project, check=False)
     assert result.returncode != 0
@@ -129,7 +132,7 @@ def test_diverging_cell_fails_and_the_report_lists_it(tmp_path):
 
 def test_two_dvc_runs_at_once_the_second_is_refused(tmp_path):
     """DVC's repository lock: a second `dvc repro` while the first runs fails with DVC's message."""
-    project = copy_project(tmp_path / "dvc-lock", small_params(grid={"sweeps": {}}))  # DVC tracks the `grid` key
+    project = copy_project(tmp_path / "dvc-lock", small_params(grid={"studies": {}}))  # DVC tracks the `grid` key
     git_commit(project, "project")
     with open(project / "first.log", "w") as log:
         first = subprocess.Popen(["dvc", "repro"], cwd=project, env=run_env(), stdout=log, stderr=subprocess.STDOUT)

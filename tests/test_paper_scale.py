@@ -56,7 +56,7 @@ class PaperProject:
             "checkpoints": {"final": {"type": "scratch", "seed": 0, "config": "pythia-410m", "revision": None},
                             "early": None, "mid": None, "scratch": None},
             "train": train,
-            "grid": {"sweeps": {"checkpoint": ["final"], "max_lr": [3.0e-4], "warmup_fraction": [0.01]}, "extra": []},
+            "grid": {"studies": {"one_step": {"vary": {"checkpoint": ["final"]}}}},
         }
         (root / "standin.yaml").write_text(yaml.safe_dump(standin))
         (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
@@ -99,10 +99,14 @@ def check_paper_shapes(project: PaperProject) -> None:
     assert project.estimate(1)[0] == 405_334_016
 
 
+# The paper's schedule spans 297B tokens; these few steps have their own schedule (and no dense early evaluation).
+ONE_SCHEDULE = {"schedule_tokens": None, "decay_end_tokens": None, "early_eval_every": None, "early_eval_steps": 0}
+
+
 def test_one_step_of_the_paper_config_on_cpu(tmp_path):
     project = PaperProject(tmp_path, records=400, train={
         "tokens": 2 * 2048, "batch_sequences": 2, "micro_batch_sequences": 1, "eval_every": 1, "eval_tokens": 2048,
-        "device": "cpu", "compile": False})
+        "device": "cpu", "compile": False, **ONE_SCHEDULE, "precision": "fp32"})
     project.train("--threads", "2")
     # The largest resident set of any child so far: the training step's (select holds one copy of the weights).
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
@@ -139,7 +143,8 @@ def test_a_few_hundred_paper_steps_on_a_gpu(tmp_path):
     steps, batch, micro = 300, 16, 8
     project = PaperProject(tmp_path, records=6000, train={
         "tokens": steps * batch * 2048, "batch_sequences": batch, "micro_batch_sequences": micro, "eval_every": 100,
-        "eval_tokens": 8 * 2048, "save_every": 100, "device": "cuda", "compile": True})
+        "eval_tokens": 8 * 2048, "save_every": 100, "device": "cuda", "compile": True, **ONE_SCHEDULE,
+        "precision": "bf16"})
     result = project.train()
     check_paper_shapes(project)
     rows = project.rows()

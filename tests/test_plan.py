@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from rewarm import config as cfg
+from rewarm import grid
 from rewarm import plan
 from tests.conftest import ROOT, rewarm
 from tests.test_workflow import copy_project, snakemake
@@ -21,39 +22,76 @@ def test_paper_config_is_the_papers_grid():
     assert config.checkpoints["final"] == cfg.HubCheckpoint(type="hub", repo_id="EleutherAI/pythia-410m", revision="step143000")
     assert config.prepare.seq_len == 2048 and config.tokenizer.name_or_path == "EleutherAI/pythia-410m"
     assert cfg.min_lr(config.train) == pytest.approx(0.1 * config.train.max_lr)
-    cells = cfg.cells(config)
-    assert len(cells) == 10
+    assert config.train.weight_decay == 0.1 and config.train.batch_sequences == 1104 and config.train.precision == "fp16"
+    cells = grid.cells(config)
+    assert len(cells) == 17
     assert {c.max_lr for c in cells.values()} == {1.5e-4, 3e-4, 6e-4, 3e-5}
-    assert {c.checkpoint for c in cells.values()} == {"early", "mid", "final", "scratch"}
+    assert {c.checkpoint for c in cells.values()} == {"step10000", "step27000", "final", "scratch"}
+    assert {config.checkpoints[c].revision for c in ("step10000", "step27000", "final")} == {"step10000", "step27000", "step143000"}
+
+
+def test_the_five_studies_expand_to_the_papers_cells():
+    """Each study of [G] section 4 as the paper ran it, read off the paper by hand."""
+    config = cfg.load(PAPER)
+    cells, studies = grid.cells(config), grid.studies(config)
+    steps_per = lambda tokens: tokens // (1104 * 2048)  # noqa: E731
+    def described(names):
+        return sorted((cells[n].checkpoint, cells[n].max_lr, cells[n].schedule, cells[n].warmup_fraction, cells[n].train_corpus,
+                       steps_per(cells[n].tokens)) for n in names)
+    s50, s240 = 22_114, 106_148  # 50B and 240B tokens in steps of 1104 x 2048
+    assert described(studies["warmup"]) == sorted(("final", 3e-4, "cosine", w, "downstream", s50) for w in (0.0, 0.005, 0.01, 0.02))
+    assert described(studies["max_lr"]) == sorted([("final", lr, "cosine", 0.01, "downstream", s240) for lr in (1.5e-4, 3e-4, 6e-4)]
+                                                  + [("final", 3e-5, "constant", 0.0, "downstream", s240)])
+    assert described(studies["scratch"]) == sorted(("scratch" if i else "final", 3e-4, "cosine", 0.01, "downstream", s240) for i in (0, 1))
+    assert described(studies["same_data"]) == sorted([("final", lr, "cosine", 0.01, "upstream", s50) for lr in (1.5e-4, 3e-4, 6e-4)]
+                                                     + [("final", 3e-5, "constant", 0.0, "upstream", s50)])
+    assert described(studies["checkpoints"]) == sorted((c, 3e-4, "cosine", w, "downstream", s50)
+                                                       for c in ("step10000", "step27000", "final") for w in (0.0, 0.01))
+    # Every cell: one schedule of 131,296 steps over the 296.86B-token dataset, decaying until 240B tokens.
+    for run in cells.values():
+        assert cfg.schedule_steps(run, 2048) == 131_296 and cfg.decay_steps(run, 2048) == s240
+    # The warm-up study's 1% cell is the max-LR study's 3e-4 cell stopped at 50B: trained once.
+    shared = {n: r for n, r in grid.trained_by(config).items() if n != r}
+    assert shared == {"ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-50B":
+                      "ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-240B"}
 
 
 def test_plan_matches_hand_computed_numbers_for_pythia_410m():
     config = cfg.load(PAPER)
     result = plan.plan(config, vocab_size=50304, mfu=0.4, peak_tflops=989.0, concurrent=2)
-    d, layers, vocab, seq, micro = 1024, 24, 50304, 2048, 16
+    d, layers, vocab, seq, micro, batch = 1024, 24, 50304, 2048, 6, 1104
     # Per layer: QKV (d x 3d + 3d), output (d x d + d), MLP (d x 4d + 4d, 4d x d + d), two LayerNorms (4d);
     # plus the final LayerNorm (2d) and untied input and output embeddings (2 V d).
     parameters = layers * (12 * d * d + 13 * d) + 2 * d + 2 * vocab * d
     assert parameters == 405_334_016 == result.parameters  # Pythia-410M's published count
-    steps = 45_000_000_000 // (1024 * seq)
-    tokens = steps * 1024 * seq
-    assert (steps, tokens) == (21_457, 44_998_590_464)
-    flops = 6 * parameters * tokens
-    hours = flops / (0.4 * 989e12) / 3600
     memory = 16 * parameters + 34 * seq * micro * d * layers + 6 * seq * micro * vocab
-    for cell in result.cells:
-        assert (cell.steps, cell.tokens) == (steps, tokens)
-        assert cell.flops == pytest.approx(flops, rel=1e-12) and cell.gpu_hours == pytest.approx(hours, rel=1e-12)
-        assert cell.memory_bytes == memory
-    assert result.gpu_hours == pytest.approx(10 * hours)
-    assert result.shard_bytes == 2 * (100_000_000 + 20_000_000 + 50_000_000_000 + 20_000_000)
-    assert result.checkpoint_bytes == 4 * parameters * (4 + 10) + 3 * 4 * parameters * 2
+    total_hours = 0.0
+    for budget, steps in ((50_000_000_000, 22_114), (240_000_000_000, 106_148)):
+        tokens = steps * batch * seq
+        assert tokens <= budget < tokens + batch * seq
+        flops = 6 * parameters * tokens
+        hours = flops / (0.4 * 989e12) / 3600
+        group = [c for c in result.cells if c.steps == steps]
+        for cell in group:
+            assert cell.tokens == tokens and cell.flops == pytest.approx(flops, rel=1e-12)
+            assert cell.gpu_hours == pytest.approx(hours, rel=1e-12) and cell.memory_bytes == memory
+        total_hours += hours * sum(c.run == c.name for c in group)
+    # 17 cells: 12 of 50B (one read from a 240B run) and 5 of 240B: 16 runs are paid for.
+    assert len(result.cells) == 17 and len(result.runs) == 16
+    assert result.gpu_hours == pytest.approx(total_hours) and total_hours == pytest.approx((11 * 22_114 + 5 * 106_148) * hours / 106_148)
+    assert result.shard_bytes == 2 * (50_000_000_000 + 22_609_920 + 240_000_000_000 + 22_609_920)
+    # Four base checkpoints, 17 cells' models plus the shared one recorded in its run, two states at once.
+    assert result.checkpoint_bytes == 4 * parameters * (4 + 17 + 1) + 3 * 4 * parameters * 2
 
 
 def test_plan_command_prints_every_cell(tmp_path):
     out = rewarm("plan", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--mfu", "0.5", cwd=tmp_path).stdout
-    assert "405,334,016 parameters; 10 cells" in out and "MFU 50%" in out
-    assert out.count("44,998,590,464") == 10 and "total" in out and "disk: shards" in out
+    assert "405,334,016 parameters; 17 cells in 5 studies, 16 training runs" in out and "MFU 50%" in out
+    for study in ("warmup", "max_lr", "scratch", "same_data", "checkpoints"):
+        assert f"study {study}\n" in out
+    # 50B cells (22,114 steps of 1104 x 2048), listed once per study they are in; the shared one says where it is read from.
+    assert out.count("49,999,577,088") == 4 + 4 + 6 and out.count("(read from ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-240B)") == 2
+    assert "total, 16 runs" in out and "disk: shards" in out
 
 
 def test_merged_configuration_for_dvc(tmp_path):
@@ -79,5 +117,6 @@ def test_dry_run_shows_the_full_paper_grid(tmp_path):
     (project / "config/paper.yaml").write_text((ROOT / "config/paper.yaml").read_text())
     planned = snakemake("-n", "--quiet", "rules", "--configfile", "config/paper.yaml", cwd=project).stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in planned.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert counts["train"] == 10 and counts["evaluate"] == 10 and counts["select"] == 4 and counts["prepare"] == 2
+    assert counts["train"] == 16 and counts["prefix"] == 1 and counts["evaluate"] == 17 and counts["select"] == 4
+    assert counts["prepare"] == 2
     assert "pretrain" not in counts  # the checkpoints come from the hub

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from rewarm import config as cfg
+from rewarm import grid
 from rewarm import report
 from tests.conftest import small_params
 
@@ -42,14 +43,16 @@ def table_entry(up: float, down: float, up_rise: float, down_rise: float) -> dic
 
 def test_findings_are_computed_from_the_numbers():
     params = small_params(train={"checkpoint": "final"},
-                          grid={"sweeps": {"max_lr": [1e-3, 2e-3, 4e-3], "checkpoint": ["early", "final", "scratch"]}})
+                          grid={"studies": {"max_lr": {"vary": {"max_lr": [1e-3, 2e-3, 4e-3]}},
+                                            "checkpoint": {"vary": {"checkpoint": ["early", "final", "scratch"]}}}})
     config = cfg.from_dict(params)
-    cells = cfg.cells(config)
-    by_axis = cfg.sweep_cells(config, cells)
-    assert [cells[n].max_lr for n in by_axis["max_lr"]] == [1e-3, 2e-3, 4e-3]
-    assert [cells[n].checkpoint for n in by_axis["checkpoint"]] == ["early", "final", "scratch"]
-    lr = {cells[n].max_lr: n for n in by_axis["max_lr"]}
-    ckpt = {cells[n].checkpoint: n for n in by_axis["checkpoint"]}
+    cells = grid.cells(config)
+    studies = grid.studies(config)
+    by_study = {name: (grid.study_axis(study), studies[name]) for name, study in config.grid.studies.items()}
+    assert [cells[n].max_lr for n in studies["max_lr"]] == [1e-3, 2e-3, 4e-3]
+    assert [cells[n].checkpoint for n in studies["checkpoint"]] == ["early", "final", "scratch"]
+    lr = {cells[n].max_lr: n for n in studies["max_lr"]}
+    ckpt = {cells[n].checkpoint: n for n in studies["checkpoint"]}
     table = {
         lr[1e-3]: table_entry(up=2.0, down=3.0, up_rise=0.5, down_rise=0.1),
         lr[2e-3]: table_entry(up=2.2, down=2.8, up_rise=0.7, down_rise=0.2),
@@ -57,13 +60,13 @@ def test_findings_are_computed_from_the_numbers():
         ckpt["early"]: table_entry(up=2.4, down=2.9, up_rise=0.3, down_rise=0.1),
         ckpt["scratch"]: table_entry(up=5.0, down=3.5, up_rise=0.0, down_rise=0.0),
     }
-    sentences = report.findings(table, by_axis, cells)
+    sentences = report.findings(table, by_study, cells)
     assert sentences[0].startswith("Re-warming first raises the loss on both corpora: partly supported")
     assert "in 4 of 4 re-warmed cells, the downstream loss in 3" in sentences[0]
     assert sentences[1].startswith("A larger maximum learning rate helps downstream and hurts upstream: supported")
     assert sentences[2].startswith("Starting from the final checkpoint beats earlier checkpoints and training from scratch on downstream: supported")
     table[ckpt["early"]]["downstream_loss"] = 2.0
-    assert "contradicted" in report.findings(table, by_axis, cells)[2]
+    assert "contradicted" in report.findings(table, by_study, cells)[2]
 
 
 def test_lr_areas_table():
@@ -121,11 +124,12 @@ def test_predictions_from_the_reference_cell_follow_the_law_across_the_grid():
     from rewarm.train import Plan
 
     params = small_params(train={"checkpoint": "final", "tokens": 400 * 8 * 32, "batch_sequences": 8},
-                          grid={"sweeps": {"warmup_fraction": [0.0, 0.05, 0.1], "max_lr": [0.001, 0.002],
-                                           "checkpoint": ["final", "scratch"]},
-                                "extra": [{"schedule": "constant", "max_lr": 0.0002, "warmup_fraction": 0.0}]})
+                          grid={"studies": {"warmup": {"vary": {"warmup_fraction": [0.0, 0.05, 0.1]}},
+                                            "max_lr": {"vary": {"max_lr": [0.001, 0.002]},
+                                                       "baselines": [{"schedule": "constant", "max_lr": 0.0002, "warmup_fraction": 0.0}]},
+                                            "checkpoint": {"vary": {"checkpoint": ["final", "scratch"]}}}})
     config = cfg.from_dict(params)
-    cells = cfg.cells(config)
+    cells = grid.cells(config)
     truth = report.CurveFit(l0=1.5, a=0.8, alpha=0.4, c=30.0, rmse=0.0)
     table = {}
     for name, cell in cells.items():
@@ -136,7 +140,7 @@ def test_predictions_from_the_reference_cell_follow_the_law_across_the_grid():
                 for s in range(0, plan.total_steps + 1, 20)]
         table[name] = {"rows": rows, "lr": list(enumerate(lrs))}
     out, text = report.predictions(config, cells, table)
-    reference = cfg.cell_name(config.train)
+    reference = grid.cell_name(config.train)
     same_start = [n for n in cells if cells[n].checkpoint == "final"]
     assert len(out) == len(same_start) >= 5 and "L = 1.500 + 0.8 S1^-0.40 - 30 S2" in text
     labels = [row[0] for row in out]

@@ -73,4 +73,4 @@ def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown schedule 'step'"):
         schedules.build("step", max_lr=1, min_lr=0, total_steps=10, warmup_steps=0)
     with pytest.raises(ValueError, match="unknown decay shape"):
-        schedules.wsd(9, max_lr=1, min_lr=0, total_steps=10, warmup_steps=0, decay_fraction=0.5, decay_shape="exp")
+        schedules.wsd(9, max_lr=1, min_lr=0, total_steps=10, decay_steps=10, warmup_steps=0, decay_fraction=0.5, decay_shape="exp")

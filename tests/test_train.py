@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -264,3 +265,107 @@ def test_evaluation_does_not_depend_on_batch_size(prepared_project):
     for corpus in val:
         assert small[corpus]["sequences"] == len(ShardReader(val[corpus]))  # every sequence, not a sample
         assert small[corpus]["loss"] == pytest.approx(large[corpus]["loss"], rel=1e-5)
+
+
+# -- one run for several cells, precision, and the non-finite-gradient guard ----------------------------
+
+STEP_TOKENS = 8 * 64  # .test/params.yaml: 8 sequences of 64 tokens per step
+
+
+def test_a_shorter_cell_read_from_the_longer_run_equals_training_it_alone(prepared_copy):
+    """Two cells on one 40-step schedule, stopping at 25 and 40 steps: the longer run records the
+    shorter cell at step 25 (an evaluation off the every-10 grid) and `rewarm prefix` makes its run
+    directory; training the shorter cell alone gives the same bytes."""
+    params = small_params(train={"schedule_tokens": 40 * STEP_TOKENS, "save_every": 100},
+                          grid={"studies": {"short": {"settings": {"tokens": 25 * STEP_TOKENS}, "vary": {"max_lr": [2e-3]}},
+                                            "long": {"settings": {"tokens": 40 * STEP_TOKENS}, "vary": {"max_lr": [2e-3]}}}})
+    write_params(prepared_copy / "params.yaml", params)
+    from rewarm import grid
+
+    config = cfg.load(prepared_copy / "params.yaml")
+    short, long = (grid.studies(config)[s][0] for s in ("short", "long"))
+    assert grid.trained_by(config) == {short: long, long: long}
+    rewarm(*train_args(long), cwd=prepared_copy)
+    index = json.loads((prepared_copy / "runs" / long / "stops/stops.json").read_text())
+    assert index == {"run": long, "stops": {short: 25}}
+    assert [r["step"] for r in read_rows(prepared_copy / "runs" / long)] == [0, 10, 20, 25, 30, 40]
+    rewarm("prefix", "--cell", short, "--run", f"runs/{long}", "--out", f"runs/{short}", cwd=prepared_copy)
+    rewarm(*train_args(short, out="alone", state="state/alone"), cwd=prepared_copy)
+    read, alone = prepared_copy / "runs" / short, prepared_copy / "alone"
+    assert [r["step"] for r in read_rows(read)] == [0, 10, 20, 25]
+    assert [comparable(r) for r in read_rows(read)] == [comparable(r) for r in read_rows(alone)]
+    for name in ("metrics.json", "model/model.safetensors", "curves/upstream.csv", "curves/downstream.csv",
+                 "dvclive/plots/metrics/train/lr.tsv", "dvclive/plots/metrics/train/train_loss.tsv",
+                 "dvclive/plots/metrics/val/downstream/loss.tsv"):
+        assert (read / name).read_bytes() == (alone / name).read_bytes(), name
+    assert json.loads((read / "config.json").read_text())["read_from"] == {"run": long, "step": 25}
+    # A cell the run did not record is refused, naming what it records.
+    refused = rewarm("prefix", "--cell", long, "--run", f"runs/{long}", "--out", "elsewhere", cwd=prepared_copy, check=False)
+    assert refused.returncode == 2 and f"does not record cell {long} (it records: {short})" in refused.stderr
+
+
+def test_the_schedule_runs_past_the_stop_and_the_decay_end(prepared_copy):
+    """A run stopping at 30 steps of a 40-step schedule whose decay ends at step 20: the logged LRs
+    are the schedule's, computed here from the cosine formula by hand."""
+    params = small_params(train={"tokens": 30 * STEP_TOKENS, "schedule_tokens": 40 * STEP_TOKENS, "decay_end_tokens": 20 * STEP_TOKENS,
+                                 "warmup_fraction": 0.1, "max_lr": 2e-3})
+    write_params(prepared_copy / "params.yaml", params)
+    cell = cell_of(prepared_copy)
+    rewarm(*train_args(cell), cwd=prepared_copy)
+    lrs = [float(line.split("\t")[1]) for line in
+           (prepared_copy / "runs" / cell / "dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()[1:]]
+    # warm-up: 0.1 x 40 = 4 steps; cosine from step 4 (max) to step 19 (min 2e-4); 2e-4 from then on, until the stop at 30.
+    expected = [2e-3 * (s + 1) / 5 for s in range(4)]
+    expected += [2e-4 + 1.8e-3 * 0.5 * (1 + math.cos(math.pi * (s - 4) / 15)) for s in range(4, 20)]
+    expected += [2e-4] * 10
+    assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+def train_directly(project: Path, run: cfg.TrainConfig, tmp_path: Path, poison_step: int | None):
+    """train_loop on the small project, with a NaN put into one gradient at `poison_step`."""
+    from rewarm import checkpoints
+    from rewarm.train import train_loop
+
+    readers = {name: ShardReader(project / "data/tokens" / name / split) for name, split in
+               (("downstream", "train"), ("upstream", "val"))}
+    data = Data(train=readers["downstream"], val={"upstream": readers["upstream"]})
+    model = checkpoints.load_model(project / "checkpoints/base/scratch")
+    backward_calls = {"n": 0}
+    accumulation = run.batch_sequences // run.micro_batch_sequences
+
+    def poison(grad):
+        step = backward_calls["n"] // accumulation
+        backward_calls["n"] += 1
+        return grad * float("nan") if step == poison_step else grad
+
+    model.gpt_neox.embed_in.weight.register_hook(poison)
+    return train_loop(model, run, data, tmp_path / "out", tmp_path / "state", "fingerprint", label="poisoned")
+
+
+@pytest.mark.fault
+def test_a_nan_gradient_with_a_finite_loss_stops_the_run_naming_the_step(prepared_project, tmp_path):
+    from rewarm.train import STATE_INDEX, TrainingDiverged
+
+    run = cfg.TrainConfig(tokens=10 * STEP_TOKENS, batch_sequences=8, micro_batch_sequences=4, eval_every=100, eval_tokens=256,
+                          save_every=2, device="cpu", precision="fp32")
+    with pytest.raises(TrainingDiverged, match="gradient norm is not finite at step 5 although the loss is"):
+        train_directly(prepared_project, run, tmp_path, poison_step=5)
+    # The state saved last is the one before the poisoned step: nothing after it was saved.
+    assert json.loads((tmp_path / "state" / STATE_INDEX).read_text())["step"] == 4
+
+
+@pytest.mark.fault
+def test_fp16_skips_an_overflowing_step_and_lowers_the_loss_scale(prepared_project, tmp_path, caplog):
+    """fp16 (emulated on the CPU, said so): dynamic loss scaling skips the poisoned step and the run
+    goes on to its end; the skipped step is marked in the history."""
+    import logging
+
+    run = cfg.TrainConfig(tokens=10 * STEP_TOKENS, batch_sequences=8, micro_batch_sequences=4, eval_every=100, eval_tokens=256,
+                          save_every=100, device="cpu", precision="fp16")
+    with caplog.at_level(logging.WARNING, logger="rewarm.train"):
+        final = train_directly(prepared_project, run, tmp_path, poison_step=5)
+    assert final["step"] == 10 and math.isfinite(final["val/upstream/loss"])
+    assert "precision fp16 on the CPU is emulated" in caplog.text
+    assert "step 5: gradients overflowed in fp16; step skipped, loss scale lowered to 32768" in caplog.text
+    rows = [json.loads(line) for line in (tmp_path / "out/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 10]

@@ -19,12 +19,28 @@ from rewarm.data import sources
 from tests.conftest import ROOT, rewarm, run_env, small_params, write_params
 
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", ".dvc", ".dvcignore", ".gitignore"]
-# The demo grid's shape in miniature: a sweep of checkpoints and of max_lr, and a constant-LR baseline.
-TEST_GRID = {
-    "sweeps": {"checkpoint": ["early", "final", "scratch"], "max_lr": [1e-3, 2e-3]},
-    "extra": [{"schedule": "constant", "max_lr": 2e-4, "warmup_fraction": 0.0}],
-}
+# The demo grid's shape in miniature: studies of checkpoints and of max_lr with a constant-LR baseline,
+# training on upstream again (no shift), and a cell that stops at half of the reference cell's schedule
+# (read from the reference run, not trained).
+TEST_GRID = {"studies": {
+    "checkpoint": {"vary": {"checkpoint": ["early", "final", "scratch"]}},
+    "max_lr": {"vary": {"max_lr": [1e-3, 2e-3]}, "baselines": [{"schedule": "constant", "max_lr": 2e-4, "warmup_fraction": 0.0}]},
+    "same_data": {"settings": {"train_corpus": "upstream"}, "vary": {"max_lr": [2e-3]}},
+    "half": {"settings": {"tokens": 10240, "schedule_tokens": 20480}, "vary": {"max_lr": [2e-3]}},
+}}
 TEST_PARAMS = small_params(train={"checkpoint": "final"}, grid=TEST_GRID)
+
+
+def grid_file(project: Path) -> dict:
+    """workflow/grid.yaml: cells (all), trained, prefixes."""
+    return yaml.safe_load((project / "workflow/grid.yaml").read_text())
+
+
+def studies_of(project: Path) -> dict[str, list[str]]:
+    from rewarm import config as cfg
+    from rewarm import grid
+
+    return grid.studies(cfg.load(project / "params.yaml"))
 
 
 def copy_project(dest: Path, params: dict | None = None) -> Path:
@@ -73,8 +89,15 @@ def test_grid_file_for_dvc_is_up_to_date(tmp_path):
 
 
 def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
-    cells = yaml.safe_load((snakemake_run / "workflow/grid.yaml").read_text())["cells"]
-    assert len(cells) == 5
+    listing = grid_file(snakemake_run)
+    cells = listing["cells"]
+    assert len(cells) == 7 and len(listing["trained"]) == 6 and len(listing["prefixes"]) == 1
+    half = next(iter(listing["prefixes"]))
+    assert listing["prefixes"][half]["run"] == "ckpt-final_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-20480"
+    assert json.loads((snakemake_run / "runs" / half / "config.json").read_text())["read_from"]["step"] == 20
+    upstream = next(c for c, s in cells.items() if s["train_corpus"] == "upstream")
+    trained_on = json.loads((snakemake_run / "runs" / upstream / "config.json").read_text())["inputs"]["train"]
+    assert trained_on == manifest(snakemake_run, "upstream", "train")["source"]["fingerprint"]  # the Pile again, no shift
     for cell, settings in cells.items():
         run_dir = snakemake_run / "runs" / cell
         recorded = json.loads((run_dir / "config.json").read_text())
@@ -87,7 +110,7 @@ def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
     report = (snakemake_run / "reports/report.md").read_text()
     assert all(cell in report for cell in cells)
     assert "Starting from the final checkpoint beats earlier checkpoints" in report
-    for figure in ("sweep_checkpoint.png", "sweep_max_lr.png", "learning_rates.png"):
+    for figure in ("study_checkpoint.png", "study_max_lr.png", "learning_rates.png"):
         data = (snakemake_run / "reports/figures" / figure).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000, figure
     assert "<table>" in (snakemake_run / "reports/report.html").read_text()
@@ -109,10 +132,10 @@ def manifest(project: Path, corpus: str, split: str) -> dict:
 def test_figures_draw_the_logged_numbers(snakemake_run):
     """Each figure's drawn values (read back from its lines into <figure>.json) equal the metrics."""
     figures = snakemake_run / "reports/figures"
-    cells = yaml.safe_load((snakemake_run / "workflow/grid.yaml").read_text())["cells"]
+    cells = grid_file(snakemake_run)["cells"]
     drawn = {}
     for sweep in ("checkpoint", "max_lr"):
-        panels = json.loads((figures / f"sweep_{sweep}.json").read_text())["panels"]
+        panels = json.loads((figures / f"study_{sweep}.json").read_text())["panels"]
         assert [panel["title"] for panel in panels] == ["upstream validation perplexity", "downstream validation perplexity"]
         for panel, corpus in zip(panels, ("upstream", "downstream")):
             for line in panel["lines"]:
@@ -120,10 +143,11 @@ def test_figures_draw_the_logged_numbers(snakemake_run):
                 assert line["x"] == [r["tokens"] for r in rows]
                 assert line["y"] == pytest.approx([r[f"val/{corpus}/ppl"] for r in rows], rel=1e-12)
                 drawn.setdefault(sweep, set()).add(line["cell"])
-    # TEST_GRID: checkpoints early/final/scratch at the reference's max_lr; max_lr 1e-3 and 2e-3 from final;
-    # baselines drawn in every sweep: the constant-LR cell and the from-scratch cell.
-    assert drawn["checkpoint"] == {c for c, s in cells.items() if s["max_lr"] == TEST_PARAMS["train"]["max_lr"] or s["schedule"] == "constant"}
-    assert drawn["max_lr"] == {c for c, s in cells.items() if s["checkpoint"] in ("final", "scratch")}
+    # Each study's cells, and the baselines drawn in every study: the constant-LR cell and the from-scratch cell.
+    studies = studies_of(snakemake_run)
+    baselines = {c for c, s in cells.items() if s["schedule"] == "constant" or s["checkpoint"] == "scratch"}
+    assert drawn["checkpoint"] == set(studies["checkpoint"]) | baselines and len(drawn["checkpoint"]) == 4
+    assert drawn["max_lr"] == set(studies["max_lr"]) | baselines and len(drawn["max_lr"]) == 4
     lines = json.loads((figures / "learning_rates.json").read_text())["panels"][0]["lines"]
     assert {line["cell"] for line in lines} == set(cells)
     for line in lines:
@@ -176,7 +200,8 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert digests(project / "data/tokens") == digests(snakemake_run / "data/tokens")
     assert digests(project / "data/tokenizer") == digests(snakemake_run / "data/tokenizer")
     assert digests(project / "checkpoints") == digests(snakemake_run / "checkpoints")
-    cells = yaml.safe_load((project / "workflow/grid.yaml").read_text())["cells"]
+    listing = grid_file(project)
+    cells = listing["cells"]
     for cell in cells:
         for name in ("model/model.safetensors", "metrics.json", "curves/upstream.csv", "curves/downstream.csv"):
             left, right = project / "runs" / cell / name, snakemake_run / "runs" / cell / name
@@ -185,17 +210,18 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert (project / "reports/report.md").read_text() == (snakemake_run / "reports/report.md").read_text()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "prepare@news", "pretrain", "select@early",
-                "select@final", "select@scratch", *(f"train@{cell}" for cell in cells), *(f"evaluate@{cell}" for cell in cells),
+                "select@final", "select@scratch", *(f"train@{cell}" for cell in listing["trained"]),
+                *(f"prefix@{cell}" for cell in listing["prefixes"]), *(f"evaluate@{cell}" for cell in cells),
                 "evaluate_base@early", "evaluate_base@final", "evaluate_base@scratch", "report"}
     assert expected == set(lock["stages"])
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=project).stdout
     plots = json.loads(run("dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
     assert {f"runs/{cell}/curves/{corpus}.csv" for cell in cells for corpus in ("upstream", "downstream")} <= set(plots)
     # Top-level plots overlay the cells of each sweep (with the baselines) and all cells, per corpus.
-    assert {f"{group}_{corpus}" for group in ("all_cells", "sweep_checkpoint", "sweep_max_lr")
+    assert {f"{group}_{corpus}" for group in ("all_cells", "study_checkpoint", "study_max_lr")
             for corpus in ("upstream", "downstream")} <= set(plots)
-    values = plots["sweep_max_lr_downstream"][0]["content"]["data"]["values"]
-    sweep = {c for c, s in cells.items() if s["checkpoint"] == "final"} | {c for c, s in cells.items() if s["checkpoint"] == "scratch"}
+    values = plots["study_max_lr_downstream"][0]["content"]["data"]["values"]
+    sweep = set(studies_of(project)["max_lr"]) | {c for c, s in cells.items() if s["checkpoint"] == "scratch"}
     def shown_cell(value: dict) -> str:  # DVC shows the file names without their common prefix
         return value["filename"].split("/curves/")[0].split("/")[-1]
 
@@ -268,15 +294,17 @@ def test_snakemake_and_dvc_list_the_same_cells_and_outputs(tmp_path, params):
     run("git", "init", "-q", cwd=project)
     snakemake_side, dvc_side = snakemake_outputs(project), dvc_outputs(project)
     assert snakemake_side == dvc_side
-    cells = {path.split("/")[1] for rule, path in snakemake_side if rule == "train"}
+    cells = {path.split("/")[1] for rule, path in snakemake_side if rule in ("train", "prefix")}
     listed = json.loads(rewarm("grid", "--format", "json", cwd=project).stdout)
-    assert cells == set(listed) and len(cells) == (8 if params is None else 5)
+    assert cells == set(listed) and len(cells) == (8 if params is None else 7)
+    prefixes = {path.split("/")[1] for rule, path in snakemake_side if rule == "prefix"}
+    assert prefixes == set(grid_file(project)["prefixes"]) and len(prefixes) == (0 if params is None else 1)
 
 
 def test_dry_run_of_a_100_cell_grid(tmp_path):
     """A 100-cell cross product plans in seconds (the time is printed, not asserted)."""
-    grid = {"cross": {"max_lr": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3], "warmup_fraction": [0.0, 0.005, 0.01, 0.02, 0.05],
-                      "schedule": ["cosine", "linear", "wsd", "rex"]}}
+    grid = {"studies": {"big": {"vary": {"max_lr": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3], "warmup_fraction": [0.0, 0.005, 0.01, 0.02, 0.05],
+                                         "schedule": ["cosine", "linear", "wsd", "rex"]}}}}
     project = copy_project(tmp_path / "big", small_params(grid=grid))
     assert len(json.loads(rewarm("grid", "--format", "json", cwd=project).stdout)) == 100
     start = time.perf_counter()
@@ -300,12 +328,12 @@ def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
     project = tmp_path / "one-cell"
     shutil.copytree(snakemake_run, project, symlinks=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["grid"]["extra"][0]["max_lr"] = 3e-4
+    params["grid"]["studies"]["max_lr"]["baselines"][0]["max_lr"] = 3e-4
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     planned = snakemake("-n", "--printshellcmds", cwd=project).stdout
     commands = [line for line in planned.splitlines() if line.startswith("Shell command: rewarm ")]
     # The new cell trains and is evaluated, and the report is redone; nothing else.
-    assert len(commands) == 3 and "--cell ckpt-final_lr-3e-4_warm-0_sched-constant_replay-0" in commands[0], planned[-3000:]
+    assert len(commands) == 3 and "--cell ckpt-final_lr-3e-4_warm-0_sched-constant_replay-0_tokens-20480" in commands[0], planned[-3000:]
     assert "rewarm evaluate" in commands[1] and "rewarm report" in commands[2]
 
 

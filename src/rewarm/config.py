@@ -9,9 +9,7 @@ allowed, before any work starts (as litgpt does: `raise ValueError("\\n".join(is
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import glob
-import itertools
 import re
 import types
 import typing
@@ -31,6 +29,20 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Mixture:
+    """A source sampled by a metadata field with weights (SlimPajama by `meta.redpajama_set_name`,
+    the Pile by `meta.pile_set_name`): each part gets its weight's share of the source's token
+    budget (max_tokens), filled in the order the source is read; reading stops once every part is
+    full (or the source ends, and the manifest says which parts fell short). Streamed: memory does
+    not grow with the corpus."""
+
+    field: str
+    """Dotted path of the part's name in each record, e.g. `meta.redpajama_set_name`."""
+    weights: dict[str, float]
+    """Part name (the field's value) -> weight; normalised to shares. Documents of other parts are skipped."""
+
+
+@dataclasses.dataclass(frozen=True)
 class DemoSource:
     """The embedded demo: a seeded generator of synthetic documents in one domain,
     written as Pile- (upstream) or SlimPajama-format (downstream) `.jsonl.zst` by
@@ -47,6 +59,8 @@ class DemoSource:
     """Generator seed; use different seeds for train and validation."""
     max_tokens: Optional[int] = None
     """Stop reading once this many tokens are packed (None: read everything)."""
+    mixture: Optional[Mixture] = None
+    """Sample the source's parts with weights (needs max_tokens); None: read it as it comes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +75,8 @@ class JsonlSource:
     """Name of the field holding the document text."""
     max_tokens: Optional[int] = None
     """Stop reading once this many tokens are packed (None: read everything)."""
+    mixture: Optional[Mixture] = None
+    """Sample the source's parts with weights (needs max_tokens); None: read it as it comes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +98,8 @@ class HfSource:
     """Name of the column holding the document text."""
     max_tokens: Optional[int] = None
     """Stop reading once this many tokens are packed (None: read everything)."""
+    mixture: Optional[Mixture] = None
+    """Sample the source's parts with weights (needs max_tokens); None: read it as it comes."""
 
 
 Source = Union[DemoSource, JsonlSource, HfSource]
@@ -156,7 +174,15 @@ class Optimization:
     """How a training run optimizes: budget, batch, schedule, optimizer, evaluation, saving."""
 
     tokens: int = 200_000
-    """Tokens to train on (global, over all processes); steps = tokens // (batch_sequences x seq_len)."""
+    """Where the run stops, in tokens trained on (global, over all processes); steps = tokens //
+    (batch_sequences x seq_len). The paper stops its cells at 50B or 240B tokens of a 297B schedule."""
+    schedule_tokens: Optional[int] = None
+    """Length of the learning-rate schedule in tokens: warm-up fractions (and wsd's and infinite's
+    fractions) are of this length. None: the run's own `tokens`. Gupta et al. 2023 lay every schedule
+    over the whole downstream dataset (296.86B tokens) and stop earlier."""
+    decay_end_tokens: Optional[int] = None
+    """Where the decay reaches min_lr, in tokens; the learning rate stays at min_lr after it. None: at
+    the end of the schedule (schedule_tokens). Gupta et al. 2023: 240B tokens."""
     batch_sequences: int = 32
     """Global batch in sequences; the global batch in tokens, not the hardware, defines the run."""
     micro_batch_sequences: int = 16
@@ -168,7 +194,7 @@ class Optimization:
     min_lr: Optional[float] = None
     """Final learning rate (None: 0.1 x max_lr, as Pythia and Gupta et al. 2023)."""
     warmup_fraction: Optional[float] = 0.01
-    """Warm-up as a fraction of the steps (the paper sweeps 0, 0.005, 0.01, 0.02)."""
+    """Warm-up as a fraction of the schedule's length (the paper sweeps 0, 0.005, 0.01, 0.02 of 297B tokens)."""
     warmup_steps: Optional[int] = None
     """Warm-up in steps; set warmup_fraction to null to use it."""
     decay_fraction: float = 0.2
@@ -196,7 +222,13 @@ class Optimization:
     seed: int = 0
     """Seed of the data order (and of anything random in training)."""
     eval_every: int = 20
-    """Evaluate on the validation samples every this many steps (and at step 0, before any update)."""
+    """Evaluate on the validation samples every this many steps (and at step 0, before any update, and
+    at the last step)."""
+    early_eval_every: Optional[int] = None
+    """Evaluate every this many steps during the first `early_eval_steps` steps, to resolve the
+    stability gap (the authors' runs: every 50 steps during warm-up, every 100 after). None: eval_every throughout."""
+    early_eval_steps: int = 0
+    """How many of the first steps are evaluated every `early_eval_every` steps."""
     eval_tokens: int = 16384
     """Tokens of each validation split used for in-training evaluation (a fixed sample)."""
     save_every: int = 25
@@ -205,6 +237,10 @@ class Optimization:
     """auto: CUDA when available (bf16 autocast, fused AdamW), else CPU (float32)."""
     compile: bool = False
     """torch.compile the model (GPU runs)."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Arithmetic of training: `fp16` autocast with dynamic loss scaling (Gupta et al. 2023's), `bf16`
+    autocast, `fp32`. auto: bf16 on a GPU that supports it, fp16 on one that does not, fp32 on the CPU.
+    fp16 on the CPU is emulated (CPU float16 autocast and loss scaling), slowly: for tests only."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,22 +259,33 @@ class TrainConfig(Optimization):
     """Name of the base checkpoint (a key of `checkpoints`)."""
     replay_fraction: float = 0.0
     """Share of each batch drawn from the upstream train split (Ibrahim et al. 2024); 0 reproduces the paper."""
+    train_corpus: Literal["downstream", "upstream"] = "downstream"
+    """The corpus trained on: `downstream` (SlimPajama: the shift), or `upstream` (the Pile again, no
+    shift: Gupta et al. 2023, section 4.4)."""
 
 
-GRID_AXES = ("checkpoint", "max_lr", "min_lr", "warmup_fraction", "warmup_steps", "schedule", "optimizer", "replay_fraction")
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """One study of the grid (src/rewarm/grid.py expands it): cells sharing fixed settings, varying
+    one axis (a sweep) or several (every combination), plus baselines."""
+
+    title: str = ""
+    """What the study asks, for the report's section (e.g. "How long to warm up? (Gupta et al. 2023, 4.1)")."""
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Settings every cell of the study shares, over the `train` section (e.g. its token budget `tokens`)."""
+    vary: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    """Axis -> values. One axis: a sweep; several: every combination (e.g. checkpoint x warm-up)."""
+    baselines: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Further cells, as overrides of the study's settings (e.g. the constant-LR "no re-warming" baseline)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class GridConfig:
-    """The grid, declared once: cells are the reference cell (the `train` section) varied one
-    axis at a time (the paper's sweeps), full cross products, and extra cells."""
+    """The grid, declared once as named studies (the paper's five, or the demo's miniature)."""
 
-    sweeps: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
-    """Axis -> values; each value gives a cell that differs from the reference on that axis only."""
-    cross: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
-    """Axis -> values; every combination gives a cell (the other axes as in the reference)."""
-    extra: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    """Cells given as overrides of the reference, e.g. the constant-LR "no re-warming" baseline."""
+    studies: dict[str, Study] = dataclasses.field(default_factory=dict)
+    """Study name -> study. A cell declared by several studies is one cell; a cell that only stops
+    earlier than another with the same settings is read from that longer run."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,14 +396,19 @@ def load(paths: list[str | Path] | str | Path, base_dir: str | Path = ".") -> Co
 
 # Named collections: in a later file, `name: null` removes an entry an earlier file declared.
 COLLECTIONS = ("corpora", "checkpoints")
+# Sections a later file replaces whole: a paper's studies are not mixed with the demo's.
+REPLACED = ("grid",)
 
 
 def deep_merge(base: dict, override: dict, _path: tuple = ()) -> dict:
     """`override` merged into `base`, mappings key by key. A source or checkpoint whose `type`
-    changes is replaced, not merged (its fields differ); `<collection>.<name>: null` removes it."""
+    changes is replaced, not merged (its fields differ); `<collection>.<name>: null` removes it;
+    a later `grid` replaces the earlier one whole."""
     out = dict(base)
     for key, value in override.items():
-        if value is None and _path and _path[0] in COLLECTIONS and len(_path) == 1:
+        if not _path and key in REPLACED:
+            out[key] = value
+        elif value is None and _path and _path[0] in COLLECTIONS and len(_path) == 1:
             out.pop(key, None)
         elif isinstance(value, dict) and isinstance(out.get(key), dict) and value.get("type", out[key].get("type")) == out[key].get("type"):
             out[key] = deep_merge(out[key], value, (*_path, key))
@@ -487,7 +539,9 @@ def _check(config: Config, base_dir: Path) -> list[str]:
     problems.extend(_check_optimization(config.train, "train", prep.seq_len))
     problems.extend(_check_checkpoints(config, base_dir))
     if not problems:
-        problems.extend(_expand(config)[1])
+        from rewarm import grid  # grid builds on this module's schema
+
+        problems.extend(grid.expand(config)[1])
     return problems
 
 
@@ -508,6 +562,10 @@ def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[s
     problems: list[str] = []
     for field in ("tokens", "batch_sequences", "micro_batch_sequences", "eval_every", "eval_tokens", "save_every"):
         _positive(problems, f"{section}.{field}", getattr(run, field))
+    for field in ("schedule_tokens", "decay_end_tokens", "early_eval_every"):
+        _positive(problems, f"{section}.{field}", getattr(run, field), optional=True)
+    if run.early_eval_steps < 0:
+        problems.append(f"{section}.early_eval_steps: {run.early_eval_steps} must be >= 0")
     if problems or seq_len <= 0:  # the checks below divide by these
         return problems
     if run.batch_sequences % run.micro_batch_sequences:
@@ -517,16 +575,28 @@ def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[s
     steps = total_steps(run, seq_len)
     if steps < 1:
         problems.append(f"{section}.tokens: {run.tokens} is less than one batch ({run.batch_sequences} x {seq_len} tokens)")
+    if run.schedule_tokens is not None and run.schedule_tokens < run.tokens:
+        problems.append(f"{section}.schedule_tokens: {run.schedule_tokens} is shorter than the run (tokens = {run.tokens}); "
+                        f"a schedule is laid out over at least the tokens trained")
+    schedule = schedule_steps(run, seq_len)
+    decay = decay_steps(run, seq_len)
+    if run.decay_end_tokens is not None and not 1 <= decay <= schedule:
+        problems.append(f"{section}.decay_end_tokens: {run.decay_end_tokens} must be within the schedule: at least one "
+                        f"batch and at most schedule_tokens ({schedule * run.batch_sequences * seq_len})")
+        decay = schedule
     if run.max_lr <= 0:
         problems.append(f"{section}.max_lr: {run.max_lr} must be > 0")
     if run.min_lr is not None and not 0 <= run.min_lr <= run.max_lr:
         problems.append(f"{section}.min_lr: {run.min_lr} must be in [0, max_lr = {run.max_lr}]")
     if run.warmup_steps is not None and run.warmup_fraction is not None:
         problems.append(f"{section}.warmup_steps: give warmup_steps or warmup_fraction, not both (set the other to null)")
-    elif run.warmup_steps is not None and not 0 <= run.warmup_steps < max(steps, 1):
-        problems.append(f"{section}.warmup_steps: {run.warmup_steps} must be in [0, {steps}) (the run has {steps} steps)")
+    elif run.warmup_steps is not None and not 0 <= run.warmup_steps < max(decay, 1):
+        problems.append(f"{section}.warmup_steps: {run.warmup_steps} must be in [0, {decay}) (the decay ends at step {decay})")
     elif run.warmup_fraction is not None and not 0 <= run.warmup_fraction < 1:
         problems.append(f"{section}.warmup_fraction: {run.warmup_fraction} must be in [0, 1)")
+    elif run.warmup_fraction and round(run.warmup_fraction * schedule) >= decay:
+        problems.append(f"{section}.warmup_fraction: {run.warmup_fraction} of the schedule's {schedule} steps does not end "
+                        f"before the decay does (step {decay})")
     for field in ("decay_fraction", "cooldown_fraction", "anneal_fraction", "plateau_ratio"):
         if not 0 <= getattr(run, field) <= 1:
             problems.append(f"{section}.{field}: {getattr(run, field)} must be in [0, 1]")
@@ -561,102 +631,22 @@ def _check_checkpoints(config: Config, base_dir: Path) -> list[str]:
     return problems
 
 
-def cell_name(run: TrainConfig) -> str:
-    """A readable, stable name derived from the cell's parameters only, e.g.
-    `ckpt-final_lr-3e-4_warm-0.01_sched-cosine_replay-0`; also a Snakemake wildcard,
-    a DVC stage key and a directory name. Non-default optimizers are appended."""
-    warm = f"{run.warmup_steps}steps" if run.warmup_steps is not None else _number(run.warmup_fraction or 0.0)
-    name = f"ckpt-{run.checkpoint}_lr-{_number(run.max_lr)}_warm-{warm}_sched-{run.schedule}_replay-{_number(run.replay_fraction)}"
-    if run.optimizer != "adamw":
-        name += f"_opt-{run.optimizer}"
-    return name
-
-
-def cells(config: Config) -> dict[str, TrainConfig]:
-    """The grid's cells by name, in declaration order: the reference, each sweep, the cross
-    product, the extra cells. A cell declared twice (a sweep through the reference) counts once."""
-    built, problems = _expand(config)
-    if problems:
-        raise ConfigError("\n  ".join(["grid: problems:", *problems]))
-    return built
-
-
-def sweep_cells(config: Config, names: dict[str, TrainConfig]) -> dict[str, list[str]]:
-    """Axis -> the cells of that one-axis sweep (the reference included), in value order."""
-    reference = cell_name(config.train)
-    out = {}
-    for axis, values in config.grid.sweeps.items():
-        members = [n for n, c in names.items() if all(getattr(c, a) == getattr(config.train, a) for a in GRID_AXES if a != axis)]
-        members = [n for n in members if getattr(names[n], axis) in values]
-        out[axis] = sorted(members, key=lambda n: (values.index(getattr(names[n], axis)), n))
-        if reference not in out[axis]:
-            out[axis].insert(0, reference)
-    return out
-
-
-def baseline_cells(names: dict[str, TrainConfig]) -> list[str]:
-    """The paper's two baselines among the cells: no re-warming (a constant LR) and training from scratch."""
-    return [n for n, c in names.items() if c.schedule == "constant" or c.checkpoint == "scratch"]
-
-
-def grid_overrides(grid: GridConfig) -> list[tuple[str, dict[str, Any]]]:
-    """(where declared, overrides of the reference) for every cell of the grid."""
-    found: list[tuple[str, dict[str, Any]]] = [("train", {})]
-    for axis, values in grid.sweeps.items():
-        found += [(f"grid.sweeps.{axis}[{i}]", {axis: value}) for i, value in enumerate(values)]
-    axes = list(grid.cross)
-    for i, combination in enumerate(itertools.product(*grid.cross.values())):
-        found.append((f"grid.cross[{i}]", dict(zip(axes, combination))))
-    found += [(f"grid.extra[{i}]", dict(overrides)) for i, overrides in enumerate(grid.extra)]
-    return found
-
-
-def _expand(config: Config) -> tuple[dict[str, TrainConfig], list[str]]:
-    cells_by_name: dict[str, TrainConfig] = {}
-    where_by_name: dict[str, str] = {}
-    problems: list[str] = []
-    reference = to_dict(config.train)
-    for where, overrides in grid_overrides(config.grid):
-        unknown = [axis for axis in overrides if axis not in GRID_AXES]
-        if unknown:
-            problems.append(f"{where}: unknown axis {', '.join(map(repr, unknown))} (axes: {', '.join(GRID_AXES)})")
-            continue
-        merged = {**reference, **overrides}
-        if "warmup_steps" in overrides and "warmup_fraction" not in overrides:
-            merged["warmup_fraction"] = None  # a warm-up in steps replaces the reference's fraction
-        if "warmup_fraction" in overrides and "warmup_steps" not in overrides:
-            merged["warmup_steps"] = None
-        cell_problems: list[str] = []
-        cell = _build(TrainConfig, merged, where, cell_problems)
-        if cell is not None and not cell_problems:
-            cell_problems += [p.replace("train.", f"{where}: ", 1) for p in _check_optimization(cell, "train", config.prepare.seq_len)]
-            if config.checkpoints and cell.checkpoint not in config.checkpoints:
-                cell_problems.append(f"{where}: checkpoint {cell.checkpoint!r} is not one of {', '.join(config.checkpoints)}")
-        if cell_problems or cell is None:
-            problems += cell_problems
-            continue
-        name = cell_name(cell)
-        if name in cells_by_name and cells_by_name[name] != cell:
-            problems.append(f"{where}: cell name {name} is also {where_by_name[name]}'s, with other settings (names cover "
-                            f"checkpoint, max_lr, warm-up, schedule, replay and optimizer only)")
-        cells_by_name.setdefault(name, cell)
-        where_by_name.setdefault(name, where)
-    return cells_by_name, problems
-
-
-def _number(value: float) -> str:
-    """Compact, stable and dot-free (DVC splits keys at dots): an integer mantissa and a
-    power of ten, e.g. 3e-4, 1e-2 (0.01), 25e-2 (0.25), 15e-4 (1.5e-3), 0, 2."""
-    digits = decimal.Decimal(repr(float(value))).normalize()
-    sign, mantissa, exponent = digits.as_tuple()
-    if exponent >= 0:
-        return str(int(digits))
-    return f"{'-' if sign else ''}{int(''.join(map(str, mantissa)))}e{exponent}"
-
-
 def total_steps(run: Optimization, seq_len: int) -> int:
-    """Optimizer steps of a run: its token budget in whole global batches."""
+    """Optimizer steps of a run: where it stops, in whole global batches."""
     return run.tokens // (run.batch_sequences * seq_len)
+
+
+def schedule_steps(run: Optimization, seq_len: int) -> int:
+    """Length of the run's schedule in steps (schedule_tokens, or the run's own length)."""
+    tokens = run.tokens if run.schedule_tokens is None else run.schedule_tokens
+    return tokens // (run.batch_sequences * seq_len)
+
+
+def decay_steps(run: Optimization, seq_len: int) -> int:
+    """Step count at which the decay ends (min_lr from step decay_steps - 1 on)."""
+    if run.decay_end_tokens is None:
+        return schedule_steps(run, seq_len)
+    return run.decay_end_tokens // (run.batch_sequences * seq_len)
 
 
 def min_lr(run: Optimization) -> float:
@@ -669,6 +659,15 @@ def _check_source(source: Source | None, key: str, base_dir: Path) -> list[str]:
     if source is None:
         return problems
     _positive(problems, f"{key}.max_tokens", source.max_tokens, optional=True)
+    if source.mixture is not None:
+        if source.max_tokens is None:
+            problems.append(f"{key}.mixture: needs {key}.max_tokens (each part gets its weight's share of that budget)")
+        if not source.mixture.field:
+            problems.append(f"{key}.mixture.field: must name a field, e.g. meta.redpajama_set_name")
+        if not source.mixture.weights:
+            problems.append(f"{key}.mixture.weights: give at least one part and its weight")
+        problems += [f"{key}.mixture.weights.{part}: {weight} must be > 0" for part, weight in source.mixture.weights.items()
+                     if not weight > 0]
     if isinstance(source, DemoSource):
         _positive(problems, f"{key}.documents", source.documents)
         if source.seed < 0:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from rewarm import config as cfg
 from rewarm.data import sources
 from rewarm.data import tokenizer as tok
-from rewarm.data.packing import SCHEMA_VERSION, Packer, ShardWriter, token_dtype
+from rewarm.data.packing import SCHEMA_VERSION, MixtureBudget, Packer, ShardWriter, token_dtype
 from rewarm.data.shards import MANIFEST
 from rewarm.io import atomic_dir, check_free_space, write_json
 
@@ -84,20 +84,25 @@ def prepare_split(
     dtype = token_dtype(tok.vocab_size(tokenizer))
     packer = Packer(settings.seq_len, tokenizer.eos_token_id, dtype, source.max_tokens)
     writer = ShardWriter(out_dir, settings.seq_len, dtype, settings.shard_sequences)
+    mixture = MixtureBudget(source.mixture.weights, source.max_tokens) if source.mixture else None
     stats = sources.ReadStats()
-    documents = sources.read_documents(source, files, stats, settings.on_bad_record)
+    documents = sources.read_parts(source, files, stats, settings.on_bad_record, source.mixture.field if mixture else None)
     backend = tokenizer.backend_tokenizer
     start = time.perf_counter()
     empty = bad = 0
     with tqdm(desc=f"prepare {label}", unit=" docs", mininterval=1.0, dynamic_ncols=True) as bar:
         for batch, skipped in _prefetch(_batches(documents, settings.batch_documents, stats)):
             empty, bad = skipped
-            encodings = backend.encode_batch_fast(batch, add_special_tokens=False)
-            writer.add(packer.add([e.ids for e in encodings]))
+            encodings = backend.encode_batch_fast([text for text, _ in batch], add_special_tokens=False)
+            ids = [e.ids for e in encodings]
+            if mixture is None:
+                writer.add(packer.add(ids))
+            else:
+                writer.add(_add_mixed(packer, mixture, ids, [part for _, part in batch]))
             elapsed = max(time.perf_counter() - start, 1e-9)
             bar.update(len(batch))
             bar.set_postfix(tokens=packer.rows_out * settings.seq_len, tok_s=f"{packer.tokens_in / elapsed:,.0f}", refresh=False)
-            if packer.done:
+            if packer.done or (mixture is not None and mixture.full):
                 break  # budget reached: counts stay as of this batch (the reader thread may be ahead)
         else:
             empty, bad = stats.empty, stats.bad
@@ -129,6 +134,7 @@ def prepare_split(
         "sequences": packer.rows_out,
         "seq_len": settings.seq_len,
         "dtype": str(dtype),
+        **({"mixture": {"field": source.mixture.field, **mixture.summary()}} if mixture else {}),
         "shards": [
             {"file": name, "rows": rows, "bytes": (out_dir / name).stat().st_size, "sha256": sources.file_sha256(out_dir / name)}
             for name, rows in shards
@@ -142,12 +148,31 @@ def prepare_split(
     )
     for example in stats.bad_examples:
         log.warning("skipped bad record: %s", example)
+    if mixture is not None:
+        short = {part: f"{mixture.tokens[part]:,} of {budget:,} tokens" for part, budget in mixture.budget.items()
+                 if mixture.tokens[part] < budget}
+        for part, drawn in mixture.summary()["parts"].items():
+            log.info("%s: part %s: %d documents, %d tokens (share %.4f, weight %g)", label, part, drawn["documents"],
+                     drawn["tokens"], drawn["share"], drawn["weight"])
+        if short and not packer.done:
+            log.warning("%s: the source ended before these parts reached their share: %s", label, "; ".join(f"{p} {t}" for p, t in short.items()))
     return manifest
 
 
-def _batches(documents: Iterator[str], size: int, stats: sources.ReadStats) -> Iterator[tuple[list[str], tuple[int, int]]]:
-    """Fixed-size batches, each with the (empty, bad) counts skipped up to its end."""
-    batch: list[str] = []
+def _add_mixed(packer: Packer, mixture: MixtureBudget, ids: list[list[int]], parts: list[str | None]):
+    """Pack the documents whose part still has budget; documents the packer did not take (its
+    budget was reached in this batch) are given back, so the manifest counts what was written."""
+    admitted = [(doc, part) for doc, part in zip(ids, parts) if mixture.admit(part, len(doc) + 1)]
+    before = packer.documents
+    rows = packer.add([doc for doc, _ in admitted])
+    for doc, part in admitted[packer.documents - before:]:
+        mixture.give_back(part, len(doc) + 1)
+    return rows
+
+
+def _batches(documents: Iterator, size: int, stats: sources.ReadStats) -> Iterator[tuple[list, tuple[int, int]]]:
+    """Fixed-size batches of (text, part), each with the (empty, bad) counts skipped up to its end."""
+    batch: list = []
     for text in documents:
         batch.append(text)
         if len(batch) == size:

@@ -43,7 +43,7 @@ def pretrain(
     check_free_space(out_dir, needed, "pretrain")
     snapshots = state_dir / "snapshots"
 
-    def snapshot(step: int, current) -> None:
+    def snapshot(step: int, current, history) -> None:
         # Snapshots live with the resumable state until the series is complete.
         if step in keep:
             with atomic_dir(snapshots / f"step{step}") as tmp:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewarm import config as cfg
+from rewarm import grid
 from rewarm.io import FAILURE, atomic_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,14 @@ def fit_curve(steps: list[int], losses: list[float], lrs: list[float]) -> CurveF
     return best
 
 
-def findings(table: dict[str, dict], by_axis: dict[str, list[str]], cells: dict[str, cfg.TrainConfig]) -> list[str]:
-    """The paper's claims, each a sentence saying whether these numbers support it."""
+def axis_members(by_study: dict[str, tuple[str | None, list[str]]], axis: str) -> list[str]:
+    """The cells of the studies that vary `axis`, in study order, each once."""
+    return list(dict.fromkeys(n for varied, members in by_study.values() if varied == axis for n in members))
+
+
+def findings(table: dict[str, dict], by_study: dict[str, tuple[str | None, list[str]]], cells: dict[str, cfg.TrainConfig]) -> list[str]:
+    """The paper's claims, each a sentence saying whether these numbers support it. `by_study`:
+    study -> (the axis it varies, its cells)."""
     out = []
     rewarmed = [n for n, c in cells.items() if c.checkpoint != "scratch" and c.schedule != "constant" and n in table]
     if rewarmed:
@@ -135,7 +142,7 @@ def findings(table: dict[str, dict], by_axis: dict[str, list[str]], cells: dict[
         verdict = "supported" if up == down == len(rewarmed) else ("partly supported" if up or down else "contradicted")
         out.append(f"Re-warming first raises the loss on both corpora: {verdict} (the upstream loss rose after step 0 in "
                    f"{up} of {len(rewarmed)} re-warmed cells, the downstream loss in {down}).")
-    lrs = [n for n in by_axis.get("max_lr", []) if n in table]
+    lrs = [n for n in axis_members(by_study, "max_lr") if n in table and cells[n].schedule != "constant"]
     if len(lrs) >= 2:
         lrs = sorted(lrs, key=lambda n: cells[n].max_lr)
         down = [table[n]["downstream_loss"] for n in lrs]
@@ -145,14 +152,14 @@ def findings(table: dict[str, dict], by_axis: dict[str, list[str]], cells: dict[
         verdict = "supported" if helps and hurts else ("partly supported" if helps or hurts else "contradicted")
         out.append(f"A larger maximum learning rate helps downstream and hurts upstream: {verdict} (max_lr "
                    f"{', '.join(f'{cells[n].max_lr:g}' for n in lrs)}: final downstream loss {_series(down)}, upstream {_series(up)}).")
-    warm = [n for n in by_axis.get("warmup_fraction", []) if n in table]
+    warm = [n for n in axis_members(by_study, "warmup_fraction") if n in table]
     if len(warm) >= 2:
         down = [table[n]["downstream_loss"] for n in warm]
         spread = (max(down) - min(down)) / (sum(down) / len(down))
         verdict = "supported" if spread < 0.01 else "contradicted"
         out.append(f"Warm-up length matters little: {verdict} (final downstream loss varies by {spread:.2%} across warm-up "
                    f"fractions {', '.join(f'{cells[n].warmup_fraction:g}' for n in warm)}).")
-    starts = [n for n in by_axis.get("checkpoint", []) if n in table]
+    starts = [n for n in axis_members(by_study, "checkpoint") if n in table]
     final = [n for n in starts if cells[n].checkpoint == "final"]
     if final and len(starts) >= 2:
         best = min(starts, key=lambda n: table[n]["downstream_loss"])
@@ -173,7 +180,7 @@ def _series(values: list[float]) -> str:
 def collect(config: cfg.Config, runs: Path, evals: Path, partial: bool = False):
     """(cells, table of finished cells, base evaluations, unfinished cells -> why). Without
     `partial`, a cell that has no evaluation is an error naming the missing file."""
-    cells = cfg.cells(config)
+    cells = grid.cells(config)
     base = {name: json.loads((evals / "base" / f"{name}.json").read_text()) for name in config.checkpoints
             if (evals / "base" / f"{name}.json").exists()}
     table, unfinished = {}, {}
@@ -207,7 +214,7 @@ def _lr_log(run_dir: Path) -> list[tuple[int, float]]:
     return [(int(a), float(b)) for a, b in (line.split("\t") for line in lines)]
 
 
-def figures(config: cfg.Config, cells, table, by_axis, out: Path) -> list[tuple[str, str]]:
+def figures(config: cfg.Config, cells, table, by_study, out: Path) -> list[tuple[str, str]]:
     """PNG figures in the paper's style, each with a JSON of the values drawn (read back from the
     plotted lines, so tests and users can check them against the metrics); returns (file, caption)."""
     import matplotlib
@@ -216,14 +223,15 @@ def figures(config: cfg.Config, cells, table, by_axis, out: Path) -> list[tuple[
     import matplotlib.pyplot as plt
 
     made = []
-    others = [n for n in cfg.baseline_cells(cells) if n in table]
-    for axis, members in by_axis.items():
+    others = [n for n in grid.baseline_cells(cells) if n in table]
+    for study, (axis, members) in by_study.items():
+        members = [n for n in members if n in table]
         fig, panels = plt.subplots(1, 2, figsize=(11, 4))
         for panel, corpus in zip(panels, CORPORA):
             for name in members + [b for b in others if b not in members]:
                 rows = table[name]["rows"]
                 if name in members:
-                    style, label = "-", f"{axis}={getattr(cells[name], axis)}"
+                    style, label = "-", f"{axis}={getattr(cells[name], axis)}" if axis else name
                 elif cells[name].checkpoint == "scratch":
                     style, label = ":", "baseline: from scratch"
                 else:
@@ -235,9 +243,9 @@ def figures(config: cfg.Config, cells, table, by_axis, out: Path) -> list[tuple[
             panel.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
             panel.set_yscale("log")
             panel.legend(fontsize=7)
-        fig.suptitle(f"sweep over {axis}")
-        made.append(_save(fig, out, f"sweep_{axis}",
-                          f"Validation perplexity against tokens seen, sweep over {axis} (dashed: constant LR, no re-warming; "
+        fig.suptitle(f"study {study}: {config.grid.studies[study].title if study in config.grid.studies else study}")
+        made.append(_save(fig, out, f"study_{study}",
+                          f"Validation perplexity against tokens seen, study {study} over {axis} (dashed: constant LR, no re-warming; "
                           f"dotted: from scratch)."))
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, entry in table.items():
@@ -281,13 +289,13 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
     cells, table, base, unfinished = collect(config, runs, evals, partial)
     if not table:
         return None
-    by_axis = cfg.sweep_cells(config, cells)
+    by_study = {name: (grid.study_axis(study), grid.studies(config)[name]) for name, study in grid.declared_studies(config).items()}
     corpora = config.eval_corpora()
     cols = columns(corpora)
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
-        made = figures(config, cells, table, by_axis, tmp / "figures")
-        sentences = findings(table, by_axis, cells)
+        made = figures(config, cells, table, by_study, tmp / "figures")
+        sentences = findings(table, by_study, cells)
         best = {key: pick([n for n in table if key in table[n]], key=lambda n: table[n][key], default=None) for key, _, pick in cols}
         header = ["cell"] + [title for _, title, _ in cols] + ["stability gap up (rise)", "recovered at (tokens)"]
         rows = []
@@ -315,7 +323,7 @@ FIT_HEADER = ["cell", "predicted final downstream loss", "measured (in-training 
 def predictions(config: cfg.Config, cells, table) -> tuple[list[list[str]], str]:
     """Fit the law on the reference cell's downstream curve; predict the final loss of every cell
     that starts from the same checkpoint, from its learning rates alone."""
-    reference = cfg.cell_name(config.train)
+    reference = grid.cell_name(config.train)
     entry = table.get(reference)
     fit = None
     if entry and entry["lr"]:

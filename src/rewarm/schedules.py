@@ -1,10 +1,18 @@
 """Learning-rate schedules: pure functions of the step (0-based update index).
 
+Every schedule takes the same notion of length. `total_steps` is the schedule's length:
+the steps it is laid out over, which may be more than a run trains (Gupta et al. 2023 lay
+their schedule over the whole 297B-token SlimPajama and stop at 50B or 240B); the fractions
+of wsd and infinite are of this length. `decay_steps` (at most `total_steps`) is where the
+decay ends: the schedule reaches `min_lr` at step `decay_steps - 1` and stays there (the
+paper's cosine reaches its minimum at 240B tokens and is constant after). Where a run
+stops is not a schedule parameter at all: the schedule is a pure function of the step.
+
 Every schedule starts with the same linear warm-up: update `step` < `warmup_steps`
 uses max_lr * (step + 1) / (warmup_steps + 1), rising from near 0 to max_lr
 without a wasted zero-LR update (as nanoGPT's `get_lr`). After warm-up each
-schedule has its own shape and reaches `min_lr` at the last step
-(`total_steps - 1`). Bind the parameters with `functools.partial` (`build`).
+schedule has its own shape and reaches `min_lr` at `decay_steps - 1`.
+Bind the parameters with `functools.partial` (`build`).
 """
 
 from __future__ import annotations
@@ -44,36 +52,39 @@ def _decay(progress: float, shape: str) -> float:
     raise ValueError(f"unknown decay shape {shape!r} (allowed: {', '.join(DECAY_SHAPES)})")
 
 
-def cosine(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> float:
-    """Gupta et al. 2023 (and Pythia): 1) linear warm-up, 2) cosine decay to min_lr at the last step."""
+def cosine(step: int, *, max_lr: float, min_lr: float, total_steps: int, decay_steps: int, warmup_steps: int) -> float:
+    """Gupta et al. 2023 (and Pythia): 1) linear warm-up, 2) cosine decay to min_lr at the end
+    of the decay, 3) min_lr after it."""
     if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
         return lr
-    return min_lr + (max_lr - min_lr) * _decay(_progress(step, warmup_steps, total_steps - 1), "cosine")
+    return min_lr + (max_lr - min_lr) * _decay(_progress(step, warmup_steps, decay_steps - 1), "cosine")
 
 
-def constant(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> float:
+def constant(step: int, *, max_lr: float, min_lr: float, total_steps: int, decay_steps: int, warmup_steps: int) -> float:
     """No re-warming: max_lr throughout (after an optional warm-up). min_lr is unused."""
     if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
         return lr
     return max_lr
 
 
-def linear(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> float:
-    """1) linear warm-up, 2) linear decay to min_lr at the last step."""
+def linear(step: int, *, max_lr: float, min_lr: float, total_steps: int, decay_steps: int, warmup_steps: int) -> float:
+    """1) linear warm-up, 2) linear decay to min_lr at the end of the decay, 3) min_lr after it."""
     if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
         return lr
-    return min_lr + (max_lr - min_lr) * _decay(_progress(step, warmup_steps, total_steps - 1), "linear")
+    return min_lr + (max_lr - min_lr) * _decay(_progress(step, warmup_steps, decay_steps - 1), "linear")
 
 
 def wsd(
-    step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int, decay_fraction: float, decay_shape: str
+    step: int, *, max_lr: float, min_lr: float, total_steps: int, decay_steps: int, warmup_steps: int, decay_fraction: float,
+    decay_shape: str,
 ) -> float:
-    """Warm-up, stable, decay (MiniCPM, Hu et al. 2024): 1) warm-up, 2) max_lr until the last
-    `decay_fraction` of the run, 3) decay to min_lr in `decay_shape`."""
+    """Warm-up, stable, decay (MiniCPM, Hu et al. 2024): 1) warm-up, 2) max_lr until
+    `decay_fraction` of the schedule's length before the end of the decay, 3) decay to min_lr
+    in `decay_shape`, 4) min_lr after it."""
     if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
         return lr
-    decay_start = max(warmup_steps, total_steps - 1 - round(decay_fraction * total_steps))
-    return min_lr + (max_lr - min_lr) * _decay(_progress(step, decay_start, total_steps - 1), decay_shape)
+    decay_start = max(warmup_steps, decay_steps - 1 - round(decay_fraction * total_steps))
+    return min_lr + (max_lr - min_lr) * _decay(_progress(step, decay_start, decay_steps - 1), decay_shape)
 
 
 def infinite(
@@ -82,32 +93,34 @@ def infinite(
     max_lr: float,
     min_lr: float,
     total_steps: int,
+    decay_steps: int,
     warmup_steps: int,
     cooldown_fraction: float,
     plateau_ratio: float,
     anneal_fraction: float,
 ) -> float:
-    """Infinite schedule (Ibrahim et al. 2024): 1) warm-up, 2) cosine cooldown over
-    `cooldown_fraction` of the run to a constant plateau (plateau_ratio x max_lr),
-    3) the plateau, 4) a final linear annealing to min_lr over `anneal_fraction`."""
+    """Infinite schedule (after Ibrahim et al. 2024): 1) warm-up, 2) cosine cooldown over
+    `cooldown_fraction` of the schedule's length to a constant plateau (plateau_ratio x max_lr),
+    3) the plateau, 4) a final linear annealing to min_lr over `anneal_fraction`, ending with
+    the decay, 5) min_lr after it."""
     if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
         return lr
     plateau_lr = plateau_ratio * max_lr
     cooldown_end = warmup_steps + round(cooldown_fraction * total_steps)
-    anneal_start = max(cooldown_end, total_steps - 1 - round(anneal_fraction * total_steps))
+    anneal_start = max(cooldown_end, decay_steps - 1 - round(anneal_fraction * total_steps))
     if step < cooldown_end:
         return plateau_lr + (max_lr - plateau_lr) * _decay(_progress(step, warmup_steps, cooldown_end), "cosine")
     if step < anneal_start:
         return plateau_lr
-    return min_lr + (plateau_lr - min_lr) * _decay(_progress(step, anneal_start, total_steps - 1), "linear")
+    return min_lr + (plateau_lr - min_lr) * _decay(_progress(step, anneal_start, decay_steps - 1), "linear")
 
 
-def rex(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> float:
+def rex(step: int, *, max_lr: float, min_lr: float, total_steps: int, decay_steps: int, warmup_steps: int) -> float:
     """REX (Chen et al. 2022): 1) warm-up, 2) factor (1 - z) / (1/2 + (1 - z)/2) with z the
-    progress after warm-up: slower than linear early, faster late; min_lr at the end."""
+    progress after warm-up: slower than linear early, faster late; min_lr at the end of the decay."""
     if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
         return lr
-    remaining = 1.0 - _progress(step, warmup_steps, total_steps - 1)
+    remaining = 1.0 - _progress(step, warmup_steps, decay_steps - 1)
     return min_lr + (max_lr - min_lr) * remaining / (0.5 + 0.5 * remaining)
 
 
@@ -118,14 +131,19 @@ def build(
     min_lr: float,
     total_steps: int,
     warmup_steps: int,
+    decay_steps: int | None = None,
     decay_fraction: float = 0.2,
     decay_shape: str = "1-sqrt",
     cooldown_fraction: float = 0.2,
     plateau_ratio: float = 0.5,
     anneal_fraction: float = 0.1,
 ) -> Schedule:
-    """The schedule `name` with its parameters bound: a function of the step alone."""
-    common = dict(max_lr=max_lr, min_lr=min_lr, total_steps=total_steps, warmup_steps=warmup_steps)
+    """The schedule `name` with its parameters bound: a function of the step alone. `total_steps`
+    is the schedule's length; the decay ends at `decay_steps` (None: at the end of the schedule)."""
+    decay_steps = total_steps if decay_steps is None else decay_steps
+    if not 0 < decay_steps <= total_steps:
+        raise ValueError(f"decay_steps {decay_steps} must be in [1, total_steps = {total_steps}]")
+    common = dict(max_lr=max_lr, min_lr=min_lr, total_steps=total_steps, decay_steps=decay_steps, warmup_steps=warmup_steps)
     if name == "wsd":
         return functools.partial(wsd, **common, decay_fraction=decay_fraction, decay_shape=decay_shape)
     if name == "infinite":
@@ -139,7 +157,8 @@ def build(
 
 
 def warmup_steps_for(total_steps: int, warmup_steps: int | None, warmup_fraction: float | None) -> int:
-    """Warm-up in steps, given in steps or as a fraction of the run (the paper sweeps 0, 0.5%, 1%, 2%)."""
+    """Warm-up in steps, given in steps or as a fraction of the schedule's length `total_steps`
+    (the paper sweeps 0, 0.5%, 1%, 2% of its 297B-token schedule)."""
     if warmup_steps is not None:
         return warmup_steps
     return round((warmup_fraction or 0.0) * total_steps)

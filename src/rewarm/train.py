@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -30,17 +31,20 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from rewarm import config as cfg
-from rewarm import schedules
+from rewarm import grid, schedules
 from rewarm.checkpoints import unwrap
 from rewarm.data.shards import ShardReader, ShuffledStream
 from rewarm.data.sources import file_sha256
 from rewarm.evaluate import mean_loss, perplexity
-from rewarm.io import FAILURE, check_free_space, exclusive, write_json, write_text
+from rewarm.io import FAILURE, atomic_dir, check_free_space, exclusive, write_json, write_text
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 STATE_INDEX = "state.json"
+STOPS = "stops"
+"""A run's records at the stops of its shorter cells: step<N>/model/, step<N>/history.json, stops.json."""
+STOP_HISTORY = "history.json"
 
 
 class TrainingDiverged(ArithmeticError):
@@ -66,16 +70,20 @@ class Plan:
     """A run's derived quantities, fixed before the first step."""
 
     total_steps: int
+    """Where the run stops (the schedule may be laid out further: schedule_steps)."""
     warmup_steps: int
     replay_per_step: int
     accumulation: int
     eval_sequences: int
     schedule: Callable[[int], float]
+    extra_eval_steps: frozenset = frozenset()
+    """Steps evaluated besides the regular ones: where shorter cells of the same run stop."""
 
     @classmethod
-    def of(cls, run: cfg.Optimization, seq_len: int, replay_fraction: float, world: int) -> "Plan":
+    def of(cls, run: cfg.Optimization, seq_len: int, replay_fraction: float, world: int, stops=()) -> "Plan":
         steps = cfg.total_steps(run, seq_len)
-        warmup = schedules.warmup_steps_for(steps, run.warmup_steps, run.warmup_fraction)
+        length = cfg.schedule_steps(run, seq_len)
+        warmup = schedules.warmup_steps_for(length, run.warmup_steps, run.warmup_fraction)
         per_process = run.batch_sequences // world
         if run.batch_sequences % world or per_process % run.micro_batch_sequences:
             raise cfg.ConfigError(
@@ -83,7 +91,8 @@ class Plan:
                 f"{run.micro_batch_sequences}"
             )
         schedule = schedules.build(
-            run.schedule, max_lr=run.max_lr, min_lr=cfg.min_lr(run), total_steps=steps, warmup_steps=warmup,
+            run.schedule, max_lr=run.max_lr, min_lr=cfg.min_lr(run), total_steps=length,
+            decay_steps=cfg.decay_steps(run, seq_len), warmup_steps=warmup,
             decay_fraction=run.decay_fraction, decay_shape=run.decay_shape, cooldown_fraction=run.cooldown_fraction,
             plateau_ratio=run.plateau_ratio, anneal_fraction=run.anneal_fraction,
         )
@@ -94,7 +103,14 @@ class Plan:
             accumulation=per_process // run.micro_batch_sequences,
             eval_sequences=max(1, run.eval_tokens // seq_len),
             schedule=schedule,
+            extra_eval_steps=frozenset(stops),
         )
+
+    def evaluates(self, done: int, run: cfg.Optimization) -> bool:
+        """Whether the step count `done` is evaluated: every eval_every steps, densely during the
+        first early_eval_steps (the stability gap), at the stops of shorter cells, and at the end."""
+        early = run.early_eval_every is not None and done <= run.early_eval_steps and done % run.early_eval_every == 0
+        return done % run.eval_every == 0 or early or done in self.extra_eval_steps or done == self.total_steps
 
 
 @dataclass
@@ -146,10 +162,36 @@ def build_optimizer(model, run: cfg.Optimization, device: torch.device) -> torch
     return torch.optim.AdamW(groups, lr=run.max_lr, betas=betas, eps=run.eps, fused=device.type in ("cuda", "cpu"))
 
 
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """The arithmetic a run uses: bf16 where the GPU has it, fp16 (with loss scaling) on older GPUs,
+    fp32 on the CPU; an explicit choice is kept (fp16 on the CPU is emulated, and said so)."""
+    if choice == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if choice == "fp16" and device.type != "cuda":
+        log.warning("precision fp16 on the CPU is emulated (CPU float16 autocast and loss scaling): slow, for tests; "
+                    "GPUs run it natively (Gupta et al. 2023 trained in fp16)")
+    return choice
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The autocast context of a precision (None for fp32)."""
+    if precision == "fp32":
+        return None
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """Dynamic loss scaling for fp16 (a step whose gradients overflow is skipped and the scale lowered);
+    disabled, a pass-through, for the other precisions."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
 # -- state ----------------------------------------------------------------------------------------
 
 
-def save_state(state_dir: Path, model, optimizer, step: int, history: History, fingerprint: str) -> None:
+def save_state(state_dir: Path, model, optimizer, step: int, history: History, fingerprint: str, scaler=None) -> None:
     """Atomically: the state file under a temporary name, renamed, then its index with the checksum."""
     state_dir.mkdir(parents=True, exist_ok=True)
     unwrapped = unwrap(model)
@@ -161,6 +203,7 @@ def save_state(state_dir: Path, model, optimizer, step: int, history: History, f
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": json.dumps(dataclasses.asdict(history)),
         "fingerprint": fingerprint,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
     }
     tmp = state_dir / f"{STATE_FILE}.partial-{os.getpid()}"
     torch.save(state, tmp)
@@ -230,10 +273,11 @@ class MetricsLog:
         self.live = Live(dir=str(out_dir / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=False)
         self.jsonl.write_text("".join(json.dumps(row) + "\n" for row in history.evals))
         evals = {row["step"]: row for row in history.evals}
-        for row in history.steps:  # a resumed run rewrites what was logged before the kill
-            self._live_step(row, evals.get(row["step"]))
+        # A resumed run (or a cell read from a longer run) rewrites what was logged, in the order it was.
         if 0 in evals:
             self._live_step({"step": 0}, evals[0])
+        for row in history.steps:
+            self._live_step(row, evals.get(row["step"]))
         self._write_curves()
 
     def log_step(self, row: dict, evaluation: dict | None) -> None:
@@ -299,36 +343,42 @@ def train_loop(
     out_dir: Path,
     state_dir: Path,
     fingerprint: str,
-    on_step: Callable[[int, object], None] | None = None,
+    on_step: Callable[[int, object, History], None] | None = None,
     label: str = "train",
+    stops: tuple[int, ...] = (),
 ) -> dict:
-    """Train `model` for the run's steps; returns the final evaluation row. `on_step(step, model)`
-    is called on the main process after each step (and at step 0) for snapshots. The state
-    directory is locked for the run: a second run of the same cell refuses to start."""
+    """Train `model` for the run's steps; returns the final evaluation row. `on_step(step, model,
+    history)` is called on the main process after each step (and at step 0) for snapshots; `stops`
+    are further steps to evaluate (where shorter cells of the same run stop). The state directory
+    is locked for the run: a second run of the same cell refuses to start."""
     main = process_rank() == 0
     with exclusive(state_dir, f"training of {label}") if main else nullcontext():
-        return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label)
+        return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops)
 
 
-def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label) -> dict:
+def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops) -> dict:
     device, rank, world = setup_device(run.device)
     seq_len = data.train.seq_len
-    plan = Plan.of(run, seq_len, data.replay_fraction, world)
+    plan = Plan.of(run, seq_len, data.replay_fraction, world, stops)
     if plan.replay_per_step and data.replay is None:
         raise cfg.ConfigError("replay_fraction > 0 needs the upstream train split (--replay)")
+    precision = resolve_precision(run.precision, device)
     model = model.to(device)
     optimizer = build_optimizer(model, run, device)
+    scaler = grad_scaler(precision, device)
     state = load_state(state_dir, fingerprint)
     history, start = History(), 0
     if state is not None:
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         history, start = state["history"], state["step"]
         log.info("%s: resuming from step %d of %d (%s)", label, start, plan.total_steps, state_dir)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    autocast = autocast_for(precision, device)
     if run.compile:
         model = torch.compile(model)
     if world > 1:
@@ -338,13 +388,13 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     streams = (ShuffledStream(data.train, run.seed), ShuffledStream(data.replay, run.seed + 1) if data.replay else None)
 
     if start == 0:
-        if main and on_step:
-            on_step(0, model)
         row = {"step": 0, "tokens": 0, "lr": plan.schedule(0), "train_loss": None,
                **evaluate_all(model, data, plan, run, device, autocast), "tokens_per_s": None}
         history.evals.append(row)
         if main:
             metrics.log_step({"step": 0}, row)
+            if on_step:
+                on_step(0, model, history)
     model.train()
     bar = tqdm(total=plan.total_steps, initial=start, desc=label, unit="step", disable=not main, mininterval=1.0, dynamic_ncols=True)
     tokens_per_step = run.batch_sequences * seq_len
@@ -362,7 +412,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             with nullcontext() if world == 1 or micro == plan.accumulation - 1 else model.no_sync():
                 with autocast or nullcontext():
                     loss = model(input_ids=chunk, labels=chunk).loss / plan.accumulation
-                loss.backward()
+                scaler.scale(loss).backward()
             step_loss += loss.detach()
         if world > 1:
             dist.all_reduce(step_loss)
@@ -371,15 +421,18 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
         if not math.isfinite(train_loss):
             # Before the update: the model and the last saved state stay as they were.
             raise TrainingDiverged(f"{label}: loss is {train_loss} at step {step} (lr {lr:.3g}); last saved state kept in {state_dir}")
-        if run.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        skipped = not update(model, optimizer, scaler, run.grad_clip)
+        if skipped and not scaler.is_enabled():
+            raise TrainingDiverged(f"{label}: gradient norm is not finite at step {step} although the loss is {train_loss:.4g} "
+                                   f"(lr {lr:.3g}); the step was not applied; last saved state kept in {state_dir}")
+        if skipped:
+            log.warning("%s: step %d: gradients overflowed in fp16; step skipped, loss scale lowered to %g (dynamic loss scaling)",
+                        label, step, scaler.get_scale())
         done = step + 1
-        step_row = {"step": done, "lr": lr, "train_loss": train_loss}
+        step_row = {"step": done, "lr": lr, "train_loss": train_loss, **({"skipped": True} if skipped else {})}
         history.steps.append(step_row)
         evaluation = None
-        if done % run.eval_every == 0 or done == plan.total_steps:
+        if plan.evaluates(done, run):
             elapsed = time.perf_counter() - clock
             evaluation = {"step": done, "tokens": done * tokens_per_step, "lr": lr, "train_loss": train_loss,
                           **evaluate_all(model, data, plan, run, device, autocast),
@@ -389,9 +442,9 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
         if main:
             metrics.log_step(step_row, evaluation)
             if on_step:
-                on_step(done, model)
+                on_step(done, model, history)
             if (done % run.save_every == 0 or preemption.requested) and done < plan.total_steps:
-                save_state(state_dir, model, optimizer, done, history, fingerprint)
+                save_state(state_dir, model, optimizer, done, history, fingerprint, scaler)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
         if preemption.requested and done < plan.total_steps:
@@ -407,6 +460,20 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     if world > 1:
         dist.barrier()
     return final_metrics(history)
+
+
+def update(model, optimizer, scaler, grad_clip: float) -> bool:
+    """Unscale, clip and apply the accumulated gradients; False when their norm is not finite (a NaN
+    or an overflow), in which case nothing is applied. The norm is the one after DDP's all-reduce,
+    so every process takes the same decision."""
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    finite = math.isfinite(float(norm))
+    if finite or scaler.is_enabled():
+        scaler.step(optimizer)  # with fp16, the scaler skips the step itself when it found infs
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return finite
 
 
 def final_metrics(history: History) -> dict:
@@ -430,7 +497,6 @@ def train_cell(
     """Re-warm the base model on `train_dir` with the cell's settings `run`; write the run directory."""
     from rewarm import checkpoints
     from rewarm.data import tokenizer as tok
-    from rewarm.io import atomic_dir
 
     checkpoints.check_model_dir(base_dir)
     tokenizer = tok.load(base_dir)
@@ -451,33 +517,82 @@ def train_cell(
             f"{base_dir}: context of {model_config['max_position_embeddings']} tokens (max_position_embeddings) is shorter "
             f"than the shards' sequences ({data.train.seq_len} tokens, prepare.seq_len)"
         )
-    # The final model, and the resumable state: weights and two Adam moments.
-    check_free_space(out_dir, 4 * checkpoints.weights_bytes(base_dir), f"train {cfg.cell_name(run)}")
+    # The final model, the resumable state (weights and two Adam moments), and a model per shorter cell.
+    name = grid.cell_name(run)
+    stops = grid.prefix_stops(config, name)
+    check_free_space(out_dir, (4 + len(stops)) * checkpoints.weights_bytes(base_dir), f"train {name}")
     model = checkpoints.load_model(base_dir)
     weights = checkpoints.weights_fingerprint(base_dir)
     main = process_rank() == 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "config.json", {
-            "cell": cfg.cell_name(run), "train": cfg.to_dict(run), "seq_len": data.train.seq_len,
+            "cell": name, "train": cfg.to_dict(run), "seq_len": data.train.seq_len,
             "code": code_version(),
             "inputs": {"base_dir": str(base_dir), "base_weights": weights, "tokenizer": fingerprint,
-                       **{name: reader.manifest["source"]["fingerprint"] for name, reader in
+                       **{key: reader.manifest["source"]["fingerprint"] for key, reader in
                           [("train", data.train), *[(f"val/{k}", v) for k, v in data.val.items()]]}},
         })
+    snapshots = state_dir / "stops"
+
+    def record_stop(step: int, current, history: History) -> None:
+        # What a shorter cell of this run needs at its stopping point: the model and the curve so far.
+        if step in stops.values():
+            with atomic_dir(snapshots / f"step{step}") as tmp:
+                checkpoints.save_model_dir(current, base_dir, tmp / "model")
+                write_json(tmp / STOP_HISTORY, dataclasses.asdict(history))
+
     failure = out_dir / FAILURE
     try:
-        final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data), label=cfg.cell_name(run))
+        final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data, {"stops": sorted(stops.values())}),
+                           on_step=record_stop, label=name, stops=tuple(stops.values()))
     except TrainingDiverged as error:
         if main:  # kept beside the run's outputs (which the workflow removes), for the report to list
-            write_json(failure, {"cell": cfg.cell_name(run), "error": str(error)})
+            write_json(failure, {"cell": name, "error": str(error)})
         raise
     if main:
         failure.unlink(missing_ok=True)
+        with atomic_dir(out_dir / STOPS) as tmp:
+            for cell, step in stops.items():
+                shutil.copytree(snapshots / f"step{step}", tmp / f"step{step}")
+            write_json(tmp / "stops.json", {"run": name, "stops": stops})
         with atomic_dir(out_dir / "model") as tmp:
             checkpoints.save_model_dir(model, base_dir, tmp)
         write_json(out_dir / "metrics.json", final)
         _remove_state(state_dir)
+    return final
+
+
+def prefix_cell(config: cfg.Config, cell: str, run_dir: Path, out_dir: Path) -> dict:
+    """The `prefix` stage: the run directory of a cell that stops earlier than a longer run with the
+    same settings, from what that run recorded at the cell's stopping point (its model, and its
+    curve up to there). Training is deterministic, so this is what training the cell alone gives."""
+    named = grid.cells(config)
+    if cell not in named:
+        raise cfg.ConfigError(f"cell {cell!r} is not in the grid (cells: {', '.join(named)})")
+    index_path = run_dir / STOPS / "stops.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path}: missing; {run_dir} is not a finished training run")
+    index = json.loads(index_path.read_text())
+    if cell not in index["stops"]:
+        raise cfg.ConfigError(f"{run_dir} does not record cell {cell} (it records: {', '.join(index['stops']) or 'none'}); "
+                              f"rewarm grid shows which run each cell is read from")
+    step = index["stops"][cell]
+    expected = cfg.total_steps(named[cell], config.prepare.seq_len)
+    if step != expected:
+        raise cfg.ConfigError(f"{run_dir}: cell {cell} was recorded at step {step}, but it stops at step {expected}")
+    recorded = run_dir / STOPS / f"step{step}"
+    history = History(**json.loads((recorded / STOP_HISTORY).read_text()))
+    run_config = json.loads((run_dir / "config.json").read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", {**run_config, "cell": cell, "train": cfg.to_dict(named[cell]),
+                                         "read_from": {"run": index["run"], "step": step}})
+    MetricsLog(out_dir, history).close()
+    with atomic_dir(out_dir / "model") as tmp:
+        for item in (recorded / "model").iterdir():
+            shutil.copy2(item, tmp / item.name)
+    final = final_metrics(history)
+    write_json(out_dir / "metrics.json", final)
     return final
 
 
@@ -499,6 +614,8 @@ def code_version() -> dict:
 
 
 def _remove_state(state_dir: Path) -> None:
-    """The run is complete: its resumable state (optimizer moments: 2x the model) is no longer needed."""
+    """The run is complete: its resumable state (optimizer moments: 2x the model) and its records at
+    the stops (now in the run directory) are no longer needed."""
     for name in (STATE_INDEX, STATE_FILE):
         (state_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(state_dir / STOPS, ignore_errors=True)

@@ -5,6 +5,7 @@
 import sys
 
 from rewarm import config as rewarm_config
+from rewarm import grid as rewarm_grid
 from rewarm.data.sources import source_files
 
 # Files Snakemake merged into `config`: params.yaml, then any --configfile, in order.
@@ -22,13 +23,23 @@ except rewarm_config.ConfigError as error:
 CORPORA = list(CONFIG.corpora)
 EVAL_CORPORA = CONFIG.eval_corpora()  # upstream, downstream and any extra held-out corpus
 CHECKPOINTS = list(CONFIG.checkpoints)
-CELLS = rewarm_config.cells(CONFIG)
+CELLS = rewarm_grid.cells(CONFIG)
+# A cell that only stops earlier than another with the same settings is read from that run.
+TRAINED_BY = rewarm_grid.trained_by(CONFIG)
+TRAINED = [cell for cell in CELLS if TRAINED_BY[cell] == cell]
+PREFIXES = [cell for cell in CELLS if TRAINED_BY[cell] != cell]
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (none: a pattern that never matches, since
+    an empty constraint would match anything)."""
+    return "|".join(names) or "(?!)"
 
 
 wildcard_constraints:
-    corpus="|".join(CORPORA),
-    checkpoint="|".join(CHECKPOINTS),
-    cell="|".join(CELLS),
+    corpus=one_of(CORPORA),
+    checkpoint=one_of(CHECKPOINTS),
+    cell=one_of(CELLS),
 
 
 def corpus_params(wildcards):
@@ -71,8 +82,23 @@ def cell_base(wildcards):
 
 
 def cell_params(wildcards):
-    """A cell's resolved parameters: a change to them re-runs that cell."""
-    return rewarm_config.to_dict(CELLS[wildcards.cell])
+    """A cell's resolved parameters, and the shorter cells its run records: a change re-runs that cell."""
+    return {**rewarm_config.to_dict(CELLS[wildcards.cell]), "records": rewarm_grid.prefix_stops(CONFIG, wildcards.cell)}
+
+
+def cell_train_corpus(wildcards):
+    """The corpus a cell trains on: downstream, or upstream again (no shift)."""
+    return CELLS[wildcards.cell].train_corpus
+
+
+def prefix_run(wildcards):
+    """The run a shorter cell is read from."""
+    return f"runs/{TRAINED_BY[wildcards.cell]}"
+
+
+def prefix_run_records(wildcards):
+    """What the shorter cell reads of that run: its records at the stops, and its configuration."""
+    return [f"{prefix_run(wildcards)}/stops", f"{prefix_run(wildcards)}/config.json"]
 
 
 def train_launcher(wildcards, resources):

@@ -85,6 +85,48 @@ class Packer:
         return self.tokens_in - self.rows_out * self.seq_len
 
 
+class MixtureBudget:
+    """Token budgets of a mixture's parts: part p may take round(w_p / sum(w) x max_tokens) tokens
+    (a document counts its tokens and its EOS). Pure and in-memory: `admit` says whether a
+    document is taken, in the order the source is read; the document that crosses its part's
+    budget is taken whole, so a part ends at most one document over it."""
+
+    def __init__(self, weights: dict[str, float], max_tokens: int):
+        total = sum(weights.values())
+        self.weights = dict(weights)
+        self.budget = {part: round(weight / total * max_tokens) for part, weight in weights.items()}
+        self.tokens = dict.fromkeys(weights, 0)
+        self.documents = dict.fromkeys(weights, 0)
+        self.other_documents = 0
+        """Documents of parts the mixture does not name (skipped)."""
+
+    @property
+    def full(self) -> bool:
+        return all(self.tokens[part] >= budget for part, budget in self.budget.items())
+
+    def admit(self, part: str | None, tokens: int) -> bool:
+        if part not in self.budget:
+            self.other_documents += 1
+            return False
+        if self.tokens[part] >= self.budget[part]:
+            return False
+        self.tokens[part] += tokens
+        self.documents[part] += 1
+        return True
+
+    def give_back(self, part: str, tokens: int) -> None:
+        """An admitted document the packer did not take (its budget was reached first)."""
+        self.tokens[part] -= tokens
+        self.documents[part] -= 1
+
+    def summary(self) -> dict:
+        """For the manifest: per part, its weight, target, and the tokens and documents drawn."""
+        total = sum(self.tokens.values()) or 1
+        return {"parts": {part: {"weight": self.weights[part], "target_tokens": self.budget[part], "tokens": self.tokens[part],
+                                 "share": self.tokens[part] / total, "documents": self.documents[part]} for part in self.budget},
+                "other_documents_skipped": self.other_documents}
+
+
 def rows_to_table(rows: np.ndarray) -> pa.Table:
     """An Arrow table with one `input_ids` column of fixed-size lists."""
     seq_len = rows.shape[1]

@@ -88,19 +88,28 @@ def read_documents(
     source: Source, files: list[Path], stats: ReadStats, on_bad_record: str = "error"
 ) -> Iterator[str]:
     """Yield the non-empty document texts of a source, in order."""
+    return (text for text, _ in read_parts(source, files, stats, on_bad_record))
+
+
+def read_parts(
+    source: Source, files: list[Path], stats: ReadStats, on_bad_record: str = "error", part_field: str | None = None
+) -> Iterator[tuple[str, str | None]]:
+    """Yield (text, part) for the non-empty documents of a source, in order; `part` is the value of
+    the dotted metadata field `part_field` (e.g. `meta.redpajama_set_name`), None without one."""
     if isinstance(source, HfSource):
-        texts = read_hf(source)
         origin = describe(source, files)
-        for number, text in enumerate(texts, start=1):
-            yield from _accept(text, origin, number, "row", stats, on_bad_record, source.text_field)
+        for number, row in enumerate(read_hf(source), start=1):
+            yield from _accept(row, origin, number, "row", stats, on_bad_record, source.text_field, part_field)
         return
     field_name = source.text_field if isinstance(source, JsonlSource) else "text"
     for path in files:
-        yield from read_jsonl(path, field_name, stats, on_bad_record)
+        yield from read_jsonl(path, field_name, stats, on_bad_record, part_field)
 
 
-def read_jsonl(path: str | Path, text_field: str, stats: ReadStats, on_bad_record: str = "error") -> Iterator[str]:
-    """Texts of a `.jsonl` or `.jsonl.zst` file. Bad records raise CorpusError naming
+def read_jsonl(
+    path: str | Path, text_field: str, stats: ReadStats, on_bad_record: str = "error", part_field: str | None = None
+) -> Iterator[tuple[str, str | None]]:
+    """(text, part) of a `.jsonl` or `.jsonl.zst` file. Bad records raise CorpusError naming
     file and line, or are counted and skipped with on_bad_record='skip'."""
     for number, line in iter_lines(path):
         try:
@@ -114,24 +123,41 @@ def read_jsonl(path: str | Path, text_field: str, stats: ReadStats, on_bad_recor
         if not isinstance(record, dict):
             yield from _bad(f"{path}:{number}: expected a JSON object, got {type(record).__name__}", stats, on_bad_record)
             continue
-        yield from _accept(record.get(text_field, _MISSING), str(path), number, "line", stats, on_bad_record, text_field)
+        yield from _accept(record, str(path), number, "line", stats, on_bad_record, text_field, part_field)
 
 
 _MISSING = object()
 
 
-def _accept(text, origin: str, number: int, unit: str, stats: ReadStats, on_bad_record: str, text_field: str) -> Iterator[str]:
+def field_value(record: dict, dotted: str):
+    """The value at a dotted path (`meta.pile_set_name`), or _MISSING."""
+    value = record
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _accept(record: dict, origin: str, number: int, unit: str, stats: ReadStats, on_bad_record: str, text_field: str,
+            part_field: str | None) -> Iterator[tuple[str, str | None]]:
+    text = record.get(text_field, _MISSING)
+    part = None if part_field is None else field_value(record, part_field)
     if text is _MISSING:
         yield from _bad(f"{origin}:{number}: {unit} has no field {text_field!r}", stats, on_bad_record)
     elif not isinstance(text, str):
         yield from _bad(
             f"{origin}:{number}: field {text_field!r} is {type(text).__name__}, expected a string", stats, on_bad_record
         )
+    elif part is _MISSING or (part is not None and not isinstance(part, str)):
+        shown = "no field" if part is _MISSING else f"a {type(part).__name__} in field"
+        yield from _bad(f"{origin}:{number}: {unit} has {shown} {part_field!r} (the mixture's field; a string expected)",
+                        stats, on_bad_record)
     elif not text.strip():
         stats.empty += 1
     else:
         stats.documents += 1
-        yield text
+        yield text, part
 
 
 def _bad(message: str, stats: ReadStats, on_bad_record: str) -> Iterator[str]:
@@ -190,8 +216,8 @@ def _decoded_chunks(path: Path, line_reached) -> Iterator[bytes]:
             raise CorpusError(f"{path}:{line_reached()}: truncated zstd stream (file ends inside a frame)")
 
 
-def read_hf(source: HfSource) -> Iterator:
-    """Stream the text column of a Hugging Face dataset (hub id, builder name or local directory)."""
+def read_hf(source: HfSource) -> Iterator[dict]:
+    """Stream the rows of a Hugging Face dataset (hub id, builder name or local directory)."""
     import datasets
 
     dataset = datasets.load_dataset(
@@ -202,5 +228,4 @@ def read_hf(source: HfSource) -> Iterator:
         data_files=source.data_files,
         streaming=True,
     )
-    for row in dataset:
-        yield row.get(source.text_field, _MISSING)
+    yield from dataset

@@ -1,0 +1,178 @@
+"""The grid, expanded once for both front ends: studies, cells, cell names, shared runs.
+
+A study (the `grid.studies` section) is a set of cells: the `train` section, the study's fixed
+`settings` over it, and one cell per value of the axis it varies (every combination if it varies
+several), plus its baselines. Cells are named from their own settings only, so a cell declared
+by two studies is one cell, and a name is the same in Snakemake, DVC and `runs/`.
+
+Two cells whose settings and schedule are identical and which differ only in where they stop
+(the paper's warm-up study stops at 50B tokens of the same 297B schedule that its maximum-LR study
+follows to 240B) are one run: the longer cell trains, records the shorter one's curve and model at
+its stopping point, and `rewarm prefix` makes the shorter cell's run directory from them. Training
+is deterministic, so this is exactly what training the shorter cell alone would give.
+"""
+
+from __future__ import annotations
+
+import decimal
+import itertools
+from typing import Any
+
+from rewarm import config as cfg
+
+# What a study may vary, and what a cell's name covers.
+AXES = ("checkpoint", "max_lr", "min_lr", "warmup_fraction", "warmup_steps", "schedule", "optimizer", "replay_fraction",
+        "train_corpus", "tokens")
+
+
+def cell_name(run: cfg.TrainConfig) -> str:
+    """A readable, stable name derived from the cell's parameters only, e.g.
+    `ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-50B`; also a Snakemake wildcard, a DVC
+    stage key and a directory name. A non-default optimizer or training corpus is inserted before the
+    tokens trained (`_opt-radam`, `_data-upstream`). The schedule's length is not in the name: two cells
+    that differ only by it are refused with a clear message."""
+    warm = f"{run.warmup_steps}steps" if run.warmup_steps is not None else number(run.warmup_fraction or 0.0)
+    name = f"ckpt-{run.checkpoint}_lr-{number(run.max_lr)}_warm-{warm}_sched-{run.schedule}_replay-{number(run.replay_fraction)}"
+    if run.optimizer != "adamw":
+        name += f"_opt-{run.optimizer}"
+    if run.train_corpus != "downstream":
+        name += f"_data-{run.train_corpus}"
+    return name + f"_tokens-{tokens_label(run.tokens)}"
+
+
+def cells(config: cfg.Config) -> dict[str, cfg.TrainConfig]:
+    """The grid's cells by name, in declaration order (study by study). A cell declared twice counts once."""
+    built, problems = expand(config)
+    if problems:
+        raise cfg.ConfigError("\n  ".join(["grid: problems:", *problems]))
+    return built
+
+
+def studies(config: cfg.Config) -> dict[str, list[str]]:
+    """Study name -> its cells' names, in declaration order (a cell may be in several studies)."""
+    out: dict[str, list[str]] = {name: [] for name in declared_studies(config)}
+    for study, _, cell in _declared(config):
+        if cell is not None and cell_name(cell) not in out[study]:
+            out[study].append(cell_name(cell))
+    return out
+
+
+def study_axis(study: cfg.Study) -> str | None:
+    """The axis a study varies (its first, when it crosses several)."""
+    return next(iter(study.vary), None)
+
+
+def baseline_cells(names: dict[str, cfg.TrainConfig]) -> list[str]:
+    """The paper's two baselines among the cells: no re-warming (a constant LR) and training from scratch."""
+    return [n for n, c in names.items() if c.schedule == "constant" or c.checkpoint == "scratch"]
+
+
+def run_key(run: cfg.TrainConfig, seq_len: int) -> str:
+    """What makes two cells one run: every setting but the stopping point, with the schedule's
+    length resolved (a cell without schedule_tokens is laid out over its own tokens)."""
+    settings = cfg.to_dict(run)
+    settings["schedule_tokens"] = cfg.schedule_steps(run, seq_len) * run.batch_sequences * seq_len
+    settings.pop("tokens")
+    return repr(sorted(settings.items()))
+
+
+def trained_by(config: cfg.Config) -> dict[str, str]:
+    """Cell -> the cell whose training run produces it: itself, or the longest cell of its run."""
+    named = cells(config)
+    seq_len = config.prepare.seq_len
+    longest: dict[str, str] = {}
+    for name, run in named.items():
+        key = run_key(run, seq_len)
+        if key not in longest or run.tokens > named[longest[key]].tokens:
+            longest[key] = name
+    return {name: longest[run_key(run, seq_len)] for name, run in named.items()}
+
+
+def prefix_stops(config: cfg.Config, cell: str) -> dict[str, int]:
+    """For a trained cell: the shorter cells it records, by name, with the step each stops at."""
+    named = cells(config)
+    return {name: cfg.total_steps(named[name], config.prepare.seq_len)
+            for name, by in trained_by(config).items() if by == cell and name != cell}
+
+
+def expand(config: cfg.Config) -> tuple[dict[str, cfg.TrainConfig], list[str]]:
+    """(cells by name, problems): every study's cells, checked, with clashing names reported."""
+    cells_by_name: dict[str, cfg.TrainConfig] = {}
+    where_by_name: dict[str, str] = {}
+    problems: list[str] = []
+    for _, where, cell in _declared(config, problems):
+        if cell is None:
+            continue
+        name = cell_name(cell)
+        if name in cells_by_name and cells_by_name[name] != cell:
+            problems.append(f"{where}: cell name {name} is also {where_by_name[name]}'s, with other settings (names cover "
+                            f"{', '.join(AXES)} only)")
+        cells_by_name.setdefault(name, cell)
+        where_by_name.setdefault(name, where)
+    return cells_by_name, problems
+
+
+def declared_studies(config: cfg.Config) -> dict[str, cfg.Study]:
+    """The studies; a grid that declares none is the `train` section alone, as a study named `train`."""
+    return config.grid.studies or {"train": cfg.Study(title="The reference cell (no studies declared)", baselines=[{}])}
+
+
+def _declared(config: cfg.Config, problems: list[str] | None = None):
+    """(study, where declared, cell or None when invalid) for every cell every study declares."""
+    problems = [] if problems is None else problems
+    reference = cfg.to_dict(config.train)
+    for study_name, study in declared_studies(config).items():
+        base = f"grid.studies.{study_name}"
+        if not cfg.SAFE_NAME.match(str(study_name)):
+            problems.append(f"{base}: study name must match {cfg.SAFE_NAME.pattern} (letters, digits, _ -)")
+        for where, overrides in _study_overrides(study, base):
+            unknown = [axis for axis in overrides if axis not in AXES]
+            if unknown:
+                problems.append(f"{where}: unknown axis {', '.join(map(repr, unknown))} (axes: {', '.join(AXES)})")
+                yield study_name, where, None
+                continue
+            yield study_name, where, _cell(config, reference, study.settings, overrides, where, problems)
+
+
+def _study_overrides(study: cfg.Study, base: str) -> list[tuple[str, dict[str, Any]]]:
+    axes = list(study.vary)
+    found = [(f"{base}.vary[{i}]", dict(zip(axes, combination)))
+             for i, combination in enumerate(itertools.product(*study.vary.values()))] if axes else []
+    return found + [(f"{base}.baselines[{i}]", dict(overrides)) for i, overrides in enumerate(study.baselines)]
+
+
+def _cell(config: cfg.Config, reference: dict, settings: dict, overrides: dict, where: str, problems: list[str]):
+    merged = dict(reference)
+    for layer in (settings, overrides):
+        merged.update(layer)
+        # A warm-up in steps replaces a fraction given below it, and the other way round.
+        if "warmup_steps" in layer and "warmup_fraction" not in layer:
+            merged["warmup_fraction"] = None
+        if "warmup_fraction" in layer and "warmup_steps" not in layer:
+            merged["warmup_steps"] = None
+    cell_problems: list[str] = []
+    cell = cfg._build(cfg.TrainConfig, merged, where, cell_problems)
+    if cell is not None and not cell_problems:
+        cell_problems += [p.replace("train.", f"{where}: ", 1) for p in cfg._check_optimization(cell, "train", config.prepare.seq_len)]
+        if config.checkpoints and cell.checkpoint not in config.checkpoints:
+            cell_problems.append(f"{where}: checkpoint {cell.checkpoint!r} is not one of {', '.join(config.checkpoints)}")
+    problems += cell_problems
+    return None if cell_problems else cell
+
+
+def number(value: float) -> str:
+    """Compact, stable and dot-free (DVC splits keys at dots): an integer mantissa and a
+    power of ten, e.g. 3e-4, 1e-2 (0.01), 25e-2 (0.25), 15e-4 (1.5e-3), 0, 2."""
+    digits = decimal.Decimal(repr(float(value))).normalize()
+    sign, mantissa, exponent = digits.as_tuple()
+    if exponent >= 0:
+        return str(int(digits))
+    return f"{'-' if sign else ''}{int(''.join(map(str, mantissa)))}e{exponent}"
+
+
+def tokens_label(tokens: int) -> str:
+    """A token count for names: 50B, 240B, 1500M, 200k, 12345 (exact: the largest unit that divides it)."""
+    for unit, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if tokens % unit == 0:
+            return f"{tokens // unit}{suffix}"
+    return str(tokens)

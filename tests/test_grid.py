@@ -1,0 +1,149 @@
+"""The grid: studies expand to cells, names are readable and stable, and cells that only stop
+earlier than another with the same settings are read from that run."""
+
+from __future__ import annotations
+
+import pytest
+
+from rewarm import config as cfg
+from rewarm import grid
+from tests.conftest import ROOT, small_params
+
+# .test/params.yaml: 8 x 64 = 512 tokens per step; train.tokens 20480 = 40 steps.
+STEP_TOKENS = 512
+
+
+@pytest.mark.parametrize("path", ["params.yaml", ".test/params.yaml", "config/paper.yaml"])
+def test_shipped_configurations_expand(path):
+    files = [ROOT / "params.yaml", ROOT / path] if path == "config/paper.yaml" else [ROOT / path]
+    config = cfg.load(files, base_dir=ROOT)
+    assert grid.cells(config)
+
+
+def test_demo_grid_is_the_papers_studies_in_miniature():
+    config = cfg.load(ROOT / "params.yaml", base_dir=ROOT)
+    cells = grid.cells(config)
+    studies = grid.studies(config)
+    assert set(studies) == {"warmup", "max_lr", "scratch", "checkpoint"}
+    assert {c.checkpoint for c in cells.values()} == {"early", "final", "scratch"}
+    assert sorted({cells[n].max_lr for n in studies["max_lr"] if cells[n].schedule == "cosine"}) == [
+        config.pretrain.max_lr / 2, config.pretrain.max_lr, config.pretrain.max_lr * 2
+    ]
+    assert sorted(cells[n].warmup_fraction for n in studies["warmup"]) == [0.0, 0.01, 0.02]
+    constant = [c for c in cells.values() if c.schedule == "constant"]
+    assert len(constant) == 1 and constant[0].max_lr == pytest.approx(0.1 * config.pretrain.max_lr)
+    # The reference cell (final, 1e-3, 1% warm-up) is in four studies and is one cell.
+    assert len(cells) == 8
+
+
+def test_a_study_has_settings_crossed_axes_and_baselines():
+    studies = {
+        "crossed": {"settings": {"max_lr": 1e-3}, "vary": {"schedule": ["cosine", "wsd"], "replay_fraction": [0.0, 0.5]}},
+        "other": {"vary": {"max_lr": [1e-3, 2e-3]}, "baselines": [{"optimizer": "radam", "warmup_fraction": 0.0}]},
+    }
+    config = cfg.from_dict(small_params(grid={"studies": studies}))
+    assert grid.studies(config) == {
+        "crossed": ["ckpt-scratch_lr-1e-3_warm-5e-2_sched-cosine_replay-0_tokens-20480", "ckpt-scratch_lr-1e-3_warm-5e-2_sched-cosine_replay-5e-1_tokens-20480",
+                    "ckpt-scratch_lr-1e-3_warm-5e-2_sched-wsd_replay-0_tokens-20480", "ckpt-scratch_lr-1e-3_warm-5e-2_sched-wsd_replay-5e-1_tokens-20480"],
+        # the 1e-3 cell is also the first study's: one cell in two studies
+        "other": ["ckpt-scratch_lr-1e-3_warm-5e-2_sched-cosine_replay-0_tokens-20480", "ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-20480",
+                  "ckpt-scratch_lr-2e-3_warm-0_sched-cosine_replay-0_opt-radam_tokens-20480"],
+    }
+    assert len(grid.cells(config)) == 6
+    assert grid.study_axis(config.grid.studies["crossed"]) == "schedule"
+
+
+def test_without_studies_the_grid_is_the_reference_cell():
+    config = cfg.from_dict(small_params())
+    assert list(grid.cells(config)) == [grid.cell_name(config.train)]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "studies, expected",
+    [
+        ({"s": {"vary": {"lr": [1e-3]}}}, "grid.studies.s.vary[0]: unknown axis 'lr' (axes: checkpoint, max_lr"),
+        ({"s": {"vary": {"replay_fraction": [2.0]}}}, "grid.studies.s.vary[0]: replay_fraction: 2.0 must be in [0, 1]"),
+        ({"s": {"vary": {"checkpoint": ["nowhere"]}}}, "grid.studies.s.vary[0]: checkpoint 'nowhere' is not one of early, final, scratch"),
+        ({"s": {"baselines": [{"warmup_steps": 400}]}}, "grid.studies.s.baselines[0]: warmup_steps: 400 must be in [0, 40)"),
+        ({"s": {"vary": {"min_lr": [1e-5, 2e-5]}}}, "grid.studies.s.vary[1]: cell name ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-20480 is also"),
+        ({"s": {"baselines": [{"schedule": "cyclic"}]}}, "grid.studies.s.baselines[0].schedule: 'cyclic' is not one of"),
+        ({"s": {"settings": {"tokens": 10240, "schedule_tokens": 5120}, "vary": {"max_lr": [1e-3]}}},
+         "grid.studies.s.vary[0]: schedule_tokens: 5120 is shorter than the run"),
+        ({"s": {"settings": {"unknown_key": 1}, "vary": {"max_lr": [1e-3]}}}, "grid.studies.s.vary[0].unknown_key: unknown key"),
+        ({"a.b": {"vary": {"max_lr": [1e-3]}}}, "grid.studies.a.b: study name must match"),
+    ],
+)
+def test_bad_grid_is_refused_naming_the_cell(studies, expected):
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.from_dict(small_params(grid={"studies": studies}))
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "train, name",
+    [
+        ({}, "ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-20480"),
+        ({"checkpoint": "final", "max_lr": 3e-4, "warmup_fraction": 0.01}, "ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-20480"),
+        ({"max_lr": 1.5e-3, "replay_fraction": 0.25, "schedule": "wsd"}, "ckpt-scratch_lr-15e-4_warm-5e-2_sched-wsd_replay-25e-2_tokens-20480"),
+        ({"warmup_fraction": None, "warmup_steps": 7, "optimizer": "radam"},
+         "ckpt-scratch_lr-2e-3_warm-7steps_sched-cosine_replay-0_opt-radam_tokens-20480"),
+        ({"warmup_fraction": 0.0, "schedule": "constant"}, "ckpt-scratch_lr-2e-3_warm-0_sched-constant_replay-0_tokens-20480"),
+        ({"train_corpus": "upstream"}, "ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0_data-upstream_tokens-20480"),
+        ({"tokens": 20000}, "ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-20k"),
+        # The schedule's length is not in the name (it is the same for a study's cells).
+        ({"tokens": 10240, "schedule_tokens": 20480}, "ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-10240"),
+    ],
+)
+def test_cell_names_are_readable_stable_and_dot_free(train, name):
+    config = cfg.from_dict(small_params(train=train))
+    assert grid.cell_name(config.train) == name
+    assert list(grid.cells(config)) == [name]
+    assert cfg.SAFE_NAME.match(name.replace("_", "-")[:64]) and "." not in name
+
+
+@pytest.mark.parametrize("tokens, label", [(50_000_000_000, "50B"), (240_000_000_000, "240B"), (1_500_000, "1500k"),
+                                           (2_000_000, "2M"), (200_000, "200k"), (12_345, "12345")])
+def test_token_labels(tokens, label):
+    assert grid.tokens_label(tokens) == label
+
+
+def paper_like_studies(schedule_tokens: int) -> dict:
+    """The paper's shape at the test's scale: one schedule, studies stopping at 10 and 30 steps."""
+    common = {"schedule_tokens": schedule_tokens, "checkpoint": "final", "warmup_fraction": 0.05}
+    return {
+        "warmup": {"settings": {**common, "tokens": 10 * STEP_TOKENS}, "vary": {"warmup_fraction": [0.0, 0.05]}},
+        "max_lr": {"settings": {**common, "tokens": 30 * STEP_TOKENS}, "vary": {"max_lr": [1e-3, 2e-3]}},
+    }
+
+
+def test_cells_that_only_stop_earlier_are_read_from_the_longer_run():
+    config = cfg.from_dict(small_params(grid={"studies": paper_like_studies(40 * STEP_TOKENS)}))
+    cells = grid.cells(config)
+    by = grid.trained_by(config)
+    short = "ckpt-final_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-5120"
+    long = "ckpt-final_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-15360"
+    assert set(cells) == {"ckpt-final_lr-2e-3_warm-0_sched-cosine_replay-0_tokens-5120", short, long,
+                          "ckpt-final_lr-1e-3_warm-5e-2_sched-cosine_replay-0_tokens-15360"}
+    # The warm-up study's 5% cell is the max-LR study's 2e-3 cell stopped at step 10: one run.
+    assert by[short] == long
+    assert {name for name, run in by.items() if run == name} == set(cells) - {short}
+    assert grid.prefix_stops(config, long) == {short: 10}
+    assert grid.prefix_stops(config, short) == {}
+
+
+def test_cells_with_different_schedules_are_separate_runs():
+    # Without a common schedule length each cell's schedule ends where it stops: no sharing.
+    studies = paper_like_studies(40 * STEP_TOKENS)
+    for study in studies.values():
+        study["settings"].pop("schedule_tokens")
+    config = cfg.from_dict(small_params(grid={"studies": studies}))
+    assert all(run == name for name, run in grid.trained_by(config).items())
+
+
+@pytest.mark.bad_input
+def test_cells_differing_only_in_schedule_length_are_refused():
+    studies = {"a": {"settings": {"schedule_tokens": 40960}, "vary": {"max_lr": [1e-3]}},
+               "b": {"settings": {"schedule_tokens": 81920}, "vary": {"max_lr": [1e-3]}}}
+    with pytest.raises(cfg.ConfigError, match=r"grid.studies.b.vary\[0\]: cell name .* is also grid.studies.a.vary\[0\]'s"):
+        cfg.from_dict(small_params(grid={"studies": studies}))
