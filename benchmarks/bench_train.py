@@ -81,7 +81,7 @@ def run_rewarm(size: dict, steps: int, work: Path, device: str) -> tuple[float, 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     train_loop(model, run, Data(train=reader, val={"bench": reader}), work / "run", work / "state", "bench",
-               on_step=lambda step, _: ends.tick(step), label="rewarm")
+               on_step=lambda step, _model, _history: ends.tick(step), label="rewarm")
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
     return ends.rate(size["batch"] * size["seq_len"]), peak
 

@@ -161,3 +161,94 @@ def test_killed_run_leaves_nothing_that_looks_complete(project_copy, prepared):
     for split in ("train", "val"):
         assert shard_digests(tokens / "upstream" / split) == shard_digests(reference / split)
     assert len(list((tokens / "upstream/train").glob("*.arrow"))) > 4
+
+
+# -- mixtures: a source sampled by a metadata field with weights ---------------------------------------
+
+PART_WORDS = {"alpha": "apple bread cheese", "beta": "river stone cloud", "gamma": "seven eight nine ten", "other": "zzz qqq"}
+
+
+def multi_set_corpus(path: Path, documents: int, seed: int = 0) -> None:
+    """A SlimPajama-format corpus whose parts come in 60 / 25 / 10 / 5 proportions (the last one not
+    in the mixture), each document a few words of its part, marked with its part's name."""
+    import random
+
+    rng = random.Random(seed)
+    parts = rng.choices(list(PART_WORDS), weights=[60, 25, 10, 5], k=documents)
+    lines = [json.dumps({"text": f"{part} " + " ".join(rng.choice(PART_WORDS[part].split()) for _ in range(rng.randint(5, 40))),
+                         "meta": {"redpajama_set_name": part}}) for part in parts]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def with_mixture(project: Path, weights: dict, max_tokens: int | None, documents: int = 3000) -> None:
+    multi_set_corpus(project / "mixed.jsonl", documents)
+    params = small_params()
+    params["corpora"]["extra"] = {"val": {"type": "jsonl", "path": "mixed.jsonl", "max_tokens": max_tokens,
+                                          "mixture": {"field": "meta.redpajama_set_name", "weights": weights}}}
+    write_params(project / "params.yaml", params)
+
+
+def test_a_mixture_draws_the_declared_shares(project_copy):
+    """Weights 1 / 1 / 2 against natural proportions 60 / 25 / 10: the shares written, counted here by
+    decoding the shards back into documents, are the weights' within one document's tokens per part."""
+    weights, budget = {"alpha": 1.0, "beta": 1.0, "gamma": 2.0}, 20_000
+    with_mixture(project_copy, weights, budget)
+    prepare(project_copy, corpus="extra")
+    split = project_copy / "data/tokens/extra/val"
+    hf = tok.load(project_copy / "data/tokenizer")
+    reader = ShardReader(split, tokenizer_fingerprint=tok.fingerprint(hf))
+    stream = np.concatenate([reader[i] for i in range(len(reader))]).astype(np.int64)
+    pieces = np.split(stream, np.flatnonzero(stream == hf.eos_token_id) + 1)
+    drawn = dict.fromkeys(PART_WORDS, 0)
+    whole = [piece for piece in pieces if len(piece) and piece[-1] == hf.eos_token_id]  # the last row may cut one short
+    for piece in whole:
+        drawn[hf.decode(piece[:-1].tolist()).split()[0]] += len(piece)  # its tokens and its EOS
+    assert drawn["other"] == 0  # a part the mixture does not name is skipped
+    assert len(reader) * reader.seq_len == budget // 64 * 64  # the budget holds exactly, in whole rows
+    longest = max(len(p) for p in whole)
+    for part, weight in weights.items():
+        target = weight / sum(weights.values()) * budget
+        assert abs(drawn[part] - target) <= 2 * longest, (part, drawn, target)
+    manifest = json.loads((split / "manifest.json").read_text())
+    assert manifest["mixture"]["field"] == "meta.redpajama_set_name"
+    assert {p: v["target_tokens"] for p, v in manifest["mixture"]["parts"].items()} == {"alpha": 5000, "beta": 5000, "gamma": 10000}
+    assert manifest["mixture"]["other_documents_skipped"] > 0
+
+
+def test_a_mixture_part_too_small_is_reported_short(project_copy):
+    """gamma is 10% of 3000 short documents: a 70% share of 60,000 tokens cannot be filled; the whole
+    source is read and the manifest says how far each part got."""
+    with_mixture(project_copy, {"alpha": 0.3, "gamma": 0.7}, 60_000)
+    result = prepare(project_copy, corpus="extra")
+    parts = json.loads((project_copy / "data/tokens/extra/val/manifest.json").read_text())["mixture"]["parts"]
+    assert parts["gamma"]["tokens"] < parts["gamma"]["target_tokens"] == 42_000
+    assert parts["alpha"]["tokens"] >= parts["alpha"]["target_tokens"] == 18_000
+    assert "the source ended before these parts reached their share: gamma" in result.stderr
+
+
+@pytest.mark.bad_input
+def test_a_record_without_the_mixture_field_is_refused_naming_file_and_line(project_copy):
+    (project_copy / "mixed.jsonl").write_text('{"text": "a", "meta": {"redpajama_set_name": "alpha"}}\n{"text": "b", "meta": {}}\n')
+    params = small_params()
+    params["corpora"]["extra"] = {"val": {"type": "jsonl", "path": "mixed.jsonl", "max_tokens": 1000,
+                                          "mixture": {"field": "meta.redpajama_set_name", "weights": {"alpha": 1}}}}
+    write_params(project_copy / "params.yaml", params)
+    result = prepare(project_copy, corpus="extra", check=False)
+    assert result.returncode == 1 and "mixed.jsonl:2: line has no field 'meta.redpajama_set_name'" in result.stderr
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("mixture, max_tokens, expected", [
+    ({"field": "meta.x", "weights": {"a": 1}}, None, "corpora.extra.val.mixture: needs corpora.extra.val.max_tokens"),
+    ({"field": "meta.x", "weights": {"a": 0}}, 100, "corpora.extra.val.mixture.weights.a: 0.0 must be > 0"),
+    ({"field": "meta.x", "weights": {}}, 100, "corpora.extra.val.mixture.weights: give at least one part"),
+    ({"field": "", "weights": {"a": 1}}, 100, "corpora.extra.val.mixture.field: must name a field"),
+])
+def test_bad_mixtures_are_refused(mixture, max_tokens, expected):
+    from rewarm import config as cfg
+
+    params = small_params()
+    params["corpora"]["extra"] = {"val": {"type": "demo", "domain": "news", "documents": 10, "max_tokens": max_tokens, "mixture": mixture}}
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.from_dict(params)
+    assert expected in str(caught.value)

@@ -36,37 +36,86 @@ def test_forgetting_and_adaptation_signs():
     assert report.adaptation(final_downstream_loss=1.5, base_downstream_loss=4.0) == pytest.approx(2.5)
 
 
-def table_entry(up: float, down: float, up_rise: float, down_rise: float) -> dict:
-    return {"upstream_loss": up, "downstream_loss": down,
-            "gap_upstream": report.Gap(up_rise, 100, None), "gap_downstream": report.Gap(down_rise, 100, None)}
+def table_entry(up: float, down: float, up_rise: float, down_rise: float, curve: list[float] | None = None,
+                forgetting: float | None = None) -> dict:
+    """A finished cell as the report sees it; `curve`: downstream losses at steps 0, 10, 20, ..."""
+    rows = [{"step": 10 * i, "tokens": 1000 * i, "val/downstream/loss": v, "val/upstream/loss": up} for i, v in enumerate(curve or [down])]
+    entry = {"upstream_loss": up, "downstream_loss": down, "rows": rows,
+             "gap_upstream": report.Gap(up_rise, 100, None), "gap_downstream": report.Gap(down_rise, 100, None)}
+    if forgetting is not None:
+        entry["forgetting"] = forgetting
+    return entry
 
 
-def test_findings_are_computed_from_the_numbers():
-    params = small_params(train={"checkpoint": "final"},
-                          grid={"studies": {"max_lr": {"vary": {"max_lr": [1e-3, 2e-3, 4e-3]}},
-                                            "checkpoint": {"vary": {"checkpoint": ["early", "final", "scratch"]}}}})
-    config = cfg.from_dict(params)
-    cells = grid.cells(config)
-    studies = grid.studies(config)
-    by_study = {name: (grid.study_axis(study), studies[name]) for name, study in config.grid.studies.items()}
-    assert [cells[n].max_lr for n in studies["max_lr"]] == [1e-3, 2e-3, 4e-3]
-    assert [cells[n].checkpoint for n in studies["checkpoint"]] == ["early", "final", "scratch"]
-    lr = {cells[n].max_lr: n for n in studies["max_lr"]}
-    ckpt = {cells[n].checkpoint: n for n in studies["checkpoint"]}
+def study_cells(studies: dict) -> tuple[cfg.Config, dict, dict]:
+    config = cfg.from_dict(small_params(train={"checkpoint": "final"}, grid={"studies": studies}))
+    return config, grid.cells(config), grid.studies(config)
+
+
+def test_warmup_takeaway_uses_the_spread_threshold_and_the_spike():
+    config, cells, studies = study_cells({"warmup": {"vary": {"warmup_fraction": [0.0, 0.05, 0.1]}}})
+    by = {cells[n].warmup_fraction: n for n in studies["warmup"]}
+    # Downstream losses 3.00, 3.01, 3.02: spread 0.02 / 3.01 = 0.66% < 1%; upstream identical; the 0% cell rises most.
+    table = {by[0.0]: table_entry(2.0, 3.00, 0.4, 0.1), by[0.05]: table_entry(2.0, 3.01, 0.2, 0.0), by[0.1]: table_entry(2.0, 3.02, 0.1, 0.0)}
+    finding = report.takeaway_warmup(studies["warmup"], table, cells)
+    assert finding.verdict == "supported" and "differ by 0.00% upstream and 0.66% downstream, threshold 1%" in finding.why
+    assert "without warm-up the loss first rises by 0.400 nats, the largest" in finding.why
+    table[by[0.1]]["downstream_loss"] = 3.10  # spread 3.3%: warm-up length matters here
+    assert report.takeaway_warmup(studies["warmup"], table, cells).verdict == "partly supported"
+    table[by[0.05]]["gap_upstream"] = report.Gap(0.9, 100, None)  # and the spike is not the 0% cell's
+    assert report.takeaway_warmup(studies["warmup"], table, cells).verdict == "contradicted"
+
+
+def test_max_lr_takeaway_with_the_constant_baseline():
+    config, cells, studies = study_cells({"max_lr": {"vary": {"max_lr": [1e-3, 2e-3, 4e-3]},
+                                                     "baselines": [{"schedule": "constant", "max_lr": 2e-4, "warmup_fraction": 0.0}]}})
+    by = {(cells[n].schedule, cells[n].max_lr): n for n in studies["max_lr"]}
     table = {
-        lr[1e-3]: table_entry(up=2.0, down=3.0, up_rise=0.5, down_rise=0.1),
-        lr[2e-3]: table_entry(up=2.2, down=2.8, up_rise=0.7, down_rise=0.2),
-        lr[4e-3]: table_entry(up=2.5, down=2.7, up_rise=0.9, down_rise=0.0),
-        ckpt["early"]: table_entry(up=2.4, down=2.9, up_rise=0.3, down_rise=0.1),
-        ckpt["scratch"]: table_entry(up=5.0, down=3.5, up_rise=0.0, down_rise=0.0),
+        by["cosine", 1e-3]: table_entry(2.0, 3.0, 0.5, 0.1, curve=[4.0, 3.5, 3.0]),
+        by["cosine", 2e-3]: table_entry(2.2, 2.8, 0.7, 0.2, curve=[4.0, 3.6, 2.8]),
+        by["cosine", 4e-3]: table_entry(2.5, 2.7, 0.9, 0.0, curve=[4.0, 3.7, 2.7]),
+        by["constant", 2e-4]: table_entry(1.9, 3.2, 0.0, 0.0, curve=[4.0, 3.4, 3.2]),
     }
-    sentences = report.findings(table, by_study, cells)
-    assert sentences[0].startswith("Re-warming first raises the loss on both corpora: partly supported")
-    assert "in 4 of 4 re-warmed cells, the downstream loss in 3" in sentences[0]
-    assert sentences[1].startswith("A larger maximum learning rate helps downstream and hurts upstream: supported")
-    assert sentences[2].startswith("Starting from the final checkpoint beats earlier checkpoints and training from scratch on downstream: supported")
-    table[ckpt["early"]]["downstream_loss"] = 2.0
-    assert "contradicted" in report.findings(table, by_study, cells)[2]
+    for name, up_early in zip(table, (2.1, 2.3, 2.6, 1.95)):
+        table[name]["rows"][1]["val/upstream/loss"] = up_early
+    finding = report.takeaway_max_lr(studies["max_lr"], table, cells)
+    assert finding.verdict == "supported", finding
+    assert "final downstream loss 3.0000 -> 2.8000 -> 2.7000, upstream 2.0000 -> 2.2000 -> 2.5000" in finding.why
+    table[by["constant", 2e-4]]["rows"][1]["val/upstream/loss"] = 2.2  # the constant LR is not better early
+    assert report.takeaway_max_lr(studies["max_lr"], table, cells).verdict == "partly supported"
+
+
+def test_same_data_scratch_and_checkpoint_takeaways():
+    config, cells, studies = study_cells({
+        "same": {"settings": {"train_corpus": "upstream"}, "vary": {"max_lr": [1e-3, 2e-3]}},
+        "starts": {"vary": {"checkpoint": ["early", "final", "scratch"]}}})
+    same = studies["same"]
+    table = {same[0]: table_entry(2.0, 3.0, 0.3, 0.1, forgetting=0.05), same[1]: table_entry(2.1, 3.0, 0.0, 0.1, forgetting=0.1)}
+    finding = report.study_findings(config.grid.studies["same"], same, table, cells, config.checkpoints)[0]
+    assert finding.claim.startswith("Re-warming raises the loss first even on the same data") and finding.verdict == "partly supported"
+    assert "rose after step 0 in 1 of 2 re-warmed cells" in finding.why and "above the starting checkpoint's in 2 of 2" in finding.why
+    by = {cells[n].checkpoint: n for n in studies["starts"]}
+    table = {by["early"]: table_entry(2.4, 2.9, 0.3, 0.1, curve=[5.0, 3.5, 3.2, 2.9]),
+             by["final"]: table_entry(2.0, 2.8, 0.5, 0.1, curve=[4.0, 3.3, 3.0, 2.8]),
+             by["scratch"]: table_entry(5.0, 3.5, 0.0, 0.0)}
+    scratch, latest = report.study_findings(config.grid.studies["starts"], studies["starts"], table, cells, config.checkpoints)
+    assert scratch.verdict == "supported" and "from scratch 3.5000; re-warmed 2.9000, 2.8000" in scratch.why
+    # final (step 40 of the small pre-training, `final`) is lowest at all 3 evaluations after step 0 and at the end
+    assert latest.verdict == "supported" and "final 2.8000, early 2.9000; final lowest at 3 of 3 evaluations" in latest.why
+    table[by["early"]]["rows"][1]["val/downstream/loss"] = 3.2  # the earlier checkpoint is ahead once: 2 of 3 < 90%
+    assert report.study_findings(config.grid.studies["starts"], studies["starts"], table, cells, config.checkpoints)[1].verdict \
+        == "partly supported"
+    table[by["early"]]["downstream_loss"] = 2.0  # and it ends best: contradicted
+    assert report.study_findings(config.grid.studies["starts"], studies["starts"], table, cells, config.checkpoints)[1].verdict \
+        == "contradicted"
+
+
+def test_rewarming_raises_the_loss_on_both_corpora_counts_cells():
+    config, cells, studies = study_cells({"max_lr": {"vary": {"max_lr": [1e-3, 2e-3]}}})
+    table = {n: table_entry(2.0, 3.0, 0.2, rise) for n, rise in zip(studies["max_lr"], (0.1, 0.0))}
+    sentence = report.rewarming_raises_both(table, cells)
+    assert sentence.startswith("Re-warming first raises the loss on both corpora: partly supported")
+    assert "the upstream loss rose after step 0 in 2 of 2 re-warmed cells, the downstream loss in 1" in sentence
 
 
 def test_lr_areas_table():

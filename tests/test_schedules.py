@@ -74,3 +74,58 @@ def test_unknown_names_are_refused():
         schedules.build("step", max_lr=1, min_lr=0, total_steps=10, warmup_steps=0)
     with pytest.raises(ValueError, match="unknown decay shape"):
         schedules.wsd(9, max_lr=1, min_lr=0, total_steps=10, decay_steps=10, warmup_steps=0, decay_fraction=0.5, decay_shape="exp")
+
+
+# A schedule laid out over 21 steps whose decay ends at step 15 (min from step 14 on), stopped at
+# step 18 by its run: the paper's shape (297B-token schedule, decay to 240B, runs stopped at 50B or 240B).
+LONG = dict(max_lr=MAX, min_lr=MIN, total_steps=21, decay_steps=15, warmup_steps=4)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        # warm-up (s+1)/5, cosine from step 4 to 14 (10 intervals), then min: at the decay end and after it
+        ("cosine", WARMUP + [cosine_at(k / 10) for k in range(11)] + [MIN] * 6),
+        # linear: down by 0.09 per step from 1.0 at step 4 to 0.1 at step 14
+        ("linear", WARMUP + [1.0 - 0.09 * k for k in range(11)] + [MIN] * 6),
+        ("rex", WARMUP + [MIN + (MAX - MIN) * (1 - k / 10) / (0.5 + 0.5 * (1 - k / 10)) for k in range(11)] + [MIN] * 6),
+        # constant ignores the decay end
+        ("constant", WARMUP + [MAX] * 17),
+    ],
+)
+def test_schedules_longer_than_the_run(name, expected):
+    schedule = schedules.build(name, **LONG)
+    lrs = [schedule(step) for step in range(21)]
+    assert lrs == pytest.approx(expected, abs=1e-12)
+    stop = 18  # where a run would stop: a pure function of the step, nothing changes there
+    assert schedule(stop - 1) == pytest.approx(expected[stop - 1])
+
+
+def test_wsd_and_infinite_fractions_are_of_the_schedule_length_and_end_with_the_decay():
+    # wsd: decay_fraction 0.2 x 21 = 4 steps before the decay's last step 14: stable to step 10, decay 10 -> 14.
+    wsd = schedules.build("wsd", **LONG, decay_fraction=0.2, decay_shape="linear")
+    assert [wsd(s) for s in range(4, 21)] == pytest.approx([1.0] * 7 + [0.775, 0.55, 0.325, 0.1] + [0.1] * 6)
+    # infinite: cooldown 0.1 x 21 = 2 steps (4 -> 6) to the plateau 0.5 (steps 6..12); anneal 0.1 x 21 = 2 steps
+    # (12 -> 14: 0.5, 0.3, 0.1); min after.
+    infinite = schedules.build("infinite", **LONG, cooldown_fraction=0.1, plateau_ratio=0.5, anneal_fraction=0.1)
+    assert [infinite(s) for s in range(4, 21)] == pytest.approx([1.0, 0.75] + [0.5] * 7 + [0.3, 0.1] + [0.1] * 6)
+
+
+def test_the_papers_schedule_at_its_landmarks():
+    """Gupta et al. 2023 in steps of 1104 x 2048 tokens: 131,296 steps over 296.86B tokens, 1% warm-up
+    (1,313 steps), cosine from 3e-4 to 3e-5 ending at 240B tokens (step 106,148), constant after."""
+    warmup = schedules.warmup_steps_for(131_296, None, 0.01)
+    assert warmup == 1_313
+    schedule = schedules.build("cosine", max_lr=3e-4, min_lr=3e-5, total_steps=131_296, decay_steps=106_148, warmup_steps=warmup)
+    assert schedule(warmup - 1) == pytest.approx(3e-4 * 1_313 / 1_314)
+    assert schedule(warmup) == pytest.approx(3e-4)
+    middle = (warmup + 106_147) / 2  # halfway through the decay: (max + min) / 2
+    assert schedule(int(middle)) == pytest.approx(1.65e-4, rel=1e-4)
+    stop_50b = 50_000_000_000 // (1104 * 2048)  # the warm-up study stops here, mid-decay
+    assert schedule(stop_50b - 1) == pytest.approx(3e-5 + 2.7e-4 * 0.5 * (1 + math.cos(math.pi * (stop_50b - 1 - warmup) / (106_147 - warmup))))
+    assert schedule(106_147) == pytest.approx(3e-5) and schedule(120_000) == 3e-5 and schedule(131_295) == 3e-5
+
+
+def test_decay_end_must_lie_within_the_schedule():
+    with pytest.raises(ValueError, match=r"decay_steps 30 must be in \[1, total_steps = 21\]"):
+        schedules.build("cosine", max_lr=1, min_lr=0, total_steps=21, decay_steps=30, warmup_steps=0)

@@ -35,7 +35,7 @@ def write_zst(path: Path, data: bytes, checksum: bool = True) -> Path:
 
 def read(path, on_bad="error", field="text"):
     stats = ReadStats()
-    return [text for text, _ in sources.read_jsonl(path, field, stats, on_bad)], stats
+    return list(sources.read_jsonl(path, field, stats, on_bad)), stats
 
 
 def test_plain_jsonl(tmp_path):

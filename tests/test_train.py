@@ -369,3 +369,16 @@ def test_fp16_skips_an_overflowing_step_and_lowers_the_loss_scale(prepared_proje
     assert "step 5: gradients overflowed in fp16; step skipped, loss scale lowered to 32768" in caplog.text
     rows = [json.loads(line) for line in (tmp_path / "out/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 10]
+
+
+@pytest.mark.parametrize("early_every, early_steps, stops, expected", [
+    (None, 0, (), [10, 20, 30, 40]),                    # every eval_every steps and the last
+    (2, 6, (), [2, 4, 6, 10, 20, 30, 40]),               # densely over the first 6 steps (the stability gap)
+    (2, 6, (25,), [2, 4, 6, 10, 20, 25, 30, 40]),        # and where a shorter cell of the run stops
+    (3, 9, (33, 5), [3, 5, 6, 9, 10, 20, 30, 33, 40]),
+])
+def test_evaluation_steps(early_every, early_steps, stops, expected):
+    run = cfg.TrainConfig(tokens=40 * 512, batch_sequences=8, micro_batch_sequences=4, eval_every=10,
+                          early_eval_every=early_every, early_eval_steps=early_steps)
+    plan = Plan.of(run, 64, 0.0, world=1, stops=stops)
+    assert [done for done in range(1, 41) if plan.evaluates(done, run)] == expected

@@ -109,7 +109,8 @@ def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
             assert (run_dir / name).is_file(), (cell, name)
     report = (snakemake_run / "reports/report.md").read_text()
     assert all(cell in report for cell in cells)
-    assert "Starting from the final checkpoint beats earlier checkpoints" in report
+    assert "The latest checkpoint is the best start downstream" in report and "## How the stability gap was measured" in report
+    assert all(f"## Study {study}" in report for study in TEST_GRID["studies"])
     for figure in ("study_checkpoint.png", "study_max_lr.png", "learning_rates.png"):
         data = (snakemake_run / "reports/figures" / figure).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000, figure
@@ -136,13 +137,26 @@ def test_figures_draw_the_logged_numbers(snakemake_run):
     drawn = {}
     for sweep in ("checkpoint", "max_lr"):
         panels = json.loads((figures / f"study_{sweep}.json").read_text())["panels"]
-        assert [panel["title"] for panel in panels] == ["upstream validation perplexity", "downstream validation perplexity"]
+        assert [panel["title"] for panel in panels] == ["upstream validation loss", "downstream validation loss"]
         for panel, corpus in zip(panels, ("upstream", "downstream")):
             for line in panel["lines"]:
                 rows = [json.loads(r) for r in (snakemake_run / "runs" / line["cell"] / "metrics.jsonl").read_text().splitlines()]
                 assert line["x"] == [r["tokens"] for r in rows]
-                assert line["y"] == pytest.approx([r[f"val/{corpus}/ppl"] for r in rows], rel=1e-12)
+                assert line["y"] == pytest.approx([r[f"val/{corpus}/loss"] for r in rows], rel=1e-12)
                 drawn.setdefault(sweep, set()).add(line["cell"])
+        # The trajectory (the paper's Figs. 4 and 6): downstream against upstream perplexity, the start and
+        # the end of each warm-up marked (warm-up 5% of 40 steps = 2 steps: the first evaluation after it is step 10).
+        lines = {line["cell"]: line for line in json.loads((figures / f"trajectory_{sweep}.json").read_text())["panels"][0]["lines"]}
+        for cell in drawn[sweep]:
+            rows = [json.loads(r) for r in (snakemake_run / "runs" / cell / "metrics.jsonl").read_text().splitlines()]
+            assert lines[cell]["x"] == pytest.approx([r["val/downstream/ppl"] for r in rows], rel=1e-12)
+            assert lines[cell]["y"] == pytest.approx([r["val/upstream/ppl"] for r in rows], rel=1e-12)
+            if cells[cell]["warmup_fraction"]:
+                step10 = next(r for r in rows if r["step"] == 10)
+                assert lines[f"{cell}:warmup_end"]["x"] == pytest.approx([step10["val/downstream/ppl"]], rel=1e-12)
+        start = next(line for name, line in lines.items() if name.endswith(":start"))
+        first = json.loads((snakemake_run / "runs" / start["cell"].split(":")[0] / "metrics.jsonl").read_text().splitlines()[0])
+        assert start["x"] == pytest.approx([first["val/downstream/ppl"]], rel=1e-12)
     # Each study's cells, and the baselines drawn in every study: the constant-LR cell and the from-scratch cell.
     studies = studies_of(snakemake_run)
     baselines = {c for c, s in cells.items() if s["schedule"] == "constant" or s["checkpoint"] == "scratch"}

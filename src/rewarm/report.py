@@ -8,14 +8,14 @@ functions of the logged numbers, and every finding is a sentence computed from t
 
 from __future__ import annotations
 
-import html
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from rewarm import config as cfg
-from rewarm import grid
+from rewarm import grid, schedules
 from rewarm.io import FAILURE, atomic_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -126,52 +126,175 @@ def fit_curve(steps: list[int], losses: list[float], lrs: list[float]) -> CurveF
     return best
 
 
-def axis_members(by_study: dict[str, tuple[str | None, list[str]]], axis: str) -> list[str]:
-    """The cells of the studies that vary `axis`, in study order, each once."""
-    return list(dict.fromkeys(n for varied, members in by_study.values() if varied == axis for n in members))
+# Thresholds of the verdicts, fixed before looking at any result. The report names them.
+NO_EFFECT_SPREAD = 0.01
+"""'No significant effect' (takeaway 1): a study's final losses lie within 1% of their mean, on each corpus."""
+NOT_FASTER_SHARE = 0.9
+"""'Earlier checkpoints do not learn faster' (takeaway 5): the latest checkpoint's downstream loss is the
+lowest at 90% or more of the evaluations after step 0."""
 
 
-def findings(table: dict[str, dict], by_study: dict[str, tuple[str | None, list[str]]], cells: dict[str, cfg.TrainConfig]) -> list[str]:
-    """The paper's claims, each a sentence saying whether these numbers support it. `by_study`:
-    study -> (the axis it varies, its cells)."""
-    out = []
-    rewarmed = [n for n, c in cells.items() if c.checkpoint != "scratch" and c.schedule != "constant" and n in table]
-    if rewarmed:
-        up = sum(table[n]["gap_upstream"].rise > 0 for n in rewarmed)
-        down = sum(table[n]["gap_downstream"].rise > 0 for n in rewarmed)
-        verdict = "supported" if up == down == len(rewarmed) else ("partly supported" if up or down else "contradicted")
-        out.append(f"Re-warming first raises the loss on both corpora: {verdict} (the upstream loss rose after step 0 in "
-                   f"{up} of {len(rewarmed)} re-warmed cells, the downstream loss in {down}).")
-    lrs = [n for n in axis_members(by_study, "max_lr") if n in table and cells[n].schedule != "constant"]
-    if len(lrs) >= 2:
-        lrs = sorted(lrs, key=lambda n: cells[n].max_lr)
-        down = [table[n]["downstream_loss"] for n in lrs]
-        up = [table[n]["upstream_loss"] for n in lrs]
-        helps = all(b <= a for a, b in zip(down, down[1:]))
-        hurts = all(b >= a for a, b in zip(up, up[1:]))
-        verdict = "supported" if helps and hurts else ("partly supported" if helps or hurts else "contradicted")
-        out.append(f"A larger maximum learning rate helps downstream and hurts upstream: {verdict} (max_lr "
-                   f"{', '.join(f'{cells[n].max_lr:g}' for n in lrs)}: final downstream loss {_series(down)}, upstream {_series(up)}).")
-    warm = [n for n in axis_members(by_study, "warmup_fraction") if n in table]
-    if len(warm) >= 2:
-        down = [table[n]["downstream_loss"] for n in warm]
-        spread = (max(down) - min(down)) / (sum(down) / len(down))
-        verdict = "supported" if spread < 0.01 else "contradicted"
-        out.append(f"Warm-up length matters little: {verdict} (final downstream loss varies by {spread:.2%} across warm-up "
-                   f"fractions {', '.join(f'{cells[n].warmup_fraction:g}' for n in warm)}).")
-    starts = [n for n in axis_members(by_study, "checkpoint") if n in table]
-    final = [n for n in starts if cells[n].checkpoint == "final"]
-    if final and len(starts) >= 2:
-        best = min(starts, key=lambda n: table[n]["downstream_loss"])
-        verdict = "supported" if best == final[0] else "contradicted"
-        ranking = ", ".join(f"{cells[n].checkpoint} {table[n]['downstream_loss']:.4f}" for n in sorted(starts, key=lambda n: table[n]["downstream_loss"]))
-        out.append(f"Starting from the final checkpoint beats earlier checkpoints and training from scratch on downstream: "
-                   f"{verdict} (final downstream loss: {ranking}).")
-    return out
+@dataclass(frozen=True)
+class Finding:
+    """One of the paper's takeaways, checked on one study's numbers."""
+
+    claim: str
+    verdict: str
+    """supported (every part holds), partly supported (some), contradicted (none)."""
+    why: str
+
+    def sentence(self) -> str:
+        return f"{self.claim}: {self.verdict} ({self.why})."
+
+
+def verdict(parts: list[bool]) -> str:
+    return "supported" if all(parts) else ("partly supported" if any(parts) else "contradicted")
+
+
+def spread(values: list[float]) -> float:
+    """(max - min) / mean: how far apart a study's final losses are."""
+    return (max(values) - min(values)) / (sum(values) / len(values))
+
+
+def rewarmed(names: list[str], cells: dict[str, cfg.TrainConfig]) -> list[str]:
+    """The cells that re-warm a pre-trained checkpoint (not the constant-LR or from-scratch baselines)."""
+    return [n for n in names if cells[n].schedule != "constant" and cells[n].checkpoint != "scratch"]
+
+
+def takeaway_warmup(members, table, cells) -> Finding | None:
+    """Takeaway 1: warm-up length has no significant effect on either loss; 0% warm-up spikes first."""
+    names = [n for n in rewarmed(members, cells) if n in table]
+    if len(names) < 2:
+        return None
+    spreads = {c: spread([table[n][f"{c}_loss"] for n in names]) for c in CORPORA}
+    parts = [all(v < NO_EFFECT_SPREAD for v in spreads.values())]
+    why = (f"final losses across warm-up fractions {', '.join(f'{cells[n].warmup_fraction:g}' for n in names)} differ by "
+           f"{spreads['upstream']:.2%} upstream and {spreads['downstream']:.2%} downstream, threshold {NO_EFFECT_SPREAD:.0%}")
+    rise = {n: max(table[n]["gap_upstream"].rise, table[n]["gap_downstream"].rise) for n in names}
+    cold = [n for n in names if not cells[n].warmup_fraction and not cells[n].warmup_steps]
+    if cold:
+        spike = rise[cold[0]] > 0 and rise[cold[0]] >= max(rise[n] for n in names)
+        parts.append(spike)
+        why += (f"; without warm-up the loss first rises by {rise[cold[0]]:.3f} nats, "
+                f"{'the largest' if spike else 'not the largest'} early rise of the study")
+    return Finding("The length of the warm-up has no significant effect on either validation loss, and no warm-up gives an "
+                   "initial loss spike (the stability gap)", verdict(parts), why)
+
+
+def takeaway_max_lr(members, table, cells) -> Finding | None:
+    """Takeaway 2: a larger max LR helps downstream and hurts upstream; re-warming then decaying is
+    needed to learn well downstream; a constant LR is better early on upstream, and loses later."""
+    names = sorted((n for n in rewarmed(members, cells) if n in table), key=lambda n: cells[n].max_lr)
+    if len(names) < 2:
+        return None
+    down, up = [table[n]["downstream_loss"] for n in names], [table[n]["upstream_loss"] for n in names]
+    parts = [all(b <= a for a, b in zip(down, down[1:])) and all(b >= a for a, b in zip(up, up[1:]))]
+    why = (f"max_lr {', '.join(f'{cells[n].max_lr:g}' for n in names)}: final downstream loss {_series(down)}, "
+           f"upstream {_series(up)}")
+    constant = [n for n in members if cells[n].schedule == "constant" and n in table]
+    if constant:
+        flat = constant[0]
+        parts.append(min(down) < table[flat]["downstream_loss"])
+        early = {n: table[n]["rows"][1]["val/upstream/loss"] for n in names + [flat] if len(table[n]["rows"]) > 1}
+        parts.append(flat in early and early[flat] <= min(early.values()))
+        why += (f"; constant LR {cells[flat].max_lr:g}: final downstream loss {table[flat]['downstream_loss']:.4f} against the "
+                f"best re-warmed {min(down):.4f}, upstream loss at the first evaluation {early.get(flat, float('nan')):.4f} "
+                f"against the re-warmed cells' lowest {min(v for n, v in early.items() if n != flat):.4f}")
+    return Finding("A larger maximum learning rate helps downstream and hurts upstream; re-warming then decaying is needed to "
+                   "learn well downstream, while a constant learning rate is better early on upstream", verdict(parts), why)
+
+
+def takeaway_same_data(members, table, cells) -> Finding | None:
+    """Takeaway 3: re-warming raises the loss first even on the same data, and the models do not
+    recover from it (their final upstream loss stays above the starting checkpoint's)."""
+    names = [n for n in rewarmed(members, cells) if n in table]
+    if not names:
+        return None
+    rose = [table[n]["gap_upstream"].rise > 0 for n in names]
+    above = [table[n].get("forgetting", 0.0) > 0 for n in names]
+    why = (f"training on the upstream corpus itself, the upstream loss rose after step 0 in {sum(rose)} of {len(names)} "
+           f"re-warmed cells (largest rise {max(table[n]['gap_upstream'].rise for n in names):.3f} nats) and ended above the "
+           f"starting checkpoint's in {sum(above)} of {len(names)}")
+    return Finding("Re-warming raises the loss first even on the same data (no shift), and the models do not recover from it",
+                   verdict([all(rose), all(above)]), why)
+
+
+def takeaway_scratch(members, table, cells) -> Finding | None:
+    """Takeaway 4: every re-warmed model beats training from scratch on downstream."""
+    scratch = [n for n in members if cells[n].checkpoint == "scratch" and n in table]
+    names = [n for n in rewarmed(members, cells) if n in table]
+    if not scratch or not names:
+        return None
+    beaten = [table[n]["downstream_loss"] < table[scratch[0]]["downstream_loss"] for n in names]
+    losses = ", ".join(f"{table[n]['downstream_loss']:.4f}" for n in names)
+    why = f"final downstream loss from scratch {table[scratch[0]]['downstream_loss']:.4f}; re-warmed {losses}"
+    return Finding("Every re-warmed model beats training from scratch on downstream", verdict([all(beaten)]), why)
+
+
+def checkpoint_age(spec) -> float:
+    """How far into pre-training a checkpoint is: its step (`step<N>` revisions), infinity for `final`."""
+    revision = getattr(spec, "revision", None) or ""
+    if revision == "final":
+        return math.inf
+    return float(revision[4:]) if revision.startswith("step") and revision[4:].isdigit() else math.nan
+
+
+def takeaway_checkpoints(members, table, cells, specs) -> Finding | None:
+    """Takeaway 5: the latest checkpoint is best on downstream, and earlier ones do not learn faster
+    (compared within each group of cells that differ only by their checkpoint)."""
+    names = [n for n in rewarmed(members, cells) if n in table]
+    groups: dict[tuple, list[str]] = {}
+    for n in names:
+        key = tuple(sorted((k, v) for k, v in cfg.to_dict(cells[n]).items() if k != "checkpoint"))
+        groups.setdefault(key, []).append(n)
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if not groups:
+        return None
+    best, faster, lines = [], [], []
+    for group in groups.values():
+        latest = max(group, key=lambda n: checkpoint_age(specs.get(cells[n].checkpoint)))
+        best.append(all(table[latest]["downstream_loss"] <= table[n]["downstream_loss"] for n in group))
+        steps = [r["step"] for r in table[latest]["rows"][1:]]
+        losses = {n: {r["step"]: r["val/downstream/loss"] for r in table[n]["rows"]} for n in group}
+        lowest = [all(losses[latest][s] <= losses[n].get(s, math.inf) for n in group) for s in steps]
+        faster.append(sum(lowest) >= NOT_FASTER_SHARE * len(lowest))
+        ranking = ", ".join(f"{cells[n].checkpoint} {table[n]['downstream_loss']:.4f}"
+                            for n in sorted(group, key=lambda n: table[n]["downstream_loss"]))
+        lines.append(f"{ranking}; {cells[latest].checkpoint} lowest at {sum(lowest)} of {len(lowest)} evaluations")
+    return Finding("The latest checkpoint is the best start downstream, and earlier checkpoints do not learn faster",
+                   verdict([all(best), all(faster)]), "final downstream loss " + " | ".join(lines) +
+                   f"; threshold {NOT_FASTER_SHARE:.0%} of the evaluations")
+
+
+def study_findings(study: cfg.Study, members, table, cells, specs) -> list[Finding]:
+    """The paper's takeaways that a study speaks to, by the axis it varies and where it trains."""
+    axis = grid.study_axis(study)
+    same_data = bool(members) and all(cells[n].train_corpus == "upstream" for n in members)
+    found = []
+    if axis == "warmup_fraction":
+        found.append(takeaway_warmup(members, table, cells))
+    if axis == "max_lr":
+        found.append(takeaway_same_data(members, table, cells) if same_data else takeaway_max_lr(members, table, cells))
+    if axis == "checkpoint":
+        found.append(takeaway_scratch(members, table, cells))
+        found.append(takeaway_checkpoints(members, table, cells, specs))
+    return [f for f in found if f is not None]
 
 
 def _series(values: list[float]) -> str:
     return " -> ".join(f"{v:.4f}" for v in values)
+
+
+def rewarming_raises_both(table, cells) -> str | None:
+    """Takeaway 3's first half on shifted data: re-warming first raises the loss on both corpora."""
+    names = [n for n in rewarmed(list(table), cells) if cells[n].train_corpus == "downstream"]
+    if not names:
+        return None
+    up = sum(table[n]["gap_upstream"].rise > 0 for n in names)
+    down = sum(table[n]["gap_downstream"].rise > 0 for n in names)
+    verdict_ = "supported" if up == down == len(names) else ("partly supported" if up or down else "contradicted")
+    return (f"Re-warming first raises the loss on both corpora: {verdict_} (the upstream loss rose after step 0 in "
+            f"{up} of {len(names)} re-warmed cells, the downstream loss in {down}).")
 
 
 # -- reading and writing ----------------------------------------------------------------------------
@@ -214,39 +337,84 @@ def _lr_log(run_dir: Path) -> list[tuple[int, float]]:
     return [(int(a), float(b)) for a, b in (line.split("\t") for line in lines)]
 
 
-def figures(config: cfg.Config, cells, table, by_study, out: Path) -> list[tuple[str, str]]:
+def warmup_end_tokens(config: cfg.Config, cell: cfg.TrainConfig) -> int:
+    """Tokens seen when the cell's warm-up ends (its schedule's warm-up, in whole steps)."""
+    seq_len = config.prepare.seq_len
+    steps = schedules.warmup_steps_for(cfg.schedule_steps(cell, seq_len), cell.warmup_steps, cell.warmup_fraction)
+    return steps * cell.batch_sequences * seq_len
+
+
+def study_lines(study_members: list[str], cells, table) -> list[str]:
+    """A study's cells, and the baselines (constant LR, from scratch) of other studies trained as far
+    on the same corpus, drawn for comparison as the paper's figures do."""
+    members = [n for n in study_members if n in table]
+    reach = {(cells[n].tokens, cells[n].train_corpus) for n in members}
+    extra = [n for n in grid.baseline_cells(cells) if n in table and n not in members and (cells[n].tokens, cells[n].train_corpus) in reach]
+    return members + extra
+
+
+def _style(name: str, cells, axis: str | None, members: list[str]) -> tuple[str, str]:
+    cell = cells[name]
+    if cell.checkpoint == "scratch":
+        return ":", f"from scratch, max_lr {cell.max_lr:g}"
+    if cell.schedule == "constant":
+        return "--", f"constant LR {cell.max_lr:g} (no re-warming)"
+    label = ", ".join(f"{a}={getattr(cell, a)}" for a in ([axis] if axis else [])) or name
+    return "-", label if name in members else f"{label} ({name})"
+
+
+def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, list[tuple[str, str]]]:
     """PNG figures in the paper's style, each with a JSON of the values drawn (read back from the
-    plotted lines, so tests and users can check them against the metrics); returns (file, caption)."""
+    plotted lines, so tests and users can check them against the metrics). Per study: validation
+    loss against tokens on both corpora (the paper's Figs. 1, 2, 3, 5, 7) and the trajectory of
+    downstream against upstream perplexity, start and end of warm-up marked (Figs. 4, 6); and the
+    learning rates of every cell. Returns figure -> (file, caption), by study (and `all`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    made = []
-    others = [n for n in grid.baseline_cells(cells) if n in table]
-    for study, (axis, members) in by_study.items():
-        members = [n for n in members if n in table]
+    made: dict[str, list[tuple[str, str]]] = {}
+    for study_name, (study, members) in studies.items():
+        axis = grid.study_axis(study)
+        names = study_lines(members, cells, table)
+        if not names:
+            continue
         fig, panels = plt.subplots(1, 2, figsize=(11, 4))
         for panel, corpus in zip(panels, CORPORA):
-            for name in members + [b for b in others if b not in members]:
+            for name in names:
+                style, label = _style(name, cells, axis, members)
                 rows = table[name]["rows"]
-                if name in members:
-                    style, label = "-", f"{axis}={getattr(cells[name], axis)}" if axis else name
-                elif cells[name].checkpoint == "scratch":
-                    style, label = ":", "baseline: from scratch"
-                else:
-                    style, label = "--", f"baseline: {cells[name].schedule} lr {cells[name].max_lr:g}"
-                line, = panel.plot([r["tokens"] for r in rows], [r[f"val/{corpus}/ppl"] for r in rows], style, label=label)
+                line, = panel.plot([r["tokens"] for r in rows], [r[f"val/{corpus}/loss"] for r in rows], style, label=label)
                 line.set_gid(name)
-            panel.set_title(f"{corpus} validation perplexity")
+            panel.set_title(f"{corpus} validation loss")
             panel.set_xlabel("tokens seen")
             panel.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
-            panel.set_yscale("log")
             panel.legend(fontsize=7)
-        fig.suptitle(f"study {study}: {config.grid.studies[study].title if study in config.grid.studies else study}")
-        made.append(_save(fig, out, f"study_{study}",
-                          f"Validation perplexity against tokens seen, study {study} over {axis} (dashed: constant LR, no re-warming; "
-                          f"dotted: from scratch)."))
+        fig.suptitle(f"{study_name}: {study.title}" if study.title else study_name)
+        files = [_save(fig, out, f"study_{study_name}", f"Study {study_name}: validation loss against tokens seen on both "
+                       "corpora (dashed: constant learning rate, no re-warming; dotted: from scratch).")]
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for name in names:
+            style, label = _style(name, cells, axis, members)
+            rows = table[name]["rows"]
+            line, = ax.plot([r["val/downstream/ppl"] for r in rows], [r["val/upstream/ppl"] for r in rows], style, marker=".", label=label)
+            line.set_gid(name)
+            end = warmup_end_tokens(config, cells[name])
+            warm = next((r for r in rows if r["tokens"] >= end), rows[-1]) if end else None
+            if warm is not None and warm is not rows[0]:
+                ax.plot([warm["val/downstream/ppl"]], [warm["val/upstream/ppl"]], "o", color="green", gid=f"{name}:warmup_end")
+        starts = {cells[n].checkpoint: n for n in reversed(names)}  # one point per starting checkpoint
+        for name in starts.values():
+            first = table[name]["rows"][0]
+            ax.plot([first["val/downstream/ppl"]], [first["val/upstream/ppl"]], "o", color="red", gid=f"{name}:start")
+        ax.set_xlabel("downstream validation perplexity")
+        ax.set_ylabel("upstream validation perplexity")
+        ax.set_title(f"{study_name}: trajectory (red: starting checkpoints, green: end of warm-up)")
+        ax.legend(fontsize=7)
+        files.append(_save(fig, out, f"trajectory_{study_name}", f"Study {study_name}: downstream against upstream perplexity as "
+                           "training goes on; red: the starting checkpoints, green: the end of each cell's warm-up."))
+        made[study_name] = files
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, entry in table.items():
         if entry["lr"]:
@@ -256,7 +424,7 @@ def figures(config: cfg.Config, cells, table, by_study, out: Path) -> list[tuple
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.legend(fontsize=5)
-    made.append(_save(fig, out, "learning_rates", "The learning-rate schedules actually used (logged every step)."))
+    made["all"] = [_save(fig, out, "learning_rates", "The learning-rate schedules actually used (logged every step).")]
     return made
 
 
@@ -289,13 +457,13 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
     cells, table, base, unfinished = collect(config, runs, evals, partial)
     if not table:
         return None
-    by_study = {name: (grid.study_axis(study), grid.studies(config)[name]) for name, study in grid.declared_studies(config).items()}
+    members = grid.studies(config)
+    studies = {name: (study, members[name]) for name, study in grid.declared_studies(config).items()}
     corpora = config.eval_corpora()
     cols = columns(corpora)
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
-        made = figures(config, cells, table, by_study, tmp / "figures")
-        sentences = findings(table, by_study, cells)
+        made = figures(config, cells, table, studies, tmp / "figures")
         best = {key: pick([n for n in table if key in table[n]], key=lambda n: table[n][key], default=None) for key, _, pick in cols}
         header = ["cell"] + [title for _, title, _ in cols] + ["stability gap up (rise)", "recovered at (tokens)"]
         rows = []
@@ -303,18 +471,86 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
             values = [_cell(entry.get(key), name == best[key]) for key, _, _ in cols]
             gap = entry["gap_upstream"]
             rows.append([name, *values, f"{gap.rise:.3f}", "never" if gap.recovered_tokens is None and gap.rise > 0 else str(gap.recovered_tokens or 0)])
-        base_header = ["checkpoint"] + [f"{c} ppl" for c in corpora]
-        base_rows = [[n] + [f"{v[c]['ppl']:.4g}" if c in v else "-" for c in corpora] for n, v in base.items()]
-        fit_rows, fit_text = predictions(config, cells, table)
-        sentences = sentences + [fit_text]
-        rows += [[name, *[status] + ["-"] * (len(header) - 2)] for name, status in unfinished.items()]
+        rows += [[name, status] + ["-"] * (len(header) - 2) for name, status in unfinished.items()]
+        overview = [s for s in [rewarming_raises_both(table, cells)] if s]
         if unfinished:
-            sentences.insert(0, f"{len(unfinished)} of {len(cells)} cells did not finish and are left out of the findings: "
-                                + "; ".join(f"{name} {status}" for name, status in unfinished.items()) + ".")
+            overview.insert(0, f"{len(unfinished)} of {len(cells)} cells did not finish and are left out of the findings: "
+                               + "; ".join(f"{name} {status}" for name, status in unfinished.items()) + ".")
+        fit_rows, fit_text = predictions(config, cells, table)
+        context = {
+            "overview": overview,
+            "studies": [{"name": name, "title": study.title, "axis": grid.study_axis(study),
+                         "findings": [f.sentence() for f in study_findings(study, names, table, cells, config.checkpoints)],
+                         "table": study_table(names, study, cells, table), "figures": made.get(name, [])}
+                        for name, (study, names) in studies.items()],
+            "gap": gap_method(config, cells),
+            "thresholds": [("NO_EFFECT_SPREAD", f"{NO_EFFECT_SPREAD:.0%}",
+                            "warm-up length has no significant effect when a study's final losses lie within it of their mean"),
+                           ("NOT_FASTER_SHARE", f"{NOT_FASTER_SHARE:.0%}", "earlier checkpoints do not learn faster when the "
+                            "latest checkpoint's downstream loss is the lowest at this share of the evaluations")],
+            "fit_text": fit_text, "fit": {"header": FIT_HEADER, "rows": fit_rows},
+            "results": {"header": header, "rows": rows},
+            "base": {"header": ["checkpoint"] + [f"{c} ppl" for c in corpora],
+                     "rows": [[n] + [f"{v[c]['ppl']:.4g}" if c in v else "-" for c in corpora] for n, v in base.items()]},
+            "other_figures": made.get("all", []),
+        }
+        markdown = render_markdown(context)
         write_text(tmp / "results.csv", _csv(table, corpora))
-        write_text(tmp / "report.md", _markdown(header, rows, base_header, base_rows, sentences, made, fit_rows))
-        write_text(tmp / "report.html", _html(header, rows, base_header, base_rows, sentences, made, fit_rows))
+        write_text(tmp / "report.md", markdown)
+        write_text(tmp / "report.html", render_html(markdown))
     return out_dir / "report.md"
+
+
+def study_table(names: list[str], study: cfg.Study, cells, table) -> dict:
+    """A study's own table: the value of its axis, the final losses (whole validation splits), the
+    change from the starting checkpoint and the early rise of each loss (the stability gap)."""
+    axes = list(study.vary) or ["max_lr"]
+    header = ["cell", *axes, "upstream loss", "downstream loss", "upstream change", "downstream change",
+              "rise up (nats)", "rise down (nats)"]
+    rows = []
+    for n in names:
+        if n not in table:
+            continue
+        entry = table[n]
+        rows.append([n, *[str(getattr(cells[n], a)) for a in axes], f"{entry['upstream_loss']:.4f}", f"{entry['downstream_loss']:.4f}",
+                     _signed(entry.get("upstream_change")), _signed(entry.get("downstream_change")),
+                     f"{entry['gap_upstream'].rise:.3f}", f"{entry['gap_downstream'].rise:.3f}"])
+    return {"header": header, "rows": rows}
+
+
+def _signed(value) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def gap_method(config: cfg.Config, cells) -> str:
+    """How the stability gap was measured, from the evaluation settings the cells used."""
+    every = sorted({c.eval_every for c in cells.values()})
+    early = sorted({(c.early_eval_every, c.early_eval_steps) for c in cells.values() if c.early_eval_every})
+    dense = (" and every " + " / ".join(f"{e} steps during the first {n} steps" for e, n in early)) if early else ""
+    return (f"The stability gap of a cell is the highest validation loss logged after step 0 minus the loss at step 0 "
+            f"(0 when it never rose), on each corpus, from the in-training evaluations: at step 0, every "
+            f"{' / '.join(map(str, every))} steps{dense}, at the end, and where a shorter cell of the same run stops; "
+            f"each evaluation reads a fixed sample of eval_tokens tokens of each validation split. Recovered at: the first "
+            f"evaluation back below the step-0 loss. A gap shorter than the evaluation interval is not seen.")
+
+
+def render_markdown(context: dict) -> str:
+    """The report as Markdown, from the one template (templates/report.md.j2)."""
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("rewarm", "templates"), autoescape=False,
+                                     keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    return environment.get_template("report.md.j2").render(**context)
+
+
+def render_html(markdown: str) -> str:
+    """The same report as HTML: the Markdown rendered by markdown-it (tables on), in a page."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>Re-warming report</title>"
+            "<style>body{font-family:sans-serif;max-width:70em;margin:auto}td,th{border:1px solid #ccc;padding:2px 6px}"
+            "table{border-collapse:collapse}img{max-width:100%}</style></head><body>\n" + body + "</body></html>\n")
 
 
 FIT_HEADER = ["cell", "predicted final downstream loss", "measured (in-training sample)", "error"]
@@ -360,41 +596,3 @@ def _csv(table: dict, corpora: list[str]) -> str:
     for name, entry in table.items():
         lines.append(name + "," + ",".join("" if entry.get(k) is None else repr(entry[k]) for k in keys))
     return "\n".join(lines) + "\n"
-
-
-def _markdown(header, rows, base_header, base_rows, sentences, made, fit_rows) -> str:
-    out = ["# Re-warming report", "", "## Findings", ""] + [f"- {s}" for s in sentences]
-    if fit_rows:
-        out += ["", "## Predicted against measured (loss-curve fit)", "", "| " + " | ".join(FIT_HEADER) + " |", "|---|---|---|---|"]
-        out += ["| " + " | ".join(row) + " |" for row in fit_rows]
-    out += ["", "## Results", "", "Final perplexity on whole validation splits; best value per column in bold.", "",
-            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    out += ["", "## Base checkpoints (0 tokens)", "", "| " + " | ".join(base_header) + " |", "|" + "---|" * len(base_header)]
-    out += ["| " + " | ".join(row) + " |" for row in base_rows]
-    out += ["", "## Figures", ""] + [f"![{caption}](figures/{file})\n\n{caption}\n" for file, caption in made]
-    return "\n".join(out) + "\n"
-
-
-def _html(header, rows, base_header, base_rows, sentences, made, fit_rows) -> str:
-    esc = html.escape
-
-    def table(head, body):
-        cells = "".join(f"<th>{esc(h)}</th>" for h in head)
-        lines = "".join("<tr>" + "".join(f"<td>{_bold(esc(c))}</td>" for c in row) + "</tr>" for row in body)
-        return f"<table><thead><tr>{cells}</tr></thead><tbody>{lines}</tbody></table>"
-
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Re-warming report</title>",
-             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "table{border-collapse:collapse}img{max-width:100%}</style></head><body>",
-             "<h1>Re-warming report</h1><h2>Findings</h2><ul>", *(f"<li>{esc(s)}</li>" for s in sentences), "</ul>",
-             "<h2>Predicted against measured (loss-curve fit)</h2>", table(FIT_HEADER, fit_rows),
-             "<h2>Results</h2>", table(header, rows), "<h2>Base checkpoints (0 tokens)</h2>",
-             table(base_header, base_rows), "<h2>Figures</h2>",
-             *(f"<figure><img src='figures/{esc(f)}' alt='{esc(c)}'><figcaption>{esc(c)}</figcaption></figure>" for f, c in made),
-             "</body></html>"]
-    return "\n".join(parts) + "\n"
-
-
-def _bold(text: str) -> str:
-    return f"<b>{text[2:-2]}</b>" if text.startswith("**") and text.endswith("**") else text

@@ -103,14 +103,19 @@ def read_parts(
         return
     field_name = source.text_field if isinstance(source, JsonlSource) else "text"
     for path in files:
-        yield from read_jsonl(path, field_name, stats, on_bad_record, part_field)
+        yield from read_jsonl_parts(path, field_name, stats, on_bad_record, part_field)
 
 
-def read_jsonl(
+def read_jsonl(path: str | Path, text_field: str, stats: ReadStats, on_bad_record: str = "error") -> Iterator[str]:
+    """Texts of a `.jsonl` or `.jsonl.zst` file. Bad records raise CorpusError naming file and
+    line, or are counted and skipped with on_bad_record='skip'."""
+    return (text for text, _ in read_jsonl_parts(path, text_field, stats, on_bad_record))
+
+
+def read_jsonl_parts(
     path: str | Path, text_field: str, stats: ReadStats, on_bad_record: str = "error", part_field: str | None = None
 ) -> Iterator[tuple[str, str | None]]:
-    """(text, part) of a `.jsonl` or `.jsonl.zst` file. Bad records raise CorpusError naming
-    file and line, or are counted and skipped with on_bad_record='skip'."""
+    """(text, part) of a `.jsonl` or `.jsonl.zst` file, `part` the value of the dotted field `part_field`."""
     for number, line in iter_lines(path):
         try:
             record = json.loads(line.decode("utf-8"))
