@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("grid", cmd_grid, "List the grid's studies and cells with their resolved parameters (and the run each is read from).")
     sub.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")
     sub.add_argument("--write", metavar="YAML", help="write the cells as YAML for dvc.yaml's `vars` (workflow/grid.yaml), and "
-                     "the sweeps' `dvc plots` overlays to plots/dvc.yaml beside it (workflow/plots/dvc.yaml)")
+                     "the studies' `dvc plots` overlays to plots/dvc.yaml beside it (workflow/plots/dvc.yaml)")
     return parser
 
 

@@ -360,7 +360,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     """The reference re-warm run: every cell's settings unless the grid varies them."""
     grid: GridConfig = GridConfig()
-    """The cells: sweeps, cross products and extra cells around `train`."""
+    """The cells: named studies around `train`."""
 
     def sources(self) -> dict[tuple[str, str], Source]:
         """Every (corpus, split) source, in a stable order."""
