@@ -130,6 +130,7 @@ def test_cells_that_only_stop_earlier_are_read_from_the_longer_run():
     assert {name for name, run in by.items() if run == name} == set(cells) - {short}
     assert grid.prefix_stops(config, long) == {short: 10}
     assert grid.prefix_stops(config, short) == {}
+    assert grid.records(config) == {name: ({short: 10} if name == long else {}) for name in set(cells) - {short}}
 
 
 def test_cells_with_different_schedules_are_separate_runs():

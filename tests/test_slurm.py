@@ -44,7 +44,8 @@ def squeue(env: dict) -> list[tuple[str, str, str]]:
 
 def test_grid_through_slurm_equals_a_local_run(slurm, snakemake_run, tmp_path):
     project = copy_project(tmp_path / "slurm", TEST_PARAMS)
-    cells = list(yaml.safe_load((project / "workflow/grid.yaml").read_text())["cells"])
+    listing = yaml.safe_load((project / "workflow/grid.yaml").read_text())
+    cells = list(listing["cells"])
     command = ["timeout", "-k", "10", "1200", sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm", *FIT]
     with open(project / "snakemake.log", "w") as log:
         run = subprocess.Popen(command, cwd=project, env=slurm, stdout=log, stderr=subprocess.STDOUT)
@@ -67,11 +68,13 @@ def test_grid_through_slurm_equals_a_local_run(slurm, snakemake_run, tmp_path):
 
     # Every job went through the scheduler: submitted with a SLURM job id, each with its SLURM log.
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
-    # generate, tokenizer, prepare x 3 corpora, pretrain, select x 3, train and evaluate per cell,
-    # evaluate_base x 3, report, and the cancelled job's retry.
+    # generate, tokenizer, prepare x 3 corpora, pretrain, select x 3, train (or prefix, for a cell read
+    # from a longer run) and evaluate per cell, evaluate_base x 3, report, and the cancelled job's retry.
     assert len(submitted) == 1 + 1 + 3 + 1 + 3 + 2 * len(cells) + 3 + 1 + 1, submitted
+    assert listing["prefixes"]
     for cell in cells:
-        assert list((project / ".snakemake/slurm_logs/rule_train" / cell).glob("*.log")), cell
+        rule = "prefix" if cell in listing["prefixes"] else "train"
+        assert list((project / f".snakemake/slurm_logs/rule_{rule}" / cell).glob("*.log")), cell
     job, cell = cancelled
     states = {j: s for j, s, _ in squeue(slurm)}
     assert states.get(job) == "CANCELLED"

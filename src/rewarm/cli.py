@@ -204,7 +204,8 @@ def grid_listing(config: cfg.Config) -> dict:
     corpus, and the shorter cells they record), and the cells read from a longer run."""
     cells = grid.cells(config)
     by = grid.trained_by(config)
-    trained = {name: {"checkpoint": run.checkpoint, "train_corpus": run.train_corpus, "records": grid.prefix_stops(config, name)}
+    records = grid.records(config)
+    trained = {name: {"checkpoint": run.checkpoint, "train_corpus": run.train_corpus, "records": records[name]}
                for name, run in cells.items() if by[name] == name}
     return {"cells": {name: cfg.to_dict(run) for name, run in cells.items()}, "trained": trained,
             "prefixes": {name: {"run": run} for name, run in by.items() if run != name}}

@@ -88,11 +88,20 @@ def trained_by(config: cfg.Config) -> dict[str, str]:
     return {name: longest[run_key(run, seq_len)] for name, run in named.items()}
 
 
+def records(config: cfg.Config) -> dict[str, dict[str, int]]:
+    """Every trained cell -> the shorter cells its run records, by name, with the step each stops at."""
+    named = cells(config)
+    out: dict[str, dict[str, int]] = {}
+    for name, by in trained_by(config).items():
+        out.setdefault(by, {})
+        if by != name:
+            out[by][name] = cfg.total_steps(named[name], config.prepare.seq_len)
+    return out
+
+
 def prefix_stops(config: cfg.Config, cell: str) -> dict[str, int]:
     """For a trained cell: the shorter cells it records, by name, with the step each stops at."""
-    named = cells(config)
-    return {name: cfg.total_steps(named[name], config.prepare.seq_len)
-            for name, by in trained_by(config).items() if by == cell and name != cell}
+    return records(config).get(cell, {})
 
 
 def expand(config: cfg.Config) -> tuple[dict[str, cfg.TrainConfig], list[str]]:

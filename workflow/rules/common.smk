@@ -28,6 +28,7 @@ CELLS = rewarm_grid.cells(CONFIG)
 TRAINED_BY = rewarm_grid.trained_by(CONFIG)
 TRAINED = [cell for cell in CELLS if TRAINED_BY[cell] == cell]
 PREFIXES = [cell for cell in CELLS if TRAINED_BY[cell] != cell]
+RECORDS = rewarm_grid.records(CONFIG)  # trained cell -> the shorter cells it records, with their steps
 
 
 def one_of(names):
@@ -83,7 +84,7 @@ def cell_base(wildcards):
 
 def cell_params(wildcards):
     """A cell's resolved parameters, and the shorter cells its run records: a change re-runs that cell."""
-    return {**rewarm_config.to_dict(CELLS[wildcards.cell]), "records": rewarm_grid.prefix_stops(CONFIG, wildcards.cell)}
+    return {**rewarm_config.to_dict(CELLS[wildcards.cell]), "records": RECORDS.get(wildcards.cell, {})}
 
 
 def cell_train_corpus(wildcards):
