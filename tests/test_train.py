@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def test_run_directory_holds_metrics_model_and_logs(reference_run):
     assert [line.split("\t")[0] for line in ppl_log[1:]] == ["0", "10", "20", "30", "40"]
     config = json.loads((reference_run / "config.json").read_text())
     assert config["train"]["max_lr"] == 2e-3 and config["cell"] == reference_run.name
-    assert not (reference_run.parent / "state" / "state.pt").exists()  # removed once complete
+    state_dir = reference_run.parent / "state"
+    assert not list(state_dir.glob("state*"))  # the state files and their index are removed once complete
 
 
 def test_rerun_from_a_clean_state_is_bit_identical(prepared_copy, reference_run):
@@ -118,11 +120,11 @@ def test_altered_state_is_refused(prepared_copy):
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    state = state_dir / "state.pt"
+    state = state_dir / json.loads((state_dir / "state.json").read_text())["file"]
     state.write_bytes(state.read_bytes()[:-1000])
     result = rewarm(*train_args(cell), cwd=prepared_copy, check=False)
     assert result.returncode == 1
-    assert "state.pt: checksum does not match" in result.stderr
+    assert f"{state.name}: checksum does not match" in result.stderr
 
 
 @pytest.mark.fault
@@ -382,3 +384,90 @@ def test_evaluation_steps(early_every, early_steps, stops, expected):
                           early_eval_every=early_every, early_eval_steps=early_steps)
     plan = Plan.of(run, 64, 0.0, world=1, stops=stops)
     assert [done for done in range(1, 41) if plan.evaluates(done, run)] == expected
+
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL at one point of save_state: nothing after it runs, no clean-up."""
+
+
+def tiny_training_state():
+    from rewarm.train import History
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    return model, optimizer, History()
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("point", ["while writing the state", "before the index", "while writing the index", "before removing the old state"])
+def test_a_kill_at_any_point_of_saving_leaves_a_loadable_state(tmp_path, monkeypatch, point):
+    """The (state, index) pair is atomic: killed anywhere in save_state, the index names a complete
+    state, the one before until the new index is in place; the next save removes what the kill left."""
+    from rewarm import train
+
+    model, optimizer, history = tiny_training_state()
+    state_dir = tmp_path / "state"
+    train.save_state(state_dir, model, optimizer, 5, history, "run")
+
+    def kill(*args, **kwargs):
+        raise Killed(point)
+
+    if point == "while writing the state":
+        def half_written(obj, writer):  # part of the file reaches the disk, then the process dies
+            writer.write(b"PK\x03\x04 half a zip file")
+            raise Killed(point)
+        monkeypatch.setattr(train.torch, "save", half_written)
+    elif point == "before the index":
+        monkeypatch.setattr(train, "write_json", kill)
+    elif point == "while writing the index":
+        def half_index(path, data):
+            Path(f"{path}.partial-{os.getpid()}").write_text('{"step": 10, "file"')
+            raise Killed(point)
+        monkeypatch.setattr(train, "write_json", half_index)
+    else:
+        monkeypatch.setattr(train, "_prune_states", kill)
+    with pytest.raises(Killed):
+        train.save_state(state_dir, model, optimizer, 10, history, "run")
+    monkeypatch.undo()
+    expected = 10 if point == "before removing the old state" else 5
+    assert train.load_state(state_dir, "run")["step"] == expected
+    train.save_state(state_dir, model, optimizer, 15, history, "run")
+    assert sorted(p.name for p in state_dir.iterdir()) == ["state-15.pt", "state.json"]
+    loaded = train.load_state(state_dir, "run")
+    assert loaded["step"] == 15 and torch.equal(loaded["model"]["weight"], model.weight.detach())
+
+
+@pytest.mark.fault
+def test_a_partial_of_a_live_process_is_left_alone(tmp_path):
+    """Two savers never delete each other's partials: only those of processes that are gone go."""
+    from rewarm import train
+
+    model, optimizer, history = tiny_training_state()
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (state_dir / f"state-3.pt.partial-{live.pid}").write_bytes(b"in progress")
+        (state_dir / "state-2.pt.partial-999999999").write_bytes(b"left by a dead process")
+        train.save_state(state_dir, model, optimizer, 5, history, "run")
+        assert sorted(p.name for p in state_dir.iterdir()) == [f"state-3.pt.partial-{live.pid}", "state-5.pt", "state.json"]
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_the_saved_checksum_is_the_files(tmp_path):
+    """Hashed as it is written: the index's checksum is the file's own (hashlib over the file)."""
+    import hashlib
+
+    from rewarm import train
+
+    model, optimizer, history = tiny_training_state()
+    train.save_state(tmp_path, model, optimizer, 7, history, "run")
+    index = json.loads((tmp_path / "state.json").read_text())
+    assert index["file"] == "state-7.pt"
+    assert index["sha256"] == hashlib.sha256((tmp_path / "state-7.pt").read_bytes()).hexdigest()

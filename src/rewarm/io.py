@@ -38,9 +38,7 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces `out_dir` when the block succeeds."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.parent.glob(f"{out_dir.name}{PARTIAL}*"):
-        if not _owner_alive(stale.name[len(out_dir.name) + len(PARTIAL):]):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_partials(out_dir.parent, f"{out_dir.name}{PARTIAL}*")
     tmp = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}{PARTIAL}{os.getpid()}-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output should not be
     try:
@@ -52,6 +50,16 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_partials(directory: Path, pattern: str) -> None:
+    """Remove the partial outputs matching `pattern` in `directory` whose process is gone."""
+    for stale in Path(directory).glob(pattern):
+        if not _owner_alive(stale.name.split(PARTIAL, 1)[1]):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data) -> None:

@@ -36,11 +36,12 @@ from rewarm.checkpoints import unwrap
 from rewarm.data.shards import ShardReader, ShuffledStream
 from rewarm.data.sources import file_sha256
 from rewarm.evaluate import mean_loss, perplexity
-from rewarm.io import FAILURE, atomic_dir, check_free_space, exclusive, write_json, write_text
+from rewarm.io import FAILURE, PARTIAL, atomic_dir, check_free_space, exclusive, remove_stale_partials, write_json, write_text
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
+STATE_FILE = "state-{step}.pt"
+"""A saved state's file, named by its step; the index names the one to load."""
 STATE_INDEX = "state.json"
 STOPS = "stops"
 """A run's records at the stops of its shorter cells: step<N>/model/, step<N>/history.json, stops.json."""
@@ -191,13 +192,31 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
 # -- state ----------------------------------------------------------------------------------------
 
 
+class _HashingWriter:
+    """A file that hashes what is written to it: the state's checksum without reading it back."""
+
+    def __init__(self, file):
+        self.file, self.digest = file, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def save_state(state_dir: Path, model, optimizer, step: int, history: History, fingerprint: str, scaler=None) -> None:
-    """Atomically: the state file under a temporary name, renamed, then its index with the checksum."""
+    """Atomically, as a pair: the state goes to its own file, `state-<step>.pt` (written under a
+    temporary name, hashed as it is written, fsynced, renamed), then the index, renamed into place,
+    names that file and its checksum, then older state files are removed. A kill at any point
+    leaves the index naming a complete state (the previous one until the index is replaced); what
+    a kill leaves behind (partials of a process that is gone, older states) the next save removes."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    unwrapped = unwrap(model)
+    remove_stale_partials(state_dir, f"*{PARTIAL}*")
     state = {
         "step": step,
-        "model": unwrapped.state_dict(),
+        "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -205,17 +224,32 @@ def save_state(state_dir: Path, model, optimizer, step: int, history: History, f
         "fingerprint": fingerprint,
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
     }
-    tmp = state_dir / f"{STATE_FILE}.partial-{os.getpid()}"
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
+    name = STATE_FILE.format(step=step)
+    tmp = state_dir / f"{name}{PARTIAL}{os.getpid()}"
+    with open(tmp, "wb") as f:
+        writer = _HashingWriter(f)
+        torch.save(state, writer)
+        f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, state_dir / STATE_FILE)
-    write_json(state_dir / STATE_INDEX, {"step": step, "fingerprint": fingerprint, "sha256": file_sha256(state_dir / STATE_FILE)})
+    os.replace(tmp, state_dir / name)
+    write_json(state_dir / STATE_INDEX, {"step": step, "fingerprint": fingerprint, "file": name, "sha256": writer.digest.hexdigest()})
+    _prune_states(state_dir, keep=name)
+
+
+def _state_files(state_dir: Path) -> list[Path]:
+    return sorted(state_dir.glob(STATE_FILE.format(step="*")))
+
+
+def _prune_states(state_dir: Path, keep: str) -> None:
+    """Remove the state files the index no longer names."""
+    for path in _state_files(state_dir):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
 
 
 def load_state(state_dir: Path, fingerprint: str) -> dict | None:
     """The saved state if there is one for this very run; None to start afresh."""
-    index_path, state_path = state_dir / STATE_INDEX, state_dir / STATE_FILE
+    index_path = state_dir / STATE_INDEX
     if not index_path.exists():
         return None
     try:
@@ -225,7 +259,8 @@ def load_state(state_dir: Path, fingerprint: str) -> dict | None:
     if index.get("fingerprint") != fingerprint:
         log.warning("%s: saved state belongs to other settings or inputs; starting afresh", state_dir)
         return None
-    if not state_path.exists() or file_sha256(state_path) != index.get("sha256"):
+    state_path = state_dir / str(index.get("file"))
+    if not state_path.is_file() or file_sha256(state_path) != index.get("sha256"):
         raise StateError(f"{state_path}: checksum does not match {index_path} (truncated or altered state); delete {state_dir} to start afresh")
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     state["history"] = History(**json.loads(state["history"]))
@@ -616,6 +651,7 @@ def code_version() -> dict:
 def _remove_state(state_dir: Path) -> None:
     """The run is complete: its resumable state (optimizer moments: 2x the model) and its records at
     the stops (now in the run directory) are no longer needed."""
-    for name in (STATE_INDEX, STATE_FILE):
-        (state_dir / name).unlink(missing_ok=True)
+    (state_dir / STATE_INDEX).unlink(missing_ok=True)
+    for path in _state_files(state_dir):
+        path.unlink(missing_ok=True)
     shutil.rmtree(state_dir / STOPS, ignore_errors=True)
