@@ -642,6 +642,13 @@ def schedule_steps(run: Optimization, seq_len: int) -> int:
     return tokens // (run.batch_sequences * seq_len)
 
 
+def warmup_steps(run: Optimization, seq_len: int) -> int:
+    """The run's warm-up in steps: warmup_steps, or warmup_fraction of the schedule's length."""
+    from rewarm import schedules
+
+    return schedules.warmup_steps_for(schedule_steps(run, seq_len), run.warmup_steps, run.warmup_fraction)
+
+
 def decay_steps(run: Optimization, seq_len: int) -> int:
     """Step count at which the decay ends (min_lr from step decay_steps - 1 on)."""
     if run.decay_end_tokens is None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewarm import config as cfg
-from rewarm import grid, schedules
+from rewarm import grid
 from rewarm.io import FAILURE, atomic_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -340,8 +340,7 @@ def _lr_log(run_dir: Path) -> list[tuple[int, float]]:
 def warmup_end_tokens(config: cfg.Config, cell: cfg.TrainConfig) -> int:
     """Tokens seen when the cell's warm-up ends (its schedule's warm-up, in whole steps)."""
     seq_len = config.prepare.seq_len
-    steps = schedules.warmup_steps_for(cfg.schedule_steps(cell, seq_len), cell.warmup_steps, cell.warmup_fraction)
-    return steps * cell.batch_sequences * seq_len
+    return cfg.warmup_steps(cell, seq_len) * cell.batch_sequences * seq_len
 
 
 def study_lines(study_members: list[str], cells, table) -> list[str]:
@@ -483,7 +482,7 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
                          "findings": [f.sentence() for f in study_findings(study, names, table, cells, config.checkpoints)],
                          "table": study_table(names, study, cells, table), "figures": made.get(name, [])}
                         for name, (study, names) in studies.items()],
-            "gap": gap_method(config, cells),
+            "gap": gap_method(cells),
             "thresholds": [("NO_EFFECT_SPREAD", f"{NO_EFFECT_SPREAD:.0%}",
                             "warm-up length has no significant effect when a study's final losses lie within it of their mean"),
                            ("NOT_FASTER_SHARE", f"{NOT_FASTER_SHARE:.0%}", "earlier checkpoints do not learn faster when the "
@@ -522,7 +521,7 @@ def _signed(value) -> str:
     return "-" if value is None else f"{value:+.4f}"
 
 
-def gap_method(config: cfg.Config, cells) -> str:
+def gap_method(cells) -> str:
     """How the stability gap was measured, from the evaluation settings the cells used."""
     every = sorted({c.eval_every for c in cells.values()})
     early = sorted({(c.early_eval_every, c.early_eval_steps) for c in cells.values() if c.early_eval_every})

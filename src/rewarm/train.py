@@ -84,7 +84,7 @@ class Plan:
     def of(cls, run: cfg.Optimization, seq_len: int, replay_fraction: float, world: int, stops=()) -> "Plan":
         steps = cfg.total_steps(run, seq_len)
         length = cfg.schedule_steps(run, seq_len)
-        warmup = schedules.warmup_steps_for(length, run.warmup_steps, run.warmup_fraction)
+        warmup = cfg.warmup_steps(run, seq_len)
         per_process = run.batch_sequences // world
         if run.batch_sequences % world or per_process % run.micro_batch_sequences:
             raise cfg.ConfigError(
