@@ -157,3 +157,16 @@ def test_a_few_hundred_paper_steps_on_a_gpu(tmp_path):
           f"MFU {mfu:.1%} of 989 TFLOP/s (plan assumes 40%); peak GPU memory {peak / 1e9:.2f} GB, plan's estimate "
           f"{estimate / 1e9:.2f} GB (measured / estimate {peak / estimate:.2f})")
     assert estimate / 1.5 < peak < 1.5 * estimate
+
+    # `rewarm evaluate` runs where the model runs: on the GPU, bf16, a batch that fills it.
+    evaluated = project.rewarm("evaluate", "--model", f"runs/{project.cell}/model", "--tokens", "data/tokens",
+                               "--out", "evals/final.json")
+    logged = re.findall(r"(\w+): (\d+) tokens on (cuda:\d) \(bf16, (\d+) sequences per pass\) in [0-9.]+ s: (\d+) tokens/s",
+                        evaluated.stderr)
+    assert {corpus for corpus, *_ in logged} == {"upstream", "downstream"}, evaluated.stderr[-3000:]
+    free_batch = plan.eval_batch(parameters, 1024, 50304, 2048, __import__("torch").cuda.get_device_properties(0).total_memory)
+    assert all(int(batch) == free_batch for *_, batch, _ in logged)
+    results = json.loads((project.root / "evals/final.json").read_text())
+    assert results["downstream"]["loss"] == pytest.approx(rows[-1]["val/downstream/loss"], rel=0.1)  # whole split vs sample
+    print(f"evaluation on GPU: " + ", ".join(f"{corpus} {int(rate):,} tokens/s ({batch} sequences per pass)"
+                                             for corpus, _, _, batch, rate in logged))

@@ -3,6 +3,8 @@ numbers for Pythia-410M, the merged configuration for DVC, and the full grid in 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -80,6 +82,18 @@ def test_plan_matches_hand_computed_numbers_for_pythia_410m():
     assert len(result.cells) == 17 and len(result.runs) == 16
     assert result.gpu_hours == pytest.approx(total_hours) and total_hours == pytest.approx((11 * 22_114 + 5 * 106_148) * hours / 106_148)
     assert result.shard_bytes == 2 * (50_000_000_000 + 22_609_920 + 240_000_000_000 + 22_609_920)
+    # Evaluation: forward passes (2 x parameters x tokens). A 50B run evaluates at step 0, every 100 steps,
+    # every 50 over the first 2,626 and at its end (22,114), 22,609,920 tokens on each of 2 corpora; each
+    # cell's `evaluate` job reads both validation budgets; the cell read from a 240B run only that job.
+    evaluations = len({0, *range(100, 22_115, 100), *range(50, 2_627, 50), 22_114})
+    assert evaluations == 1 + 221 + 52 - 26 + 1
+    eval_hours = lambda tokens: 2 * parameters * tokens / (0.4 * 989e12) / 3600  # noqa: E731
+    job = 2 * 22_609_920
+    fifty = next(c for c in result.cells if c.steps == 22_114 and c.run == c.name)
+    assert fifty.eval_tokens == evaluations * 2 * 22_609_920 + job
+    assert fifty.eval_gpu_hours == pytest.approx(eval_hours(evaluations * 2 * 22_609_920 + job), rel=1e-12)
+    shared = next(c for c in result.cells if c.run != c.name)
+    assert shared.eval_tokens == job and result.base_eval_gpu_hours == pytest.approx(4 * eval_hours(job))
     # Four base checkpoints, 17 cells' models plus the shared one recorded in its run, two states at once.
     assert result.checkpoint_bytes == 4 * parameters * (4 + 17 + 1) + 3 * 4 * parameters * 2
 
@@ -120,3 +134,25 @@ def test_dry_run_shows_the_full_paper_grid(tmp_path):
     assert counts["train"] == 16 and counts["prefix"] == 1 and counts["evaluate"] == 17 and counts["select"] == 4
     assert counts["prepare"] == 2
     assert "pretrain" not in counts  # the checkpoints come from the hub
+
+
+def test_paper_grid_evaluates_on_gpus_under_the_slurm_profile(tmp_path):
+    """Under the SLURM profile, evaluation jobs get a GPU and the training jobs' memory, with a runtime
+    from their validation tokens (evaluation_minutes: 2 x 405M x 45.2M FLOPs at 100 TFLOP/s, x3, +15)."""
+    project = copy_project(tmp_path / "paper")
+    (project / "config").mkdir()
+    (project / "config/paper.yaml").write_text((ROOT / "config/paper.yaml").read_text())
+    planned = snakemake("-n", "--profile", "workflow/profiles/slurm", "--configfile", "config/paper.yaml", cwd=project)
+    text = planned.stdout + planned.stderr
+    jobs = re.findall(r"^rule (evaluate|evaluate_base|train):\n(?:    .*\n)*?    resources: (.*)$", text, re.MULTILINE)
+    found = {rule: sum(r == rule for r, _ in jobs) for rule in ("evaluate", "evaluate_base", "train")}
+    assert found == {"evaluate": 17, "evaluate_base": 4, "train": 16}
+    for rule, resources in jobs:
+        assert "gpu=1" in resources and "mem_mb=64000" in resources, (rule, resources)
+    minutes = max(60, int(3 * 2 * 405_334_016 * 2 * 22_609_920 / 100e12 / 60) + 15)
+    assert all(f"runtime={minutes}" in r for rule, r in jobs if rule != "train")
+    import dataclasses
+
+    config = cfg.load(PAPER)
+    deeper = dataclasses.replace(config, model=dataclasses.replace(config.model, num_layers=24 * 40))
+    assert plan.evaluation_minutes(config, 50304) == minutes < plan.evaluation_minutes(deeper, 50304)  # the limit follows the model

@@ -269,6 +269,38 @@ def test_evaluation_does_not_depend_on_batch_size(prepared_project):
         assert small[corpus]["loss"] == pytest.approx(large[corpus]["loss"], rel=1e-5)
 
 
+def test_evaluation_runs_on_the_configured_device_and_precision(prepared_project, caplog):
+    """Evaluation follows train.device and train.precision: `cuda` is refused without a GPU (and
+    chosen by `auto` with one); bf16 autocast really runs (the loss moves, by less than 1%)."""
+    import torch
+
+    from rewarm.evaluate import evaluate_model, pick_device
+
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu") and pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(cfg.ConfigError, match="device: 'cuda' requested but no CUDA device is available"):
+            pick_device("cuda")
+    model = prepared_project / "checkpoints/base/scratch"
+    val = {"downstream": prepared_project / "data/tokens/downstream/val"}
+    caplog.set_level("INFO")
+    full = evaluate_model(model, val, device="cpu", precision="fp32")["downstream"]["loss"]
+    half = evaluate_model(model, val, device="cpu", precision="bf16")["downstream"]["loss"]
+    assert full != half and half == pytest.approx(full, rel=1e-2)
+    assert "on cpu (bf16, 16 sequences per pass)" in caplog.text
+
+
+def test_evaluation_batch_fills_the_gpu():
+    """plan.eval_batch against the formula worked by hand for Pythia-410M on an 80 GB GPU:
+    weights 4 x 405,334,016 bytes; per sequence 2048 x (24 x 1024 + 10 x 50304) bytes."""
+    from rewarm import plan
+
+    per_sequence = 2048 * (24 * 1024 + 10 * 50304)
+    assert per_sequence == 1_080_557_568
+    assert plan.eval_batch(405_334_016, 1024, 50304, 2048, 80 * 10**9) == (64 * 10**9 - 4 * 405_334_016) // per_sequence == 57
+    assert plan.eval_batch(405_334_016, 1024, 50304, 2048, 10**9) == 1  # too small: one at a time
+    assert plan.eval_batch(1000, 64, 4096, 64, 80 * 10**9) == 256  # a tiny model: capped
+
+
 # -- one run for several cells, precision, and the non-finite-gradient guard ----------------------------
 
 STEP_TOKENS = 8 * 64  # .test/params.yaml: 8 sequences of 64 tokens per step
@@ -384,7 +416,7 @@ def test_evaluation_steps(early_every, early_steps, stops, expected):
                           early_eval_every=early_every, early_eval_steps=early_steps)
     plan = Plan.of(run, 64, 0.0, world=1, stops=stops)
     assert [done for done in range(1, 41) if plan.evaluates(done, run)] == expected
-
+    assert plan.evaluation_count(run) == 1 + len(expected)  # and step 0, for rewarm plan
 
 
 class Killed(BaseException):

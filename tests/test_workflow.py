@@ -223,8 +223,8 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert digests(project / "evals") == digests(snakemake_run / "evals")
     assert (project / "reports/report.md").read_text() == (snakemake_run / "reports/report.md").read_text()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "prepare@news", "pretrain", "select@early",
-                "select@final", "select@scratch", *(f"train@{cell}" for cell in listing["trained"]),
+    expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "prepare@news", "pretrain@series",
+                "select_step@early", "select_step@final", "select@scratch", *(f"train@{cell}" for cell in listing["trained"]),
                 *(f"prefix@{cell}" for cell in listing["prefixes"]), *(f"evaluate@{cell}" for cell in cells),
                 "evaluate_base@early", "evaluate_base@final", "evaluate_base@scratch", "report"}
     assert expected == set(lock["stages"])
@@ -302,6 +302,21 @@ def dvc_outputs(project: Path) -> set[tuple[str, str]]:
     return {tuple(pair) for pair in json.loads(run(sys.executable, "-c", script, cwd=project).stdout)}
 
 
+def snakemake_commands(project: Path) -> list[str]:
+    """Every job's shell command in Snakemake's dry run on 2 cores (the README's; jobs' threads are
+    capped by the cores), without its log redirection."""
+    planned = snakemake("-n", "--printshellcmds", "--cores", "2", cwd=project)
+    lines = (planned.stdout + planned.stderr).splitlines()
+    commands = [line.removeprefix("Shell command: ") for line in lines if line.startswith("Shell command: rewarm ")]
+    return sorted(re.sub(r" 2> \S+$", "", " ".join(c.split())) for c in commands)
+
+
+def dvc_commands(project: Path) -> list[str]:
+    """Every stage's command in dvc.yaml, as DVC runs it."""
+    script = "import json; from dvc.repo import Repo; print(json.dumps([s.cmd for s in Repo('.').index.stages]))"
+    return sorted(" ".join(c.split()) for c in json.loads(run(sys.executable, "-c", script, cwd=project).stdout))
+
+
 def paper_params() -> dict:
     """config/paper.yaml merged over params.yaml, as `rewarm params --write params.yaml` gives DVC."""
     from rewarm import config as cfg
@@ -311,22 +326,29 @@ def paper_params() -> dict:
 
 @pytest.mark.parametrize("params, counts", [(None, (8, 0)), (TEST_PARAMS, (7, 1)), (paper_params(), (17, 1))],
                          ids=["demo", "test-grid", "paper"])
-def test_snakemake_and_dvc_list_the_same_cells_and_outputs(tmp_path, params, counts):
+def test_snakemake_and_dvc_run_the_same_commands(tmp_path, params, counts):
+    """The two front ends run the same jobs with the same arguments: every command, compared as text
+    (and so, at paper scale, neither pre-trains: the checkpoints come from the hub)."""
     project = copy_project(tmp_path / "front-ends", params)
     run("git", "init", "-q", cwd=project)
-    snakemake_side, dvc_side = snakemake_outputs(project), dvc_outputs(project)
-    if params is not None and params["tokenizer"]["type"] == "pretrained":
-        # Paper scale: the same cells and evaluations. (dvc.yaml still declares the demo's pre-training,
-        # which Snakemake skips there: issue 14, "DVC must not run work Snakemake skips".)
-        grid_rules = {"train", "prefix", "evaluate", "evaluate_base", "select", "report"}
-        snakemake_side = {o for o in snakemake_side if o[0] in grid_rules}
-        dvc_side = {o for o in dvc_side if o[0] in grid_rules}
-    assert snakemake_side == dvc_side
-    cells = {path.split("/")[1] for rule, path in snakemake_side if rule in ("train", "prefix")}
+    snakemake_side, dvc_side = snakemake_commands(project), dvc_commands(project)
+    assert snakemake_side == dvc_side, "\n".join(sorted(set(snakemake_side) ^ set(dvc_side)))
+    assert snakemake_outputs(project) == dvc_outputs(project)
+    pretrains = [c for c in dvc_side if c.startswith("rewarm pretrain ")]
+    assert len(pretrains) == (0 if params is not None and params["tokenizer"]["type"] == "pretrained" else 1)
+    cells = {c.split("--cell ")[1].split()[0] for c in dvc_side if c.startswith(("rewarm train ", "rewarm prefix "))}
     listed = json.loads(rewarm("grid", "--format", "json", cwd=project).stdout)
     assert cells == set(listed) and len(cells) == counts[0]
-    prefixes = {path.split("/")[1] for rule, path in snakemake_side if rule == "prefix"}
+    prefixes = {c.split("--cell ")[1].split()[0] for c in dvc_side if c.startswith("rewarm prefix ")}
     assert prefixes == set(grid_file(project)["prefixes"]) and len(prefixes) == counts[1]
+    evaluated = {c.split("--model ")[1].split()[0] for c in dvc_side if c.startswith("rewarm evaluate ")}
+    assert len(evaluated) == counts[0] + len(listed_checkpoints(project))
+
+
+def listed_checkpoints(project: Path) -> list[str]:
+    from rewarm import config as cfg
+
+    return list(cfg.load(project / "params.yaml").checkpoints)
 
 
 def test_dry_run_of_a_100_cell_grid(tmp_path):

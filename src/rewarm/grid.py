@@ -48,6 +48,12 @@ def cells(config: cfg.Config) -> dict[str, cfg.TrainConfig]:
     return built
 
 
+def series_checkpoints(config: cfg.Config) -> list[str]:
+    """Base checkpoints taken from the demo's own pre-training series: the only reason to pre-train.
+    At paper scale there are none, and neither front end runs `pretrain`."""
+    return [name for name, spec in config.checkpoints.items() if isinstance(spec, cfg.PretrainCheckpoint)]
+
+
 def studies(config: cfg.Config) -> dict[str, list[str]]:
     """Study name -> its cells' names, in declaration order (a cell may be in several studies)."""
     out: dict[str, list[str]] = {name: [] for name in declared_studies(config)}

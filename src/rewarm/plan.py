@@ -1,8 +1,10 @@
 """`rewarm plan`: what a grid costs, before anything runs.
 
 Per cell: tokens, optimizer steps, training FLOPs (6 x parameters x tokens, Kaplan et al. 2020),
-GPU-hours at a given model FLOPs utilisation and GPU peak, and an estimate of peak GPU memory for
-a micro-batch; for the grid: the disk its shards and checkpoints take. The parameter count is
+GPU-hours at a given model FLOPs utilisation and GPU peak, the tokens it evaluates (during training
+and in its `evaluate` job) and their GPU-hours (2 x parameters x tokens: forward passes only), and
+an estimate of peak GPU memory for a micro-batch; for the grid: the disk its shards and checkpoints
+take. The parameter count is
 exact (the `model` section's GPT-NeoX, counted on the meta device); the rest are estimates whose
 formulas are written out below so they can be checked by hand.
 """
@@ -30,6 +32,10 @@ class CellPlan:
     """flops / (mfu x peak), in hours of one GPU."""
     memory_bytes: int
     """Peak GPU memory estimate for one micro-batch on one GPU (see `peak_memory`)."""
+    eval_tokens: int = 0
+    """Tokens evaluated: during training (a run's, not a cell read from it) and by its `evaluate` job."""
+    eval_gpu_hours: float = 0.0
+    """2 x parameters x eval_tokens / (mfu x peak), in hours of one GPU."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class GridPlan:
     """Study -> its cells' names (a cell may be in several)."""
     shard_bytes: int
     """Packed tokens of every corpus budget (max_tokens) in the dtype `prepare` writes (uint16 up to 65,536 ids)."""
+    base_eval_gpu_hours: float
+    """The base checkpoints' `evaluate_base` jobs."""
     checkpoint_bytes: int
     """Base checkpoints, each cell's final model (float32 safetensors; a cell read from a longer run
     has its model twice, in that run's records and its own), and at most one resumable state per
@@ -57,6 +65,10 @@ class GridPlan:
     @property
     def gpu_hours(self) -> float:
         return sum(c.gpu_hours for c in self.runs)
+
+    @property
+    def eval_gpu_hours(self) -> float:
+        return sum(c.eval_gpu_hours for c in self.cells) + self.base_eval_gpu_hours
 
 
 def parameter_count(model: cfg.ModelConfig, vocab_size: int) -> int:
@@ -78,6 +90,41 @@ def peak_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_le
     return states + activations + logits
 
 
+def eval_memory(parameters: int, hidden_size: int, vocab_size: int, seq_len: int, batch: int) -> int:
+    """Bytes on one GPU for a forward pass without gradients under bf16 autocast: float32 weights
+    (4 bytes per parameter), and per token one layer's live tensors (the float32 residual stream and
+    the bf16 attention and MLP intermediates, about 24 x hidden bytes: nothing is kept for a backward
+    pass) and the logits (bf16, their float32 copy and the float32 log-softmax: 10 x vocab bytes)."""
+    return 4 * parameters + batch * seq_len * (24 * hidden_size + 10 * vocab_size)
+
+
+def eval_batch(parameters: int, hidden_size: int, vocab_size: int, seq_len: int, device_bytes: int,
+               share: float = 0.8, most: int = 256) -> int:
+    """Sequences per evaluation forward pass that fill `share` of a GPU's memory by `eval_memory`
+    (at least 1, at most `most`)."""
+    per_sequence = eval_memory(0, hidden_size, vocab_size, seq_len, 1)
+    room = share * device_bytes - eval_memory(parameters, hidden_size, vocab_size, seq_len, 0)
+    return max(1, min(most, int(room // per_sequence)))
+
+
+def val_tokens(config: cfg.Config) -> int | None:
+    """Tokens an `evaluate` job reads: every evaluated corpus's validation budget (None if one has none)."""
+    budgets = [config.corpora[name].val.max_tokens for name in config.eval_corpora()]
+    return None if None in budgets else sum(budgets)
+
+
+def evaluation_minutes(config: cfg.Config, vocab_size: int, tflops: float = 100.0) -> int:
+    """A wall-clock limit for one `evaluate` job (SLURM's runtime, in minutes): its forward FLOPs
+    (2 x parameters x validation tokens) at `tflops` sustained (about 10% of an H100's bf16 peak:
+    deliberately low, since a job over its limit is killed), three times over, plus 15 minutes for
+    loading; 60 minutes at least."""
+    tokens = val_tokens(config)
+    if tokens is None:
+        return 60
+    seconds = 2.0 * parameter_count(config.model, vocab_size) * tokens / (tflops * 1e12)
+    return max(60, int(3 * seconds / 60) + 15)
+
+
 def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, concurrent: int = 1) -> GridPlan:
     from rewarm import grid
     from rewarm.data.packing import token_dtype
@@ -85,14 +132,25 @@ def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, co
     seq_len = config.prepare.seq_len
     parameters = parameter_count(config.model, vocab_size)
     by = grid.trained_by(config)
+    records = grid.records(config)
+    final_eval = val_tokens(config) or 0
+    eval_cost = 2.0 * parameters / (mfu * peak_tflops * 1e12) / 3600  # GPU-hours per token evaluated
     cells = []
     for name, run in grid.cells(config).items():
         steps = cfg.total_steps(run, seq_len)
         tokens = steps * run.batch_sequences * seq_len
         flops = 6.0 * parameters * tokens
+        during = 0
+        if by[name] == name:  # the run's own evaluations, on upstream and downstream samples
+            from rewarm.train import Plan
+
+            stops = records.get(name, {}).values()
+            evaluations = Plan.of(run, seq_len, run.replay_fraction, 1, stops).evaluation_count(run)
+            during = evaluations * max(1, run.eval_tokens // seq_len) * seq_len * 2
         cells.append(CellPlan(name=name, run=by[name], tokens=tokens, steps=steps, flops=flops,
                               gpu_hours=flops / (mfu * peak_tflops * 1e12) / 3600,
-                              memory_bytes=peak_memory(parameters, config.model, vocab_size, seq_len, run.micro_batch_sequences)))
+                              memory_bytes=peak_memory(parameters, config.model, vocab_size, seq_len, run.micro_batch_sequences),
+                              eval_tokens=during + final_eval, eval_gpu_hours=(during + final_eval) * eval_cost))
     itemsize = token_dtype(vocab_size).itemsize
     budgets = [source.max_tokens for source in config.sources().values()]
     shard_bytes = sum(b for b in budgets if b) * itemsize
@@ -101,7 +159,7 @@ def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, co
     models = len(config.checkpoints) + len(cells) + (len(cells) - runs)
     checkpoint_bytes = weights * models + 3 * weights * min(concurrent, runs)
     return GridPlan(parameters=parameters, cells=cells, studies=grid.studies(config), shard_bytes=shard_bytes,
-                    checkpoint_bytes=checkpoint_bytes)
+                    base_eval_gpu_hours=len(config.checkpoints) * final_eval * eval_cost, checkpoint_bytes=checkpoint_bytes)
 
 
 def render(result: GridPlan, mfu: float, peak_tflops: float, micro_note: str) -> str:
@@ -113,16 +171,19 @@ def render(result: GridPlan, mfu: float, peak_tflops: float, micro_note: str) ->
     width = max([56] + [len(c.name) for c in result.cells])
     lines = [f"model: {result.parameters:,} parameters; {len(result.cells)} cells in {len(result.studies)} studies, "
              f"{len(result.runs)} training runs; GPU-hours at MFU {mfu:.0%} of {peak_tflops:g} TFLOP/s per GPU"]
-    header = f"  {'cell':<{width}} {'tokens':>17} {'steps':>9} {'FLOPs':>10} {'GPU-h':>9} {'peak GPU mem':>13}"
+    header = f"  {'cell':<{width}} {'tokens':>17} {'steps':>9} {'FLOPs':>10} {'GPU-h':>9} {'eval GPU-h':>10} {'peak GPU mem':>13}"
     for study, members in result.studies.items():
         lines += [f"study {study}", header]
         for c in (by_name[n] for n in members):
             shared = c.run != c.name  # read from the longer run's records: no training of its own
             cost = f"{'shared':>10} {'-':>9}" if shared else f"{c.flops:>10.3e} {c.gpu_hours:>9,.1f}"
-            lines.append(f"  {c.name:<{width}} {c.tokens:>17,} {c.steps:>9,} {cost} {human_bytes(c.memory_bytes):>13}"
-                         + (f"  (read from {c.run})" if shared else ""))
+            lines.append(f"  {c.name:<{width}} {c.tokens:>17,} {c.steps:>9,} {cost} {c.eval_gpu_hours:>10,.2f} "
+                         f"{human_bytes(c.memory_bytes):>13}" + (f"  (read from {c.run})" if shared else ""))
     lines.append(f"total, {len(result.runs)} runs{'':<{max(0, width - 11)}} {sum(c.tokens for c in result.runs):>17,} {'':>9} "
-                 f"{result.flops:>10.3e} {result.gpu_hours:>9,.1f}")
+                 f"{result.flops:>10.3e} {result.gpu_hours:>9,.1f} {result.eval_gpu_hours:>10,.2f}")
+    lines.append(f"evaluation: {result.eval_gpu_hours:,.2f} GPU-hours in all (forward passes: 2 x parameters x tokens; during "
+                 f"training, every cell's `evaluate` job and the base checkpoints' {result.base_eval_gpu_hours:,.2f}), "
+                 f"{result.gpu_hours + result.eval_gpu_hours:,.1f} GPU-hours with training")
     lines.append(f"disk: shards {human_bytes(result.shard_bytes)} (corpus budgets, max_tokens), checkpoints and runs "
                  f"{human_bytes(result.checkpoint_bytes)}; peak memory {micro_note}")
     unbounded = "" if result.shard_bytes else " (no corpus sets max_tokens: shard size unknown)"

@@ -35,7 +35,7 @@ from rewarm import grid, schedules
 from rewarm.checkpoints import unwrap
 from rewarm.data.shards import ShardReader, ShuffledStream
 from rewarm.data.sources import file_sha256
-from rewarm.evaluate import mean_loss, perplexity
+from rewarm.evaluate import autocast_for, mean_loss, perplexity, pick_device, resolve_precision
 from rewarm.io import FAILURE, PARTIAL, atomic_dir, check_free_space, exclusive, remove_stale_partials, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,15 @@ class Plan:
         early = run.early_eval_every is not None and done <= run.early_eval_steps and done % run.early_eval_every == 0
         return done % run.eval_every == 0 or early or done in self.extra_eval_steps or done == self.total_steps
 
+    def evaluation_count(self, run: cfg.Optimization) -> int:
+        """How many evaluations the run makes: at step 0 and at each step `evaluates` names (counted
+        without visiting every step, for `rewarm plan` on runs of 100,000 steps)."""
+        end = self.total_steps
+        steps = set(range(run.eval_every, end + 1, run.eval_every)) | {s for s in self.extra_eval_steps if s <= end} | {end}
+        if run.early_eval_every is not None:
+            steps |= set(range(run.early_eval_every, min(run.early_eval_steps, end) + 1, run.early_eval_every))
+        return 1 + len(steps - {0})
+
 
 @dataclass
 class History:
@@ -136,9 +145,7 @@ def setup_device(choice: str) -> tuple[torch.device, int, int]:
     """(device, rank, world size). Under torchrun, one process per GPU (or CPU process with gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = process_rank()
-    use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise cfg.ConfigError("device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
+    use_cuda = pick_device(choice).type == "cuda"
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:
@@ -161,26 +168,6 @@ def build_optimizer(model, run: cfg.Optimization, device: torch.device) -> torch
     if run.optimizer == "radam":
         return torch.optim.RAdam(groups, lr=run.max_lr, betas=betas, eps=run.eps, decoupled_weight_decay=True)
     return torch.optim.AdamW(groups, lr=run.max_lr, betas=betas, eps=run.eps, fused=device.type in ("cuda", "cpu"))
-
-
-def resolve_precision(choice: str, device: torch.device) -> str:
-    """The arithmetic a run uses: bf16 where the GPU has it, fp16 (with loss scaling) on older GPUs,
-    fp32 on the CPU; an explicit choice is kept (fp16 on the CPU is emulated, and said so)."""
-    if choice == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if choice == "fp16" and device.type != "cuda":
-        log.warning("precision fp16 on the CPU is emulated (CPU float16 autocast and loss scaling): slow, for tests; "
-                    "GPUs run it natively (Gupta et al. 2023 trained in fp16)")
-    return choice
-
-
-def autocast_for(precision: str, device: torch.device):
-    """The autocast context of a precision (None for fp32)."""
-    if precision == "fp32":
-        return None
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:

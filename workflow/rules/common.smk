@@ -6,6 +6,7 @@ import sys
 
 from rewarm import config as rewarm_config
 from rewarm import grid as rewarm_grid
+from rewarm import plan as rewarm_plan
 from rewarm.data.sources import source_files
 
 # Files Snakemake merged into `config`: params.yaml, then any --configfile, in order.
@@ -23,12 +24,17 @@ except rewarm_config.ConfigError as error:
 CORPORA = list(CONFIG.corpora)
 EVAL_CORPORA = CONFIG.eval_corpora()  # upstream, downstream and any extra held-out corpus
 CHECKPOINTS = list(CONFIG.checkpoints)
+# Base checkpoints taken from the demo's own pre-training series (`select_step`), and the others (`select`).
+STEPPED = rewarm_grid.series_checkpoints(CONFIG)
+SELECTED = [name for name in CHECKPOINTS if name not in STEPPED]
 CELLS = rewarm_grid.cells(CONFIG)
 # A cell that only stops earlier than another with the same settings is read from that run.
 TRAINED_BY = rewarm_grid.trained_by(CONFIG)
 TRAINED = [cell for cell in CELLS if TRAINED_BY[cell] == cell]
 PREFIXES = [cell for cell in CELLS if TRAINED_BY[cell] != cell]
-RECORDS = rewarm_grid.records(CONFIG)  # trained cell -> the shorter cells it records, with their steps
+RECORDS = rewarm_grid.records(CONFIG)
+# An evaluation job's wall-clock limit, from its validation tokens (a 410M model on 2 x 22.6M tokens: 60 min).
+EVALUATE_MINUTES = rewarm_plan.evaluation_minutes(CONFIG, CONFIG.tokenizer.vocab_size)  # trained cell -> the shorter cells it records, with their steps
 
 
 def one_of(names):
@@ -71,11 +77,6 @@ def demo_generator_params():
 def checkpoint_spec(wildcards):
     """A checkpoint's entry in the configuration: a change to it re-runs its `select` job."""
     return rewarm_config.to_dict(CONFIG.checkpoints[wildcards.checkpoint])
-
-
-def checkpoint_pretrain_input(wildcards):
-    """The pre-training series, for checkpoints taken from it."""
-    return "checkpoints/pretrain" if CONFIG.checkpoints[wildcards.checkpoint].type == "pretrain" else []
 
 
 def cell_base(wildcards):

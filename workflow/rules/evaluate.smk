@@ -1,5 +1,6 @@
 rule evaluate:
-    """A cell's final model on every sequence of each validation split (extra held-out corpora too)."""
+    """A cell's final model on every sequence of each validation split (extra held-out corpora too),
+    on the device the configuration chooses (train.device: a GPU when the job has one)."""
     input:
         model="runs/{cell}/model",
         tokens=expand("data/tokens/{corpus}", corpus=EVAL_CORPORA),
@@ -16,7 +17,8 @@ rule evaluate:
     threads: 1  # dvc.yaml passes the same --threads
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=EVALUATE_MINUTES,  # scaled to the validation tokens (rewarm.plan.evaluation_minutes)
+        gpu=0,  # the slurm profile gives it a GPU, as training (set-resources); on it, bf16 and a full batch
     shell:
         "rewarm evaluate {params.config} --model {input.model} --tokens data/tokens --threads {threads} --out {output} 2> {log}"
 
@@ -39,6 +41,7 @@ rule evaluate_base:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=EVALUATE_MINUTES,  # scaled to the validation tokens (rewarm.plan.evaluation_minutes)
+        gpu=0,  # the slurm profile gives it a GPU, as training (set-resources); on it, bf16 and a full batch
     shell:
         "rewarm evaluate {params.config} --model {input.model} --tokens data/tokens --threads {threads} --out {output} 2> {log}"
