@@ -66,7 +66,10 @@ def test_without_studies_the_grid_is_the_reference_cell():
         ({"s": {"vary": {"replay_fraction": [2.0]}}}, "grid.studies.s.vary[0]: replay_fraction: 2.0 must be in [0, 1]"),
         ({"s": {"vary": {"checkpoint": ["nowhere"]}}}, "grid.studies.s.vary[0]: checkpoint 'nowhere' is not one of early, final, scratch"),
         ({"s": {"baselines": [{"warmup_steps": 400}]}}, "grid.studies.s.baselines[0]: warmup_steps: 400 must be in [0, 40)"),
-        ({"s": {"vary": {"min_lr": [1e-5, 2e-5]}}}, "grid.studies.s.vary[1]: cell name ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-20480 is also"),
+        # 8 sequences per step: 5% of them rounds to none (the name would say replay, the run would not).
+        ({"s": {"vary": {"replay_fraction": [0.05]}}},
+         "grid.studies.s.vary[0]: replay_fraction: 0.05 rounds to 0 of the 8 sequences of a step (no replay at all); "
+         "the smallest share that replays is 0.125 (one sequence per step)"),
         ({"s": {"baselines": [{"schedule": "cyclic"}]}}, "grid.studies.s.baselines[0].schedule: 'cyclic' is not one of"),
         ({"s": {"settings": {"tokens": 10240, "schedule_tokens": 5120}, "vary": {"max_lr": [1e-3]}}},
          "grid.studies.s.vary[0]: schedule_tokens: 5120 is shorter than the run"),
@@ -78,6 +81,32 @@ def test_bad_grid_is_refused_naming_the_cell(studies, expected):
     with pytest.raises(cfg.ConfigError) as caught:
         cfg.from_dict(small_params(grid={"studies": studies}))
     assert expected in str(caught.value)
+
+
+# Two values of every axis a study may vary (the README's list), away from .test/params.yaml's reference.
+AXIS_VALUES = {"checkpoint": ["early", "final"], "max_lr": [1e-3, 3e-3], "min_lr": [1e-5, 1e-4],
+               "warmup_fraction": [0.0, 0.1], "warmup_steps": [2, 4], "schedule": ["linear", "wsd"],
+               "optimizer": ["adamw", "radam"], "replay_fraction": [0.25, 0.5], "train_corpus": ["downstream", "upstream"],
+               "tokens": [10240, 20480]}
+
+
+def test_every_axis_sweeps_and_crosses():
+    """Each axis gives one cell per value, named apart and differing in that setting only; crossed with
+    max_lr (or checkpoint), every combination is a cell of its own."""
+    assert set(AXIS_VALUES) == set(grid.AXES)
+    reference = cfg.from_dict(small_params()).train
+    for axis, values in AXIS_VALUES.items():
+        config = cfg.from_dict(small_params(grid={"studies": {"sweep": {"vary": {axis: values}}}}))
+        cells = grid.cells(config)
+        assert [getattr(c, axis) for c in cells.values()] == values, axis
+        for cell in cells.values():
+            changed = {k for k, v in cfg.to_dict(cell).items() if v != cfg.to_dict(reference)[k]}
+            assert changed <= {axis, "warmup_fraction", "warmup_steps"}, (axis, changed)  # a warm-up in steps replaces the fraction
+        other = {"checkpoint": ["early", "final"]} if axis == "max_lr" else {"max_lr": [1e-3, 3e-3]}
+        crossed = cfg.from_dict(small_params(grid={"studies": {"cross": {"vary": {axis: values, **other}}}}))
+        assert len(grid.cells(crossed)) == 4, axis
+    assert "_lr-2e-3_min-1e-5_warm" in grid.cell_name(
+        grid.cells(cfg.from_dict(small_params(grid={"studies": {"s": {"vary": {"min_lr": [1e-5]}}}}))).popitem()[1])
 
 
 @pytest.mark.parametrize(

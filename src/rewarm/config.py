@@ -558,6 +558,11 @@ def _check_model(model: ModelConfig, seq_len: int) -> list[str]:
     return problems
 
 
+def replay_sequences(run: "TrainConfig") -> int:
+    """Upstream sequences in each step's global batch: the replay share of batch_sequences, rounded."""
+    return round(run.replay_fraction * run.batch_sequences)
+
+
 def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[str]:
     problems: list[str] = []
     for field in ("tokens", "batch_sequences", "micro_batch_sequences", "eval_every", "eval_tokens", "save_every"):
@@ -608,6 +613,10 @@ def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[s
             problems.append(f"{section}.{field}: {getattr(run, field)} must be >= 0")
     if isinstance(run, TrainConfig) and not 0 <= run.replay_fraction <= 1:
         problems.append(f"{section}.replay_fraction: {run.replay_fraction} must be in [0, 1]")
+    elif isinstance(run, TrainConfig) and run.replay_fraction > 0 and replay_sequences(run) == 0:
+        problems.append(f"{section}.replay_fraction: {run.replay_fraction:g} rounds to 0 of the {run.batch_sequences} sequences "
+                        f"of a step (no replay at all); the smallest share that replays is {1 / run.batch_sequences:g} "
+                        f"(one sequence per step), or raise batch_sequences")
     if isinstance(run, PretrainConfig):
         bad = [s for s in run.checkpoint_steps if not 0 <= s < steps]
         if bad:

@@ -29,10 +29,12 @@ def cell_name(run: cfg.TrainConfig) -> str:
     """A readable, stable name derived from the cell's parameters only, e.g.
     `ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-50B`; also a Snakemake wildcard, a DVC
     stage key and a directory name. A non-default optimizer or training corpus is inserted before the
-    tokens trained (`_opt-radam`, `_data-upstream`). The schedule's length is not in the name: two cells
+    tokens trained (`_opt-radam`, `_data-upstream`), and a minimum learning rate other than the
+    schedule's default (0.1 x max_lr) after the maximum (`_lr-3e-4_min-3e-5`). The schedule's length is not in the name: two cells
     that differ only by it are refused with a clear message."""
     warm = f"{run.warmup_steps}steps" if run.warmup_steps is not None else number(run.warmup_fraction or 0.0)
-    name = f"ckpt-{run.checkpoint}_lr-{number(run.max_lr)}_warm-{warm}_sched-{run.schedule}_replay-{number(run.replay_fraction)}"
+    lr = number(run.max_lr) + (f"_min-{number(run.min_lr)}" if run.min_lr is not None else "")
+    name = f"ckpt-{run.checkpoint}_lr-{lr}_warm-{warm}_sched-{run.schedule}_replay-{number(run.replay_fraction)}"
     if run.optimizer != "adamw":
         name += f"_opt-{run.optimizer}"
     if run.train_corpus != "downstream":
