@@ -169,6 +169,7 @@ def test_remote_code_in_a_checkpoint_never_runs(prepared_copy, tmp_path):
     config = json.loads((sneaky / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel", "AutoConfig": "modeling_evil.EvilConfig"}
     (sneaky / "config.json").write_text(json.dumps(config))
+    checkpoints.write_checksums(sneaky)  # as a directory made elsewhere on purpose would carry them
     model = checkpoints.load_model(sneaky)
     assert type(model).__name__ == "GPTNeoXForCausalLM"
     out = tmp_path / "materialized"
@@ -184,6 +185,7 @@ def edited_base(project: Path, name: str, **changes) -> str:
     config = json.loads((base / "config.json").read_text())
     config.update(changes)
     (base / "config.json").write_text(json.dumps(config))
+    checkpoints.write_checksums(base)  # edited on purpose, checksums and all: the architecture is what is refused
     return f"checkpoints/base/{name}"
 
 
@@ -218,3 +220,102 @@ def test_tokenizer_other_than_the_shards_is_refused(prepared_copy, tmp_path):
     cell = cell_of(prepared_copy)
     result = rewarm(*train_args(cell, base="checkpoints/base/other-tokenizer"), cwd=prepared_copy, check=False)
     assert result.returncode == 1 and "tokenizer" in result.stderr and "data/tokens/downstream/train" in result.stderr, result.stderr[-2000:]
+
+
+# -- sharded weights, checksums, corrupt files ----------------------------------------------------
+
+
+def sharded_copy(source: Path, dest: Path, shard_size: str = "40KB") -> Path:
+    """The model of `source` saved by transformers in several safetensors files with their index
+    (as the hub ships Pythia 2.8B and up), with the tokenizer files, and no checksums."""
+    GPTNeoXForCausalLM.from_pretrained(str(source)).save_pretrained(str(dest), max_shard_size=shard_size)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(source / name, dest / name)
+    return dest
+
+
+def test_sharded_weights_are_selected_loaded_and_checksummed(prepared_copy, tmp_path):
+    source = prepared_copy / "checkpoints/base/scratch"
+    sharded = sharded_copy(source, tmp_path / "sharded")
+    index = json.loads((sharded / checkpoints.WEIGHTS_INDEX).read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and not (sharded / "model.safetensors").exists()
+    params = small_params()
+    params["checkpoints"]["big"] = {"type": "local", "path": str(sharded)}
+    write_params(prepared_copy / "params.yaml", params)
+    select(prepared_copy, "big", "checkpoints/base/big")
+    out = prepared_copy / "checkpoints/base/big"
+    assert sorted(p.name for p in out.glob("*.safetensors")) == shards and (out / checkpoints.WEIGHTS_INDEX).is_file()
+    assert state_dicts_equal(source, out) and AutoModelForCausalLM.from_pretrained(str(out)).config.model_type == "gpt_neox"
+    # The checksums are sha256sum's: every configuration and weight file, hashed by hashlib here.
+    import hashlib
+
+    lines = (out / checkpoints.CHECKSUMS).read_text().splitlines()
+    expected = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in ["config.json", checkpoints.WEIGHTS_INDEX, *shards]}
+    assert {line.split("  ")[1]: line.split("  ")[0] for line in lines} == expected
+    # Training and evaluation read it like a single-file model.
+    model = checkpoints.load_model(out)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in checkpoints.load_model(source).parameters())
+
+
+def test_hub_revision_with_bin_and_sharded_safetensors_takes_the_safetensors(prepared_copy, tmp_path, monkeypatch):
+    """A revision with both formats: only the safetensors are fetched (the patterns leave the .bin
+    out) and copied; the shards keep their index."""
+    from huggingface_hub.file_download import DryRunFileInfo
+
+    cache = tmp_path / "hub"
+    source = prepared_copy / "checkpoints/base/scratch"
+    make_hub_cache(cache, "EleutherAI/pythia-big", "step1", source)
+    snapshot = next((cache / "models--EleutherAI--pythia-big/snapshots").iterdir())
+    sharded_copy(source, snapshot)
+    params = small_params()
+    params["checkpoints"]["pythia"] = {"type": "hub", "repo_id": "EleutherAI/pythia-big", "revision": "step1"}
+    write_params(prepared_copy / "params.yaml", params)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    select(prepared_copy, "pythia", "checkpoints/base/pythia")
+    out = prepared_copy / "checkpoints/base/pythia"
+    assert (out / checkpoints.WEIGHTS_INDEX).is_file() and not list(out.glob("*.bin")) and state_dicts_equal(source, out)
+
+    files = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", checkpoints.WEIGHTS_INDEX,
+             "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json", "tokenizer.json"]
+    patterns = checkpoints.hub_patterns(files)
+    assert "pytorch_model*.bin" not in patterns and "*.safetensors" in patterns
+    assert "pytorch_model*.bin" in checkpoints.hub_patterns(["config.json", "pytorch_model.bin"])  # only .bin: take it
+    sizes = dict(zip(files, [700, 4_000_000_000, 1_500_000_000, 30_000, 4_100_000_000, 1_600_000_000, 31_000, 2_000_000]))
+    planned = [DryRunFileInfo(commit_hash="c", file_size=size, filename=name, local_path="", is_cached=name == "tokenizer.json",
+                              will_download=name != "tokenizer.json") for name, size in sizes.items()]
+    assert checkpoints.hub_download_bytes(planned, patterns) == 700 + 4_000_000_000 + 1_500_000_000 + 30_000  # the cached tokenizer is not counted
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_corrupt_weights_are_refused_naming_the_file(prepared_copy, damage):
+    """A truncated or altered model.safetensors in a base checkpoint: `evaluate` and `train` refuse it
+    by name (no raw safetensors traceback); a local directory without checksums is checked by
+    reading its safetensors headers."""
+    base = prepared_copy / "checkpoints/base/scratch"
+    weights = base / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    weights.write_bytes(bytes(data))
+    for command in (("evaluate", "--model", str(base), "--tokens", "data/tokens", "--out", "evals/x.json"),
+                    ("train", "--cell", cell_of(prepared_copy), "--base", str(base), "--train", "data/tokens/downstream/train",
+                     "--val", "downstream=data/tokens/downstream/val", "--state", "state/x", "--out", "runs/x")):
+        result = rewarm(*command, cwd=prepared_copy, check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert f"{weights}: altered or truncated (its sha256 differs from weights.sha256)" in result.stderr
+    if damage == "truncated":
+        (base / checkpoints.CHECKSUMS).unlink()  # a directory from elsewhere: no checksums to compare
+        params = small_params()
+        params["checkpoints"]["mine"] = {"type": "local", "path": str(base)}
+        write_params(prepared_copy / "params.yaml", params)
+        result = select(prepared_copy, "mine", "checkpoints/base/mine", check=False)
+        assert result.returncode == 1 and f"{weights}: unreadable safetensors file" in result.stderr, result.stderr[-2000:]
+        assert not (prepared_copy / "checkpoints/base/mine").exists()
+
+
+def cell_of(project: Path) -> str:
+    return json.loads(rewarm("grid", "--format", "json", cwd=project).stdout).popitem()[0]

@@ -1,10 +1,16 @@
 """Base checkpoints as Hugging Face model directories: resolving, initialising, saving, loading.
 
-A model directory holds `config.json`, `model.safetensors` and the tokenizer files, and
-loads with `AutoModelForCausalLM.from_pretrained` without `trust_remote_code`. Weights
-are read from safetensors; a hub revision that ships only `pytorch_model.bin` (as
-Pythia's older revisions do) is read by transformers with `weights_only=True` and
-re-saved as safetensors.
+A model directory holds `config.json`, the weights as `model.safetensors` (or, for a large model,
+several `model-0000k-of-0000n.safetensors` with their index `model.safetensors.index.json`, as
+transformers shards them) and the tokenizer files, and loads with
+`AutoModelForCausalLM.from_pretrained` without `trust_remote_code`. Weights are read from
+safetensors; a hub revision that ships only `pytorch_model*.bin` (as Pythia's older revisions do)
+is read by transformers with `weights_only=True` and re-saved as safetensors.
+
+Whoever writes a model directory (`select`, `train`, `pretrain`) records the sha256 of its
+configuration and weight files in `weights.sha256`, in `sha256sum`'s format (`sha256sum -c
+weights.sha256` checks it too); readers verify it, so a truncated or altered file is refused
+by name instead of failing deep inside safetensors.
 """
 
 from __future__ import annotations
@@ -23,11 +29,16 @@ from rewarm.io import atomic_dir, check_free_space
 log = logging.getLogger(__name__)
 
 MODEL_FILES = ("config.json", "model.safetensors")
+"""A model directory's configuration and weights, unsharded (`weight_files` covers sharded ones)."""
+WEIGHTS_INDEX = "model.safetensors.index.json"
+CHECKSUMS = "weights.sha256"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 OPTIONAL_FILES = ("special_tokens_map.json", "generation_config.json")
-# What to fetch from a hub repository: configuration, weights, tokenizer; nothing else.
+# What to fetch from a hub repository: configuration, weights, tokenizer; nothing else (`hub_patterns`
+# leaves the .bin weights out when the revision also has safetensors).
 HUB_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
                 "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
+BIN_PATTERNS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
 SERIES = "series.json"
 
 
@@ -98,10 +109,12 @@ def unwrap(model):
 
 
 def save_model_dir(model, tokenizer_dir: str | Path, out_dir: str | Path) -> None:
-    """Weights as safetensors, configuration and tokenizer files: a loadable HF directory."""
+    """Weights as safetensors (sharded with an index when large, as transformers does), configuration,
+    tokenizer files and the checksums of configuration and weights: a loadable, verifiable HF directory."""
     out_dir = Path(out_dir)
     unwrap(model).save_pretrained(str(out_dir), safe_serialization=True)
     copy_tokenizer(tokenizer_dir, out_dir)
+    write_checksums(out_dir)
 
 
 def copy_tokenizer(tokenizer_dir: str | Path, out_dir: str | Path) -> None:
@@ -111,12 +124,73 @@ def copy_tokenizer(tokenizer_dir: str | Path, out_dir: str | Path) -> None:
             shutil.copy2(source, Path(out_dir) / name)
 
 
+def weight_files(path: str | Path) -> list[str]:
+    """The configuration and weight files of a model directory, by name: config.json and
+    model.safetensors, or config.json, the index and every shard it names."""
+    path = Path(path)
+    if not (path / WEIGHTS_INDEX).is_file():
+        return list(MODEL_FILES)
+    try:
+        shards = sorted(set(json.loads((path / WEIGHTS_INDEX).read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, KeyError, AttributeError) as error:
+        raise CheckpointError(f"{path / WEIGHTS_INDEX}: not a safetensors index with a weight_map ({error})") from None
+    return ["config.json", WEIGHTS_INDEX, *shards]
+
+
+def write_checksums(path: str | Path) -> None:
+    """Record the sha256 of the configuration and weight files in `weights.sha256` (sha256sum's format)."""
+    from rewarm.data.sources import file_sha256
+    from rewarm.io import write_text
+
+    path = Path(path)
+    write_text(path / CHECKSUMS, "".join(f"{file_sha256(path / name)}  {name}\n" for name in weight_files(path)))
+
+
+def verify_weights(path: str | Path) -> None:
+    """Refuse, naming the file, a model directory whose weights are missing, altered or truncated:
+    against `weights.sha256` where its writer recorded one; otherwise (a directory from elsewhere)
+    by reading each safetensors file's header and checking the data it declares is all there."""
+    from rewarm.data.sources import file_sha256
+
+    path = Path(path)
+    names = weight_files(path)
+    missing = [name for name in names if not (path / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+    if (path / CHECKSUMS).is_file():
+        recorded = {}
+        for number, line in enumerate((path / CHECKSUMS).read_text().splitlines(), 1):
+            digest, _, name = line.partition("  ")
+            if len(digest) != 64 or not name:
+                raise CheckpointError(f"{path / CHECKSUMS}, line {number}: not a sha256sum line: {line[:80]!r}")
+            recorded[name] = digest
+        for name in names:
+            if name not in recorded:
+                raise CheckpointError(f"{path / name}: not in {CHECKSUMS} (the directory was changed after it was written)")
+            if file_sha256(path / name) != recorded[name]:
+                raise CheckpointError(f"{path / name}: altered or truncated (its sha256 differs from {CHECKSUMS}); "
+                                      f"re-create it (rewarm select, or re-run the stage that wrote it)")
+        return
+    from safetensors import safe_open
+
+    for name in names:
+        if not name.endswith(".safetensors"):
+            continue
+        try:
+            with safe_open(str(path / name), framework="pt") as weights:
+                weights.keys()
+        except Exception as error:  # safetensors raises its own SafetensorError, and OSError
+            raise CheckpointError(f"{path / name}: unreadable safetensors file ({error}); truncated or not safetensors") from None
+
+
 def check_model_dir(path: str | Path) -> dict:
     """Raise CheckpointError unless `path` is a complete GPT-NeoX model directory; return its config."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory")
-    missing = [name for name in MODEL_FILES + TOKENIZER_FILES if not (path / name).is_file()]
+    missing = [name for name in ("config.json", *TOKENIZER_FILES) if not (path / name).is_file()]
+    if not (path / "model.safetensors").is_file() and not (path / WEIGHTS_INDEX).is_file():
+        missing.append(f"model.safetensors (or {WEIGHTS_INDEX} and its shards)")
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)} (a model directory needs {', '.join(MODEL_FILES + TOKENIZER_FILES)})")
     return read_gpt_neox_config(path)
@@ -134,10 +208,11 @@ def read_gpt_neox_config(path: Path) -> dict:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu"):
-    """Load a checked model directory (safetensors only, no remote code) in float32."""
+    """Load a checked, verified model directory (safetensors only, sharded or not, no remote code) in float32."""
     from transformers import GPTNeoXForCausalLM
 
     check_model_dir(path)
+    verify_weights(path)
     model = GPTNeoXForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa")
     return model.to(device)
 
@@ -147,7 +222,7 @@ def weights_fingerprint(path: str | Path) -> str:
     from rewarm.data.sources import file_sha256
 
     digest = hashlib.sha256()
-    for name in MODEL_FILES:
+    for name in weight_files(path):
         digest.update(file_sha256(Path(path) / name).encode())
     return digest.hexdigest()
 
@@ -171,11 +246,9 @@ def select(
         check_free_space(out_dir, weights_bytes(spec.path), f"select {name}")
     with atomic_dir(out_dir) as tmp:
         if isinstance(spec, cfg.HubCheckpoint):
-            from huggingface_hub import snapshot_download
-
-            log.info("fetching %s at revision %s", spec.repo_id, spec.revision)
-            snapshot = snapshot_download(spec.repo_id, revision=spec.revision, allow_patterns=HUB_PATTERNS)
-            materialize(Path(snapshot), tmp)
+            snapshot = fetch_hub(spec, tmp)
+            check_free_space(out_dir, weights_bytes(snapshot), f"select {name}")
+            materialize(snapshot, tmp)
         elif isinstance(spec, cfg.LocalCheckpoint):
             materialize(Path(spec.path), tmp)
         elif isinstance(spec, cfg.PretrainCheckpoint):
@@ -197,13 +270,17 @@ def pretrain_revision(pretrain_dir: str | Path, revision: str) -> Path:
 
 
 def materialize(source: Path, out_dir: Path) -> None:
-    """Copy a model directory; weights only in pytorch_model.bin are converted to safetensors."""
+    """Copy a model directory (its safetensors weights, sharded or not, verified first); weights only
+    in pytorch_model*.bin are converted to safetensors. The copy gets its checksums."""
     if not source.is_dir():
         raise CheckpointError(f"{source}: not a directory")
-    if (source / "model.safetensors").is_file():
-        for name in MODEL_FILES + TOKENIZER_FILES + OPTIONAL_FILES:
+    if (source / "model.safetensors").is_file() or (source / WEIGHTS_INDEX).is_file():
+        check_model_dir(source)
+        verify_weights(source)
+        for name in [*weight_files(source), *TOKENIZER_FILES, *OPTIONAL_FILES]:
             if (source / name).is_file():
                 shutil.copy2(source / name, out_dir / name)
+        write_checksums(out_dir)
         return
     if not (source / "config.json").is_file() or not list(source.glob("pytorch_model*.bin")):
         check_model_dir(source)  # raises, naming what is missing
@@ -211,11 +288,51 @@ def materialize(source: Path, out_dir: Path) -> None:
 
     read_gpt_neox_config(source)
     # transformers reads .bin files with torch.load(weights_only=True); no remote code.
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, trust_remote_code=False)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, trust_remote_code=False)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{source}: its pytorch_model*.bin weights do not load ({error})") from None
     model.save_pretrained(str(out_dir), safe_serialization=True)
     for name in TOKENIZER_FILES + OPTIONAL_FILES[:1]:
         if (source / name).is_file():
             shutil.copy2(source / name, out_dir / name)
+    write_checksums(out_dir)
+
+
+def hub_patterns(repo_files: list[str]) -> list[str]:
+    """What to download of a hub revision whose files are `repo_files`: HUB_PATTERNS, without the
+    pytorch_model*.bin weights when the revision also has safetensors weights (Pythia's revisions
+    carry both; the .bin copy would double the download)."""
+    if any(name.endswith(".safetensors") for name in repo_files):
+        return [p for p in HUB_PATTERNS if p not in BIN_PATTERNS]
+    return list(HUB_PATTERNS)
+
+
+def hub_download_bytes(planned, patterns: list[str]) -> int:
+    """Bytes still to download: the files of a dry run (`DryRunFileInfo`: filename, file_size,
+    will_download) that match `patterns` and are not cached yet (unknown sizes count 0)."""
+    from fnmatch import fnmatch
+
+    return sum(f.file_size or 0 for f in planned if f.will_download and any(fnmatch(f.filename, p) for p in patterns))
+
+
+def fetch_hub(spec: cfg.HubCheckpoint, out_dir: Path) -> Path:
+    """Download a hub revision's configuration, weights (safetensors only where it has them) and
+    tokenizer into the hub cache, after checking the free space for what is not cached yet (a dry
+    run lists the files and their sizes); offline, the cached snapshot as it is. Returns the snapshot."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import DryRunError, OfflineModeIsEnabled
+
+    try:
+        planned = snapshot_download(spec.repo_id, revision=spec.revision, allow_patterns=HUB_PATTERNS, dry_run=True)
+    except (DryRunError, OfflineModeIsEnabled):
+        log.info("hub unreachable: %s at revision %s from the local cache", spec.repo_id, spec.revision)
+        return Path(snapshot_download(spec.repo_id, revision=spec.revision, allow_patterns=HUB_PATTERNS, local_files_only=True))
+    patterns = hub_patterns([f.filename for f in planned])
+    needed = hub_download_bytes(planned, patterns)
+    check_free_space(constants.HF_HUB_CACHE, needed, f"download of {spec.repo_id}@{spec.revision}")
+    log.info("fetching %s at revision %s (%.2f GB to download)", spec.repo_id, spec.revision, needed / 1e9)
+    return Path(snapshot_download(spec.repo_id, revision=spec.revision, allow_patterns=patterns))
 
 
 def init_scratch(spec: cfg.ScratchCheckpoint, model_cfg: cfg.ModelConfig, tokenizer_dir: str | Path, out_dir: Path) -> None:
