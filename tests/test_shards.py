@@ -62,6 +62,33 @@ def test_altered_shard_is_detected(split):
 
 
 @pytest.mark.fault
+def test_shards_are_hashed_once_and_an_altered_one_is_still_refused(split, tmp_path, monkeypatch):
+    """With a stamp (a run's restarts and resumes), a shard is hashed the first time only; writing to
+    one afterwards, even restoring its modification time, makes it hashed again, and refused."""
+    import os
+
+    from rewarm.data import shards
+
+    calls = []
+    monkeypatch.setattr(shards, "file_sha256", lambda path: calls.append(path.name) or file_sha256(path))
+    path, rows = split
+    stamp = tmp_path / "state/verified-shards.json"
+    first = ShardReader(path, shards.VerifiedStamp(stamp))
+    assert len(calls) == 4  # 50 sequences in shards of 16: 4 shards, each hashed once
+    again = ShardReader(path, shards.VerifiedStamp(stamp))
+    assert len(calls) == 4 and again[49].tolist() == first[49].tolist() == rows[49].tolist()
+    shard = path / "shard-00001.arrow"
+    before = shard.stat()
+    data = bytearray(shard.read_bytes())
+    data[-100] ^= 0x01
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size, same modification time
+    with pytest.raises(ShardError, match=r"shard-00001.arrow: checksum does not match"):
+        ShardReader(path, shards.VerifiedStamp(stamp))
+    assert calls[4:] == ["shard-00001.arrow"]  # only the changed file was hashed again
+
+
+@pytest.mark.fault
 def test_truncated_shard_is_detected(split):
     path, _ = split
     shard = path / "shard-00002.arrow"

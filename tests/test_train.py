@@ -104,6 +104,9 @@ def test_killed_run_resumes_bit_exact(prepared_copy, reference_run, sig):
         assert f"SIGTERM: state saved at step {saved}" in log_path.read_text()
     resumed = rewarm(*train_args(cell), cwd=prepared_copy)
     assert "resuming from step" in resumed.stderr
+    # The shards were verified by the killed run: the resumed one hashes none of them again.
+    verified = json.loads((prepared_copy / "state/runs" / cell / "verified-shards.json").read_text())
+    assert "shards verified: 0 hashed, " in resumed.stderr and len(verified) >= 3  # train and both val splits
     run_dir = prepared_copy / "runs" / cell
     assert [comparable(r) for r in read_rows(run_dir)] == [comparable(r) for r in read_rows(reference_run)]
     assert (run_dir / "model/model.safetensors").read_bytes() == (reference_run / "model/model.safetensors").read_bytes()

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from rewarm import config as cfg
 from rewarm import grid, schedules
 from rewarm.checkpoints import unwrap
-from rewarm.data.shards import ShardReader, ShuffledStream
+from rewarm.data.shards import ShardReader, ShuffledStream, VerifiedStamp
 from rewarm.data.sources import file_sha256
 from rewarm.evaluate import autocast_for, mean_loss, perplexity, pick_device, resolve_precision
 from rewarm.io import FAILURE, PARTIAL, atomic_dir, check_free_space, exclusive, remove_stale_partials, write_json, write_text
@@ -46,6 +46,8 @@ STATE_INDEX = "state.json"
 STOPS = "stops"
 """A run's records at the stops of its shorter cells: step<N>/model/, step<N>/history.json, stops.json."""
 STOP_HISTORY = "history.json"
+VERIFIED = "verified-shards.json"
+"""In a run's state directory: the shards rank 0 has verified (`VerifiedStamp`)."""
 
 
 class TrainingDiverged(ArithmeticError):
@@ -523,12 +525,19 @@ def train_cell(
     checkpoints.check_model_dir(base_dir)
     tokenizer = tok.load(base_dir)
     fingerprint = tok.fingerprint(tokenizer)
+    # Shards are verified once: by rank 0 alone (the others start when it has, at DDP's first broadcast),
+    # and not again on a resume unless a file changed (the stamp lives with the run's state).
+    state_dir.mkdir(parents=True, exist_ok=True)
+    verify = VerifiedStamp(state_dir / VERIFIED) if process_rank() == 0 else False
     data = Data(
-        train=ShardReader(train_dir, tokenizer_fingerprint=fingerprint),
-        val={name: ShardReader(path, tokenizer_fingerprint=fingerprint) for name, path in val_dirs.items()},
-        replay=ShardReader(replay_dir, tokenizer_fingerprint=fingerprint) if replay_dir and run.replay_fraction > 0 else None,
+        train=ShardReader(train_dir, verify, tokenizer_fingerprint=fingerprint),
+        val={name: ShardReader(path, verify, tokenizer_fingerprint=fingerprint) for name, path in val_dirs.items()},
+        replay=ShardReader(replay_dir, verify, tokenizer_fingerprint=fingerprint) if replay_dir and run.replay_fraction > 0 else None,
         replay_fraction=run.replay_fraction,
     )
+    if verify:
+        log.info("shards verified: %d hashed, %d unchanged since verified (%s)", verify.hashed,
+                 len(verify.entries) - verify.hashed, verify.path)
     model_config = checkpoints.read_gpt_neox_config(base_dir)
     if model_config["vocab_size"] < tok.vocab_size(tokenizer):
         raise checkpoints.CheckpointError(

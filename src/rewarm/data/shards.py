@@ -39,11 +39,13 @@ def read_manifest(split_dir: str | Path) -> dict:
 class ShardReader:
     """Sequence `i` of a prepared split, as a numpy array of `seq_len` token ids.
 
-    verify: check each shard's size and sha256 against the manifest before use.
+    verify: check each shard's size and sha256 against the manifest before use (True), not at all
+    (False: another process of the same run verified them), or once per file (a stamp file: see
+    `VerifiedStamp`).
     tokenizer_fingerprint: if given, the shards must have been made with that tokenizer.
     """
 
-    def __init__(self, split_dir: str | Path, verify: bool = True, tokenizer_fingerprint: str | None = None):
+    def __init__(self, split_dir: str | Path, verify: "bool | VerifiedStamp" = True, tokenizer_fingerprint: str | None = None):
         self.split_dir = Path(split_dir)
         self.manifest = read_manifest(self.split_dir)
         self.seq_len = int(self.manifest["seq_len"])
@@ -58,7 +60,9 @@ class ShardReader:
         total = 0
         for shard in self.manifest["shards"]:
             path = self.split_dir / shard["file"]
-            if verify:
+            if isinstance(verify, VerifiedStamp):
+                verify.verify(path, shard)
+            elif verify:
                 _verify(path, shard)
             self._starts.append(total)
             self._arrays.append(_map_rows(path, self.seq_len, shard["rows"]))
@@ -83,6 +87,40 @@ def _verify(path: Path, shard: dict) -> None:
         raise ShardError(f"{path}: {path.stat().st_size} bytes, the manifest says {shard['bytes']} (truncated or altered)")
     if file_sha256(path) != shard["sha256"]:
         raise ShardError(f"{path}: checksum does not match the manifest (altered or corrupt shard)")
+
+
+class VerifiedStamp:
+    """Shards already verified, so that a run's restarts and resumes do not hash 100 GB again: a JSON
+    file (kept with the run's state, not with the data) recording, per shard, the checksum it was
+    verified against and the file's identity when it was (size, inode, modification and status-change
+    times in ns). A shard whose identity and manifest checksum are unchanged is not hashed again; any
+    write to a file, even one that restores its modification time, changes its status-change time,
+    so an altered shard is still hashed and refused."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.entries: dict = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.entries = {}
+        self.hashed = 0
+        """Shards hashed by this process (the others were found in the stamp)."""
+
+    @staticmethod
+    def identity(path: Path, shard: dict) -> list:
+        stat = path.stat()
+        return [shard["sha256"], stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
+
+    def verify(self, path: Path, shard: dict) -> None:
+        key = str(path.resolve())
+        if path.exists() and self.entries.get(key) == self.identity(path, shard):
+            return
+        _verify(path, shard)
+        self.hashed += 1
+        self.entries[key] = self.identity(path, shard)
+        from rewarm.io import write_json
+
+        write_json(self.path, self.entries)
 
 
 def _map_rows(path: Path, seq_len: int, rows: int) -> np.ndarray:
