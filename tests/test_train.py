@@ -193,6 +193,56 @@ def test_replay_takes_its_share_of_each_batch_from_upstream(prepared_project):
     assert (np.concatenate(halves) == batch).all()
 
 
+class Counted:
+    """A split that counts the sequences read from it."""
+
+    def __init__(self, reader: ShardReader):
+        self.reader, self.reads, self.seq_len, self.split_dir = reader, 0, reader.seq_len, reader.split_dir
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int):
+        self.reads += 1
+        return self.reader[index]
+
+
+def test_batches_hold_distinct_sequences_and_each_process_reads_its_share(prepared_project):
+    """Steps past the end of an epoch: every global batch holds distinct sequences (an epoch's last
+    len % batch sequences are left out); within the first epoch the batches are the stream's
+    consecutive positions (the order runs of one epoch always had); each of 2 processes reads only
+    its 4 of the 8 sequences (the second: 2 downstream, 2 replayed)."""
+    downstream, upstream = readers(prepared_project)
+    n = len(downstream)
+    run = cfg.from_dict(small_params(train={"replay_fraction": 0.25})).train
+    data = Data(train=downstream, val={}, replay=upstream, replay_fraction=0.25)
+    plan = Plan.of(run, downstream.seq_len, 0.25, world=1)
+    fresh = 6
+    assert n % fresh, "the test needs a split whose size is not a multiple of the batch"
+    streams = (ShuffledStream(downstream, run.seed), ShuffledStream(upstream, run.seed + 1))
+    per_epoch = n // fresh
+    for step in range(0, 3 * per_epoch + 2):
+        batch = step_batch(data, plan, run, streams, step, 0, 1).numpy()
+        assert len({tuple(row) for row in batch[:fresh]}) == fresh, step  # no sequence twice
+        if step < per_epoch:
+            assert (batch[:fresh] == ShuffledStream(downstream, run.seed).take(step * fresh, fresh)).all()
+    # Batch `per_epoch` would have crossed the first epoch's end: it opens the second epoch instead.
+    second = np.random.default_rng([run.seed, 1]).permutation(n)[:fresh]
+    assert (step_batch(data, plan, run, streams, per_epoch, 0, 1).numpy()[:fresh] == np.stack([downstream[int(i)] for i in second])).all()
+    counted = (Counted(downstream), Counted(upstream))
+    data = Data(train=counted[0], val={}, replay=counted[1], replay_fraction=0.25)
+    own = (ShuffledStream(counted[0], run.seed), ShuffledStream(counted[1], run.seed + 1))
+    plan2 = Plan.of(run, downstream.seq_len, 0.25, world=2)
+    whole = step_batch(Data(train=downstream, val={}, replay=upstream, replay_fraction=0.25), plan, run, streams, 5, 0, 1).numpy()
+    for rank, (fresh_reads, replay_reads) in enumerate([(4, 0), (2, 2)]):
+        before = (counted[0].reads, counted[1].reads)
+        share = step_batch(data, plan2, run, own, 5, rank, 2).numpy()
+        assert (counted[0].reads - before[0], counted[1].reads - before[1]) == (fresh_reads, replay_reads)
+        assert (share == whole[4 * rank : 4 * rank + 4]).all()
+    with pytest.raises(Exception, match="fewer than a step's"):
+        ShuffledStream(downstream, 0).batch(0, n + 1)
+
+
 def test_gradient_accumulation_matches_one_full_batch(prepared_copy, reference_run):
     write_params(prepared_copy / "params.yaml", small_params(train={"micro_batch_sequences": 8}))
     cell = cell_of(prepared_copy)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from rewarm import config as cfg
 from rewarm import grid, schedules
 from rewarm.checkpoints import unwrap
-from rewarm.data.shards import ShardReader, ShuffledStream, VerifiedStamp
+from rewarm.data.shards import DATA_ORDER, ShardReader, ShuffledStream, VerifiedStamp
 from rewarm.data.sources import file_sha256
 from rewarm.evaluate import autocast_for, mean_loss, perplexity, pick_device, resolve_precision
 from rewarm.io import FAILURE, PARTIAL, atomic_dir, check_free_space, exclusive, remove_stale_partials, write_json, write_text
@@ -261,7 +261,7 @@ def run_fingerprint(run: cfg.Optimization, base_weights: str, data: Data, extra:
     manifests = {"train": data.train.manifest, "replay": data.replay.manifest if data.replay else None,
                  **{f"val/{k}": v.manifest for k, v in sorted(data.val.items())}}
     shards = {k: [s["sha256"] for s in m["shards"]] if m else None for k, m in manifests.items()}
-    payload = {"run": cfg.to_dict(run), "base": base_weights, "shards": shards, "extra": extra or {}}
+    payload = {"run": cfg.to_dict(run), "base": base_weights, "shards": shards, "extra": extra or {}, "data_order": DATA_ORDER}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -349,15 +349,18 @@ def evaluate_all(model, data: Data, plan: Plan, run: cfg.Optimization, device, a
 
 
 def step_batch(data: Data, plan: Plan, run: cfg.Optimization, streams: tuple, step: int, rank: int, world: int) -> torch.Tensor:
-    """This process's share of the global batch of `step`: downstream sequences then replayed upstream ones."""
+    """This process's share of the global batch of `step` (downstream sequences then replayed upstream
+    ones), read alone: a process reads only the sequences it trains on."""
     train_stream, replay_stream = streams
     fresh = run.batch_sequences - plan.replay_per_step
-    parts = [train_stream.take(step * fresh, fresh)]
-    if plan.replay_per_step:
-        parts.append(replay_stream.take(step * plan.replay_per_step, plan.replay_per_step))
-    batch = np.concatenate(parts)
     share = run.batch_sequences // world
-    return torch.from_numpy(batch[rank * share : (rank + 1) * share])
+    start, stop = rank * share, (rank + 1) * share
+    parts = []
+    if start < fresh:
+        parts.append(train_stream.batch(step, fresh, start, min(stop, fresh)))
+    if stop > fresh:
+        parts.append(replay_stream.batch(step, plan.replay_per_step, max(start, fresh) - fresh, stop - fresh))
+    return torch.from_numpy(np.concatenate(parts))
 
 
 def train_loop(
@@ -559,7 +562,7 @@ def train_cell(
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "config.json", {
             "cell": name, "train": cfg.to_dict(run), "seq_len": data.train.seq_len,
-            "code": code_version(),
+            "code": code_version(), "data_order": DATA_ORDER,
             "inputs": {"base_dir": str(base_dir), "base_weights": weights, "tokenizer": fingerprint,
                        **{key: reader.manifest["source"]["fingerprint"] for key, reader in
                           [("train", data.train), *[(f"val/{k}", v) for k, v in data.val.items()]]}},

@@ -17,6 +17,10 @@ from rewarm.data.packing import COLUMN, SCHEMA_VERSION
 from rewarm.data.sources import file_sha256
 
 MANIFEST = "manifest.json"
+DATA_ORDER = 2
+"""How training batches are drawn from the shards (`ShuffledStream.batch`): 2, each step's batch within
+one epoch (distinct sequences). Version 1 ran on across epoch boundaries; the two differ only in runs
+longer than an epoch of their split. Part of a run's fingerprint: a state saved under 1 is not resumed."""
 
 
 class ShardError(ValueError):
@@ -141,7 +145,12 @@ def _map_rows(path: Path, seq_len: int, rows: int) -> np.ndarray:
 class ShuffledStream:
     """An endless, deterministic stream of a split's sequences: epoch e visits every sequence once,
     in the order of a permutation seeded by (seed, e). Position k of the stream is a pure
-    function of k, so a resumed run needs only the position to continue where it stopped."""
+    function of k, so a resumed run needs only the position to continue where it stopped.
+
+    Training takes it in batches (`batch`): each step's batch lies within one epoch, so it never
+    holds a sequence twice; an epoch's last `len % size` sequences, too few for a whole batch, are
+    left out of it (as `drop_last` does). Within the first epoch the batches are the stream's
+    consecutive positions, as they were before batches were aligned to epochs (DATA_ORDER 1)."""
 
     def __init__(self, reader: ShardReader, seed: int):
         self.reader = reader
@@ -149,13 +158,31 @@ class ShuffledStream:
         self._epoch = -1
         self._order = np.empty(0, dtype=np.int64)
 
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.reader))
+            self._epoch = epoch
+        return self._order
+
     def take(self, start: int, count: int) -> np.ndarray:
         """Sequences at stream positions start, ..., start + count - 1, as a [count, seq_len] int64 array."""
         rows = np.empty((count, self.reader.seq_len), dtype=np.int64)
         for i in range(count):
             epoch, offset = divmod(start + i, len(self.reader))
-            if epoch != self._epoch:
-                self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.reader))
-                self._epoch = epoch
-            rows[i] = self.reader[int(self._order[offset])]
+            rows[i] = self.reader[int(self._permutation(epoch)[offset])]
+        return rows
+
+    def batch(self, step: int, size: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Sequences start, ..., stop - 1 of the `size` distinct sequences of batch `step`, as a
+        [stop - start, seq_len] int64 array: a process reads only its share of a global batch."""
+        stop = size if stop is None else stop
+        per_epoch = len(self.reader) // size
+        if per_epoch == 0:
+            raise ShardError(f"{self.reader.split_dir}: {len(self.reader)} sequences, fewer than a step's {size} "
+                             f"(a batch of distinct sequences needs a larger split or a smaller batch_sequences)")
+        epoch, index = divmod(step, per_epoch)
+        order = self._permutation(epoch)
+        rows = np.empty((stop - start, self.reader.seq_len), dtype=np.int64)
+        for i in range(start, stop):
+            rows[i - start] = self.reader[int(order[index * size + i])]
         return rows
