@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -277,21 +278,78 @@ def test_unknown_cell_is_refused(prepared_copy):
     assert result.returncode == 2 and "cell 'ckpt-nope' is not in the grid" in result.stderr
 
 
-def test_torchrun_two_processes_match_one(prepared_copy, reference_run):
+def torchrun_command(cell: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "rewarm", *train_args(cell)]
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(prepared_project, tmp_path_factory):
+    """The test cell trained by 2 CPU processes under torchrun (gloo), uninterrupted."""
+    project = tmp_path_factory.mktemp("torchrun") / "project"
+    shutil.copytree(prepared_project, project, symlinks=True)
+    cell = cell_of(project)
+    result = subprocess.run(torchrun_command(cell), cwd=project, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project / "runs" / cell
+
+
+def test_torchrun_two_processes_match_one(torchrun_run, reference_run):
     """DistributedDataParallel over 2 CPU processes (gloo): the same global batch split in two
     gives the same run as one process, up to floating-point summation order."""
-    cell = cell_of(prepared_copy)
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "rewarm", *train_args(cell)]
-    result = subprocess.run(command, cwd=prepared_copy, env=run_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    distributed = read_rows(prepared_copy / "runs" / cell)
+    distributed = read_rows(torchrun_run)
     single = read_rows(reference_run)
     assert [r["step"] for r in distributed] == [r["step"] for r in single]
     for a, b in zip(distributed, single):
         for key in ("train_loss", "val/upstream/loss", "val/downstream/loss"):
             if b[key] is not None:
                 assert a[key] == pytest.approx(b[key], rel=1e-3), (a["step"], key)
+
+
+def worker_pids(agent: int) -> dict[int, int]:
+    """Rank -> pid of the worker processes a torchrun agent started (read from /proc)."""
+    workers = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if int(fields["PPid"]) != agent:
+                continue
+            environ = (status.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, KeyError, ValueError):
+            continue
+        ranks = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"RANK=")]
+        if ranks:
+            workers[int(ranks[0])] = int(status.parent.name)
+    return workers
+
+
+@pytest.mark.fault
+def test_sigterm_to_one_process_stops_all_at_one_step(prepared_copy, torchrun_run):
+    """Under torchrun a SIGTERM reaches one process (here rank 1, which does not save): the stop is
+    agreed at the next step's all-reduce, rank 0 saves that step, every process exits, and the
+    resumed run ends bit-identical to the uninterrupted 2-process run."""
+    cell = cell_of(prepared_copy)
+    state_index = prepared_copy / "state/runs" / cell / "state.json"
+    log_path = prepared_copy / "torchrun.log"
+    with open(log_path, "w") as log:
+        agent = subprocess.Popen(torchrun_command(cell), cwd=prepared_copy, env=run_env(), stderr=log)
+        deadline = time.monotonic() + 300
+        while not (state_index.exists() and json.loads(state_index.read_text())["step"] >= 10):
+            assert agent.poll() is None, "training finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        workers = worker_pids(agent.pid)
+        assert set(workers) == {0, 1}
+        os.kill(workers[1], signal.SIGTERM)
+        agent.wait(timeout=300)
+    text = log_path.read_text()
+    assert agent.returncode != 0 and not (prepared_copy / "runs" / cell / "metrics.json").exists()
+    saved = json.loads(state_index.read_text())["step"]
+    assert f"SIGTERM: state saved at step {saved}" in text and 10 <= saved < 40, text[-3000:]
+    resumed = subprocess.run(torchrun_command(cell), cwd=prepared_copy, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and f"resuming from step {saved}" in resumed.stderr, resumed.stderr[-3000:]
+    run_dir = prepared_copy / "runs" / cell
+    assert [comparable(r) for r in read_rows(run_dir)] == [comparable(r) for r in read_rows(torchrun_run)]
+    assert (run_dir / "model/model.safetensors").read_bytes() == (torchrun_run / "model/model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("name, kind", [("adamw", torch.optim.AdamW), ("radam", torch.optim.RAdam)])

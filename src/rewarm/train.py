@@ -441,9 +441,13 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
                     loss = model(input_ids=chunk, labels=chunk).loss / plan.accumulation
                 scaler.scale(loss).backward()
             step_loss += loss.detach()
+        stop = preemption.requested
         if world > 1:
-            dist.all_reduce(step_loss)
-            step_loss /= world
+            # One all-reduce carries the loss and the stop request: a SIGTERM reaching any process
+            # (each gets its own under torchrun) stops every one at this same step.
+            shared = torch.stack([step_loss, torch.tensor(float(stop), device=device)])
+            dist.all_reduce(shared)
+            step_loss, stop = shared[0] / world, bool(shared[1] > 0)
         train_loss = float(step_loss)
         if not math.isfinite(train_loss):
             # Before the update: the model and the last saved state stay as they were.
@@ -470,12 +474,15 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             metrics.log_step(step_row, evaluation)
             if on_step:
                 on_step(done, model, history)
-            if (done % run.save_every == 0 or preemption.requested) and done < plan.total_steps:
+            if (done % run.save_every == 0 or stop) and done < plan.total_steps:
                 save_state(state_dir, model, optimizer, done, history, fingerprint, scaler)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
-        if preemption.requested and done < plan.total_steps:
-            log.warning("%s: SIGTERM: state saved at step %d in %s; rerun to resume", label, done, state_dir)
+        if stop and done < plan.total_steps:
+            if world > 1:
+                dist.barrier()  # every process waits for rank 0's save: torchrun stops the others when one exits
+            if main:
+                log.warning("%s: SIGTERM: state saved at step %d in %s; rerun to resume", label, done, state_dir)
             raise SystemExit(128 + signal.SIGTERM)
     bar.close()
     if main:
