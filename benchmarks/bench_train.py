@@ -86,6 +86,37 @@ def run_rewarm(size: dict, steps: int, work: Path, device: str) -> tuple[float, 
     return ends.rate(size["batch"] * size["seq_len"]), peak
 
 
+def loop_overheads(size: dict, steps: int, work: Path) -> dict[str, float]:
+    """Seconds per step of what the loop does besides forward, backward and the update, each timed
+    alone over `steps` steps: reading the step's batch from the shards, and logging the step
+    (DVCLive's per-step lr and train loss; evaluation steps, which also write the curves and
+    DVCLive's summary, are every eval_every steps and are left out)."""
+    from rewarm import config as cfg
+    from rewarm.data.shards import ShardReader, ShuffledStream
+    from rewarm.train import Data, History, MetricsLog, Plan, step_batch
+
+    split = make_shards(work / "shards", size["batch"] * steps, size["seq_len"], size["vocab"])
+    reader = ShardReader(split, verify=False)
+    run = cfg.TrainConfig(tokens=size["batch"] * steps * size["seq_len"], batch_sequences=size["batch"],
+                          micro_batch_sequences=size["micro"])
+    plan = Plan.of(run, size["seq_len"], 0.0, 1)
+    streams, data = (ShuffledStream(reader, 0), None), Data(train=reader, val={})
+    start = time.perf_counter()
+    for step in range(steps):
+        step_batch(data, plan, run, streams, step, 0, 1)
+    batch = (time.perf_counter() - start) / steps
+    history = History()
+    metrics = MetricsLog(work / "log", history)
+    start = time.perf_counter()
+    for step in range(steps):
+        row = {"step": step + 1, "lr": 1e-3, "train_loss": 2.0}
+        history.steps.append(row)
+        metrics.log_step(row, None)
+    logging = (time.perf_counter() - start) / steps
+    metrics.close()
+    return {"reading the batch": batch, "logging the step": logging}
+
+
 def planned_memory(size: dict) -> int:
     """`rewarm plan`'s peak-memory estimate for this model and micro-batch."""
     from rewarm import config as cfg
@@ -180,6 +211,7 @@ def main() -> None:
         # Alternate and keep the best of two, so that neither loop is favoured by warm caches.
         ours, memory = max(run_rewarm(size, args.steps, work / f"r{i}", device) for i in range(2))
         theirs = max(run_trainer(size, args.steps, work / f"t{i}", device) for i in range(2))
+        overheads = loop_overheads(size, max(args.steps, 50), work / "overheads")
     peak = args.peak_tflops * 1e12 if args.peak_tflops else matmul_rate(device)
     n = parameters(size)
     print(f"model {size_name}: {n / 1e6:.1f} M non-embedding-input parameters, batch {size['batch']} x {size['seq_len']} tokens "
@@ -189,6 +221,9 @@ def main() -> None:
         print(f"{name:28s} {rate:12,.0f} {6 * n * rate / peak:7.1%}")
     print(f"rewarm / Trainer: {ours / theirs:.2f}x   (peak used for MFU: {peak / 1e12:.2f} TFLOP/s, "
           f"{'given' if args.peak_tflops else 'measured matmul'})")
+    step_seconds = size["batch"] * size["seq_len"] / ours
+    print(f"per step of rewarm's loop ({step_seconds * 1e3:.1f} ms), besides forward, backward and update: " + ", ".join(
+        f"{name} {seconds * 1e3:.2f} ms ({seconds / step_seconds:.1%})" for name, seconds in overheads.items()))
     estimate = planned_memory(size)
     if memory is None:
         print(f"peak GPU memory: not measured on CPU (rewarm plan estimates {estimate / 1e9:.2f} GB on a GPU "

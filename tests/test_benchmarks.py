@@ -28,6 +28,9 @@ def test_bench_train_prints_throughput_ratio_mfu_and_planned_memory():
     assert ratio(r"rewarm / Trainer: ([0-9.]+)x", out) > 0
     assert ratio(r"rewarm train_loop\s+[0-9,]+\s+([0-9.]+)%", out) > 0
     assert ratio(r"rewarm plan estimates ([0-9.]+) GB", out) > 0
+    # Where the step's time goes besides the model: each share printed, and below the whole step.
+    shares = [float(s) for s in re.findall(r"(?:reading the batch|logging the step) [0-9.]+ ms \(([0-9.]+)%\)", out)]
+    assert len(shares) == 2 and all(0 <= s < 100 for s in shares)
 
 
 def test_bench_prepare_prints_its_ratios_and_keeps_the_figures(tmp_path):

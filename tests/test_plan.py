@@ -142,15 +142,23 @@ def test_paper_grid_evaluates_on_gpus_under_the_slurm_profile(tmp_path):
     project = copy_project(tmp_path / "paper")
     (project / "config").mkdir()
     (project / "config/paper.yaml").write_text((ROOT / "config/paper.yaml").read_text())
-    planned = snakemake("-n", "--profile", "workflow/profiles/slurm", "--configfile", "config/paper.yaml", cwd=project)
-    text = planned.stdout + planned.stderr
-    jobs = re.findall(r"^rule (evaluate|evaluate_base|train):\n(?:    .*\n)*?    resources: (.*)$", text, re.MULTILINE)
-    found = {rule: sum(r == rule for r, _ in jobs) for rule in ("evaluate", "evaluate_base", "train")}
+    def jobs(*args: str) -> list[tuple[str, str]]:
+        planned = snakemake("-n", *args, cwd=project)
+        return re.findall(r"^rule (evaluate|evaluate_base|train):\n(?:    .*\n)*?    resources: (.*)$",
+                          planned.stdout + planned.stderr, re.MULTILINE)
+
+    # Without a profile's settings too: the paper's device (cuda) gives every training and evaluation job a GPU.
+    local = jobs("--configfile", "config/paper.yaml")
+    assert len(local) == 17 + 4 + 16 and all("gpu=1" in resources for _, resources in local)
+    demo = jobs()
+    assert demo and all("gpu=0" in resources for _, resources in demo)  # the demo's device is auto: none asked for
+    slurm = jobs("--profile", "workflow/profiles/slurm", "--configfile", "config/paper.yaml")
+    found = {rule: sum(r == rule for r, _ in slurm) for rule in ("evaluate", "evaluate_base", "train")}
     assert found == {"evaluate": 17, "evaluate_base": 4, "train": 16}
-    for rule, resources in jobs:
+    for rule, resources in slurm:
         assert "gpu=1" in resources and "mem_mb=64000" in resources, (rule, resources)
     minutes = max(60, int(3 * 2 * 405_334_016 * 2 * 22_609_920 / 100e12 / 60) + 15)
-    assert all(f"runtime={minutes}" in r for rule, r in jobs if rule != "train")
+    assert all(f"runtime={minutes}" in r for rule, r in slurm if rule != "train")
     import dataclasses
 
     config = cfg.load(PAPER)

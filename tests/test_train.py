@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from rewarm import config as cfg
+from rewarm.checkpoints import write_checksums
 from rewarm.data.shards import ShardReader, ShuffledStream
 from rewarm.train import Data, Plan, step_batch
 from tests.conftest import cell_of, rewarm, run_env, small_params, train_args, write_params
@@ -138,6 +139,7 @@ def test_divergence_names_the_step_and_keeps_the_saved_state(prepared_copy):
     name = next(k for k in weights if "mlp.dense_4h_to_h.weight" in k)
     weights[name] = torch.full_like(weights[name], float("inf"))
     save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    write_checksums(base)  # weights poisoned on purpose, as a checkpoint that was saved so would be
     cell = cell_of(prepared_copy)
     result = rewarm(*train_args(cell), cwd=prepared_copy, check=False)
     assert result.returncode == 1

@@ -146,10 +146,11 @@ def write_checksums(path: str | Path) -> None:
     write_text(path / CHECKSUMS, "".join(f"{file_sha256(path / name)}  {name}\n" for name in weight_files(path)))
 
 
-def verify_weights(path: str | Path) -> None:
+def verify_weights(path: str | Path) -> dict[str, str]:
     """Refuse, naming the file, a model directory whose weights are missing, altered or truncated:
     against `weights.sha256` where its writer recorded one; otherwise (a directory from elsewhere)
-    by reading each safetensors file's header and checking the data it declares is all there."""
+    by reading each safetensors file's header and checking the data it declares is all there.
+    Returns each configuration and weight file's sha256, by name."""
     from rewarm.data.sources import file_sha256
 
     path = Path(path)
@@ -170,7 +171,7 @@ def verify_weights(path: str | Path) -> None:
             if file_sha256(path / name) != recorded[name]:
                 raise CheckpointError(f"{path / name}: altered or truncated (its sha256 differs from {CHECKSUMS}); "
                                       f"re-create it (rewarm select, or re-run the stage that wrote it)")
-        return
+        return {name: recorded[name] for name in names}
     from safetensors import safe_open
 
     for name in names:
@@ -181,6 +182,7 @@ def verify_weights(path: str | Path) -> None:
                 weights.keys()
         except Exception as error:  # safetensors raises its own SafetensorError, and OSError
             raise CheckpointError(f"{path / name}: unreadable safetensors file ({error}); truncated or not safetensors") from None
+    return {name: file_sha256(path / name) for name in names}
 
 
 def check_model_dir(path: str | Path) -> dict:
@@ -207,23 +209,23 @@ def read_gpt_neox_config(path: Path) -> dict:
     return config
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu"):
-    """Load a checked, verified model directory (safetensors only, sharded or not, no remote code) in float32."""
+def load_model(path: str | Path, device: torch.device | str = "cpu", verify: bool = True):
+    """Load a checked model directory (safetensors only, sharded or not, no remote code) in float32,
+    its weights verified first (`verify=False`: the caller just did, with `weights_fingerprint`)."""
     from transformers import GPTNeoXForCausalLM
 
     check_model_dir(path)
-    verify_weights(path)
+    if verify:
+        verify_weights(path)
     model = GPTNeoXForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa")
     return model.to(device)
 
 
 def weights_fingerprint(path: str | Path) -> str:
-    """sha256 of a model directory's configuration and weights."""
-    from rewarm.data.sources import file_sha256
-
+    """sha256 of a model directory's configuration and weights (verified: `verify_weights`)."""
     digest = hashlib.sha256()
-    for name in weight_files(path):
-        digest.update(file_sha256(Path(path) / name).encode())
+    for file_digest in verify_weights(path).values():
+        digest.update(file_digest.encode())
     return digest.hexdigest()
 
 

@@ -303,13 +303,19 @@ class MetricsLog:
         for row in history.steps:
             self._live_step(row, evals.get(row["step"]))
         self._write_curves()
+        if history.evals:
+            self.live.make_summary()
 
     def log_step(self, row: dict, evaluation: dict | None) -> None:
+        """Every step: lr and train loss appended to DVCLive's tsv files. At an evaluation: the row,
+        the curves and DVCLive's summary (metrics.json), which is rewritten whole, so not every step."""
         if evaluation is not None:
             with open(self.jsonl, "a") as f:
                 f.write(json.dumps(evaluation) + "\n")
             self._write_curves()
         self._live_step(row, evaluation)
+        if evaluation is not None:
+            self.live.make_summary()
 
     def _write_curves(self) -> None:
         """Per validation split, `curves/<name>.csv` (step, tokens, loss, ppl) for `dvc plots`,
@@ -330,7 +336,6 @@ class MetricsLog:
         for key, value in (evaluation or {}).items():
             if key.startswith("val/") and value is not None and math.isfinite(value):
                 self.live.log_metric(key, value, plot=True)
-        self.live.make_summary()
 
     def close(self) -> None:
         self.live.end()
@@ -562,8 +567,8 @@ def train_cell(
     name = grid.cell_name(run)
     stops = grid.prefix_stops(config, name)
     check_free_space(out_dir, (4 + len(stops)) * checkpoints.weights_bytes(base_dir), f"train {name}")
-    model = checkpoints.load_model(base_dir)
-    weights = checkpoints.weights_fingerprint(base_dir)
+    weights = checkpoints.weights_fingerprint(base_dir)  # verifies the weights, hashing them once
+    model = checkpoints.load_model(base_dir, verify=False)
     main = process_rank() == 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,10 @@ TRAINED_BY = rewarm_grid.trained_by(CONFIG)
 TRAINED = [cell for cell in CELLS if TRAINED_BY[cell] == cell]
 PREFIXES = [cell for cell in CELLS if TRAINED_BY[cell] != cell]
 RECORDS = rewarm_grid.records(CONFIG)
+# GPUs per training and evaluation job: one when the configuration asks for a GPU (train.device:
+# cuda, as at paper scale), none otherwise; the slurm profile and --set-resources override it, and a
+# local run limits concurrent GPU jobs with --resources gpu=<GPUs on the machine>.
+JOB_GPUS = 1 if CONFIG.train.device == "cuda" else 0
 # An evaluation job's wall-clock limit, from its validation tokens (a 410M model on 2 x 22.6M tokens: 60 min).
 EVALUATE_MINUTES = rewarm_plan.evaluation_minutes(CONFIG, CONFIG.tokenizer.vocab_size)  # trained cell -> the shorter cells it records, with their steps
 

@@ -18,7 +18,7 @@ rule evaluate:
     resources:
         mem_mb=4000,
         runtime=EVALUATE_MINUTES,  # scaled to the validation tokens (rewarm.plan.evaluation_minutes)
-        gpu=0,  # the slurm profile gives it a GPU, as training (set-resources); on it, bf16 and a full batch
+        gpu=JOB_GPUS,  # on a GPU: bf16 and a batch that fills it; the slurm profile gives it one, as training
     shell:
         "rewarm evaluate {params.config} --model {input.model} --tokens data/tokens --threads {threads} --out {output} 2> {log}"
 
@@ -42,6 +42,6 @@ rule evaluate_base:
     resources:
         mem_mb=4000,
         runtime=EVALUATE_MINUTES,  # scaled to the validation tokens (rewarm.plan.evaluation_minutes)
-        gpu=0,  # the slurm profile gives it a GPU, as training (set-resources); on it, bf16 and a full batch
+        gpu=JOB_GPUS,  # on a GPU: bf16 and a batch that fills it; the slurm profile gives it one, as training
     shell:
         "rewarm evaluate {params.config} --model {input.model} --tokens data/tokens --threads {threads} --out {output} 2> {log}"

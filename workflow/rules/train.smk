@@ -32,7 +32,7 @@ rule train:
     resources:
         mem_mb=4000,
         runtime=240,
-        gpu=0,  # GPUs per training job: the slurm profile sets it (set-resources)
+        gpu=JOB_GPUS,  # GPUs per training job (more: torchrun); the slurm profile sets it (set-resources)
     shell:
         "{params.launcher} train {params.config} --cell {wildcards.cell} --base {input.base}"
         " --train data/tokens/{params.corpus}/train --replay {input.upstream}/train"
