@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, GPTNeoXForCausalLM
 from rewarm import checkpoints
 from rewarm import config as cfg
 from rewarm.data import tokenizer as tok
-from tests.conftest import rewarm, small_params, write_params
+from tests.conftest import cell_of, rewarm, small_params, write_params
 
 
 def select(project: Path, name: str, out: str, check: bool = True, extra: tuple[str, ...] = ()):
@@ -196,7 +196,7 @@ def edited_base(project: Path, name: str, **changes) -> str:
     ({"model_type": "gpt2"}, "model_type 'gpt2', expected 'gpt_neox'"),
 ])
 def test_checkpoint_that_cannot_train_on_the_shards_is_refused(prepared_copy, changes, message):
-    from tests.conftest import cell_of, train_args
+    from tests.conftest import train_args
 
     base = edited_base(prepared_copy, "edited", **changes)
     cell = cell_of(prepared_copy)
@@ -315,7 +315,3 @@ def test_corrupt_weights_are_refused_naming_the_file(prepared_copy, damage):
         result = select(prepared_copy, "mine", "checkpoints/base/mine", check=False)
         assert result.returncode == 1 and f"{weights}: unreadable safetensors file" in result.stderr, result.stderr[-2000:]
         assert not (prepared_copy / "checkpoints/base/mine").exists()
-
-
-def cell_of(project: Path) -> str:
-    return json.loads(rewarm("grid", "--format", "json", cwd=project).stdout).popitem()[0]

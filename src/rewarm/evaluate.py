@@ -47,8 +47,6 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-
-
 @torch.no_grad()
 def mean_loss(model, reader: ShardReader, sequences: int, micro_batch: int, device: torch.device, autocast=None) -> float:
     """Mean next-token loss over the first `sequences` sequences of `reader`.
