@@ -71,6 +71,8 @@ class ShardReader:
             self._starts.append(total)
             self._arrays.append(_map_rows(path, self.seq_len, shard["rows"]))
             total += shard["rows"]
+        if isinstance(verify, VerifiedStamp):
+            verify.save()
         self._length = total
 
     def __len__(self) -> int:
@@ -109,6 +111,7 @@ class VerifiedStamp:
             self.entries = {}
         self.hashed = 0
         """Shards hashed by this process (the others were found in the stamp)."""
+        self._changed = False
 
     @staticmethod
     def identity(path: Path, shard: dict) -> list:
@@ -117,14 +120,22 @@ class VerifiedStamp:
 
     def verify(self, path: Path, shard: dict) -> None:
         key = str(path.resolve())
-        if path.exists() and self.entries.get(key) == self.identity(path, shard):
+        identity = self.identity(path, shard) if path.exists() else None
+        if identity is not None and self.entries.get(key) == identity:
             return
         _verify(path, shard)
         self.hashed += 1
-        self.entries[key] = self.identity(path, shard)
-        from rewarm.io import write_json
+        # Taken before hashing: a file changed while it was hashed does not match it, and is hashed again.
+        self.entries[key] = identity
+        self._changed = True
 
-        write_json(self.path, self.entries)
+    def save(self) -> None:
+        """Write the stamp if this process verified anything new (once per split, not per shard)."""
+        if self._changed:
+            from rewarm.io import write_json
+
+            write_json(self.path, self.entries)
+            self._changed = False
 
 
 def _map_rows(path: Path, seq_len: int, rows: int) -> np.ndarray:
