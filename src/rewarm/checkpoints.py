@@ -137,13 +137,15 @@ def weight_files(path: str | Path) -> list[str]:
     return ["config.json", WEIGHTS_INDEX, *shards]
 
 
-def write_checksums(path: str | Path) -> None:
-    """Record the sha256 of the configuration and weight files in `weights.sha256` (sha256sum's format)."""
+def write_checksums(path: str | Path, digests: dict[str, str] | None = None) -> None:
+    """Record the sha256 of the configuration and weight files in `weights.sha256` (sha256sum's format):
+    `digests` by name when the caller has them (files copied from a verified directory), else hashed."""
     from rewarm.data.sources import file_sha256
     from rewarm.io import write_text
 
     path = Path(path)
-    write_text(path / CHECKSUMS, "".join(f"{file_sha256(path / name)}  {name}\n" for name in weight_files(path)))
+    digests = digests or {name: file_sha256(path / name) for name in weight_files(path)}
+    write_text(path / CHECKSUMS, "".join(f"{digest}  {name}\n" for name, digest in digests.items()))
 
 
 def verify_weights(path: str | Path) -> dict[str, str]:
@@ -278,11 +280,11 @@ def materialize(source: Path, out_dir: Path) -> None:
         raise CheckpointError(f"{source}: not a directory")
     if (source / "model.safetensors").is_file() or (source / WEIGHTS_INDEX).is_file():
         check_model_dir(source)
-        verify_weights(source)
-        for name in [*weight_files(source), *TOKENIZER_FILES, *OPTIONAL_FILES]:
+        digests = verify_weights(source)
+        for name in [*digests, *TOKENIZER_FILES, *OPTIONAL_FILES]:
             if (source / name).is_file():
                 shutil.copy2(source / name, out_dir / name)
-        write_checksums(out_dir)
+        write_checksums(out_dir, digests)  # the copies are the verified files: no second hashing
         return
     if not (source / "config.json").is_file() or not list(source.glob("pytorch_model*.bin")):
         check_model_dir(source)  # raises, naming what is missing

@@ -558,9 +558,9 @@ def _check_model(model: ModelConfig, seq_len: int) -> list[str]:
     return problems
 
 
-def replay_sequences(run: "TrainConfig") -> int:
+def replay_sequences(replay_fraction: float, batch_sequences: int) -> int:
     """Upstream sequences in each step's global batch: the replay share of batch_sequences, rounded."""
-    return round(run.replay_fraction * run.batch_sequences)
+    return round(replay_fraction * batch_sequences)
 
 
 def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[str]:
@@ -613,7 +613,7 @@ def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[s
             problems.append(f"{section}.{field}: {getattr(run, field)} must be >= 0")
     if isinstance(run, TrainConfig) and not 0 <= run.replay_fraction <= 1:
         problems.append(f"{section}.replay_fraction: {run.replay_fraction} must be in [0, 1]")
-    elif isinstance(run, TrainConfig) and run.replay_fraction > 0 and replay_sequences(run) == 0:
+    elif isinstance(run, TrainConfig) and run.replay_fraction > 0 and replay_sequences(run.replay_fraction, run.batch_sequences) == 0:
         problems.append(f"{section}.replay_fraction: {run.replay_fraction:g} rounds to 0 of the {run.batch_sequences} sequences "
                         f"of a step (no replay at all); the smallest share that replays is {1 / run.batch_sequences:g} "
                         f"(one sequence per step), or raise batch_sequences")

@@ -144,9 +144,8 @@ def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, co
         if by[name] == name:  # the run's own evaluations, on upstream and downstream samples
             from rewarm.train import Plan
 
-            stops = records.get(name, {}).values()
-            evaluations = Plan.of(run, seq_len, run.replay_fraction, 1, stops).evaluation_count(run)
-            during = evaluations * max(1, run.eval_tokens // seq_len) * seq_len * 2
+            run_plan = Plan.of(run, seq_len, run.replay_fraction, 1, records.get(name, {}).values())
+            during = run_plan.evaluation_count(run) * run_plan.eval_sequences * seq_len * 2
         cells.append(CellPlan(name=name, run=by[name], tokens=tokens, steps=steps, flops=flops,
                               gpu_hours=flops / (mfu * peak_tflops * 1e12) / 3600,
                               memory_bytes=peak_memory(parameters, config.model, vocab_size, seq_len, run.micro_batch_sequences),

@@ -102,7 +102,7 @@ class Plan:
         return cls(
             total_steps=steps,
             warmup_steps=warmup,
-            replay_per_step=round(replay_fraction * run.batch_sequences),
+            replay_per_step=cfg.replay_sequences(replay_fraction, run.batch_sequences),
             accumulation=per_process // run.micro_batch_sequences,
             eval_sequences=max(1, run.eval_tokens // seq_len),
             schedule=schedule,
