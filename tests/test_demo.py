@@ -1,13 +1,18 @@
-"""The embedded demo's corpora: seeded, in the real corpora's formats, and clearly different."""
+"""The embedded demo's corpora: seeded, in the real corpora's formats, a mild shift between two
+mixtures of the same kinds of sources (as the Pile and SlimPajama), with shared documents."""
 
 from __future__ import annotations
 
 import collections
 import json
+import math
 import re
 
+import yaml
+
 from rewarm.data import demo
-from rewarm.data.sources import ReadStats, read_jsonl
+from rewarm.data.sources import ReadStats, read_jsonl, read_jsonl_parts
+from tests.conftest import ROOT
 
 
 def test_same_seed_same_bytes_other_seed_other_documents(tmp_path):
@@ -21,53 +26,108 @@ def test_same_seed_same_bytes_other_seed_other_documents(tmp_path):
     assert len(texts_a) == 200 and len(set(texts_a) & set(texts_c)) < 5
 
 
-def test_records_use_pile_and_slimpajama_metadata():
-    up = list(demo.generate_records("upstream", 300, seed=0))
-    down = list(demo.generate_records("downstream", 300, seed=0))
-    assert {r["meta"]["pile_set_name"] for r in up} == {"Wikipedia (en)", "Github", "ArXiv"}
-    assert {r["meta"]["redpajama_set_name"] for r in down} == {"RedPajamaCommonCrawl", "RedPajamaBook", "RedPajamaStackExchange"}
-    assert all(isinstance(r["text"], str) and r["text"].strip() for r in up + down)
+def paper_weights(corpus: str) -> dict[str, float]:
+    """The real corpora's part weights, as config/paper.yaml declares them (from the papers' tables)."""
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    split = "val" if corpus == "upstream" else "train"
+    return paper["corpora"][corpus][split]["mixture"]["weights"]
+
+
+def shares(records, key: str) -> collections.Counter:
+    return collections.Counter(r["meta"][key] for r in records)
+
+
+def test_downstream_is_slimpajama_mixed_as_the_paper_sampled_it():
+    """Every SlimPajama part, named as in `meta.redpajama_set_name`, at Table 1's sampling percentages."""
+    n = 6000
+    counts = shares(demo.generate_records("downstream", n, seed=0), "redpajama_set_name")
+    weights = paper_weights("downstream")
+    assert set(counts) == set(weights)
+    total = sum(weights.values())
+    for part, weight in weights.items():
+        p = weight / total
+        assert abs(counts[part] / n - p) < 4 * math.sqrt(p * (1 - p) / n), part  # within 4 binomial standard deviations
+
+
+def test_upstream_is_the_pile_parts_at_the_piles_relative_weights():
+    """Pile parts named as in `meta.pile_set_name`, each at its weight relative to the others drawn."""
+    n = 6000
+    counts = shares(demo.generate_records("upstream", n, seed=0), "pile_set_name")
+    weights = paper_weights("upstream")
+    assert set(counts) <= set(weights) and len(counts) >= 8
+    total = sum(weights[part] for part in counts)
+    for part in counts:
+        p = weights[part] / total
+        assert abs(counts[part] / n - p) < 4 * math.sqrt(p * (1 - p) / n), part
+
+
+def test_the_two_corpora_draw_on_the_same_kinds_of_sources():
+    """Web, encyclopedia, code, books, papers and Q&A are in both (as in the Pile and SlimPajama)."""
+    up, down = demo.set_names("upstream"), demo.set_names("downstream")
+    for kind in ("encyclopedia", "code", "books", "maths", "qa"):
+        assert kind in up.values() and kind in down.values()
+    web = {"web-crawl", "web-clean", "web-crawl-later", "web-clean-later"}
+    assert web & set(up.values()) and web & set(down.values())
 
 
 def words(records) -> collections.Counter:
     return collections.Counter(w for r in records for w in re.findall(r"[a-z]+", r["text"].lower()))
 
 
-def test_domains_have_clearly_different_distributions():
-    up = words(demo.generate_records("upstream", 500, seed=0))
-    up_other_seed = words(demo.generate_records("upstream", 500, seed=1))
-    down = words(demo.generate_records("downstream", 500, seed=0))
-
-    def overlap(p: collections.Counter, q: collections.Counter) -> float:
-        """Share of probability mass the two word distributions have in common (1 = identical)."""
-        total_p, total_q = sum(p.values()), sum(q.values())
-        return sum(min(p[w] / total_p, q[w] / total_q) for w in p.keys() & q.keys())
-
-    assert overlap(up, up_other_seed) > 0.85  # train and validation: one distribution
-    assert overlap(up, down) < 0.35  # upstream and downstream: clearly different
-    news = list(demo.generate_records("news", 500, seed=0))
-    assert {r["meta"]["source"] for r in news} == {"News", "Recipes"}
-    assert overlap(words(news), up) < 0.35 and overlap(words(news), down) < 0.35  # a third domain
+def overlap(p: collections.Counter, q: collections.Counter) -> float:
+    """Share of probability mass two word distributions have in common (1 = identical)."""
+    total_p, total_q = sum(p.values()), sum(q.values())
+    return sum(min(p[w] / total_p, q[w] / total_q) for w in p.keys() & q.keys())
 
 
-def test_news_domain_shares_subwords_with_both_others():
-    """The held-out domain sits between the two: its words are built from syllables of each."""
-    def bigrams(records):
-        return {t[i:i + 2] for r in records for w in re.findall(r"[a-z]{4,}", r["text"].lower()) for t in [w] for i in range(len(t) - 1)}
+def test_a_mild_shift_one_language_other_proportions():
+    up = words(demo.generate_records("upstream", 1500, seed=0))
+    up_other_seed = words(demo.generate_records("upstream", 1500, seed=1))
+    down = words(demo.generate_records("downstream", 1500, seed=0))
+    news = words(demo.generate_records("news", 1500, seed=0))
+    same, shifted = overlap(up, up_other_seed), overlap(up, down)
+    assert same > 0.9  # train and validation: one distribution
+    assert 0.5 < shifted < same - 0.1  # the two corpora share most of their words, not all
+    assert min(overlap(news, up), overlap(news, down)) > 0.25  # the held-out domain speaks the same language
+    general = set(demo._GENERAL_NOUNS)
+    assert general <= set(up) and general <= set(down) and general <= set(news)  # one shared vocabulary
 
-    news, up, down = (bigrams(demo.generate_records(d, 300, seed=0)) for d in ("news", "upstream", "downstream"))
-    assert len(news & up) > 0.3 * len(news) and len(news & down) > 0.3 * len(news)
+
+def test_later_web_pages_keep_the_ranking_and_replace_every_third_name_from_rank_20():
+    pile, later = demo._web_names(later=False), demo._web_names(later=True)
+    assert len(pile) == len(later) == 450
+    changed = [rank for rank, (a, b) in enumerate(zip(pile, later)) if a != b]
+    assert changed == list(range(20, 450, 3))  # 144 new names, none among the 20 most frequent
+    assert not set(later[r] for r in changed) & set(pile)
 
 
-def test_generate_stage_writes_every_demo_source(tmp_path):
+def test_train_splits_share_documents_validation_splits_do_not():
+    """SlimPajama overlaps the Pile: both train splits draw part of their curated documents from one
+    pool. Validation documents are fresh, so no validation text is in either train split."""
+    up_train = {r["text"] for r in demo.generate_records("upstream", 3000, seed=1, pooled=True)}
+    down_train = {r["text"] for r in demo.generate_records("downstream", 3000, seed=3, pooled=True)}
+    up_val = {r["text"] for r in demo.generate_records("upstream", 300, seed=2)}
+    down_val = {r["text"] for r in demo.generate_records("downstream", 300, seed=4)}
+    # Expected about 15 shared: e.g. books, 3000 x 4.5% x 0.3 = 40 downstream draws from a pool of 1000 of which
+    # upstream's 3000 x 14.4% x 0.3 = 130 draws cover 12%, about 5; the other pooled kinds add about 10.
+    assert len(up_train & down_train) >= 8
+    assert not (up_val | down_val) & (up_train | down_train)
+    unpooled = {r["text"] for r in demo.generate_records("downstream", 3000, seed=3)}
+    assert len(up_train & unpooled) < 5  # without the pool, the corpora share next to nothing
+
+
+def test_generate_stage_writes_every_demo_source_with_readable_parts(tmp_path):
     from rewarm import config as cfg
     from tests.conftest import small_params
 
     config = cfg.from_dict(small_params())
     counts = demo.generate(config, tmp_path / "raw")
     assert counts == {"upstream/train": 600, "upstream/val": 60, "downstream/train": 600, "downstream/val": 60, "news/val": 30}
-    first = json.loads(next(iter(read_lines(tmp_path / "raw" / "downstream" / "val.jsonl.zst"))))
-    assert "redpajama_set_name" in first["meta"]
+    path = tmp_path / "raw" / "downstream" / "val.jsonl.zst"
+    parts = collections.Counter(part for _, part in read_jsonl_parts(path, "text", ReadStats(), part_field="meta.redpajama_set_name"))
+    assert sum(parts.values()) == 60 and set(parts) <= set(paper_weights("downstream")) and "RedPajamaCommonCrawl" in parts
+    first = json.loads(next(iter(read_lines(tmp_path / "raw" / "upstream" / "train.jsonl.zst"))))
+    assert first["meta"]["pile_set_name"] in paper_weights("upstream")
     assert not list(tmp_path.glob("raw.partial-*"))
 
 

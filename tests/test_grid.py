@@ -21,19 +21,36 @@ def test_shipped_configurations_expand(path):
 
 
 def test_demo_grid_is_the_papers_studies_in_miniature():
+    """The demo declares config/paper.yaml's five studies with the same axes, the same warm-up fractions,
+    the same learning rates relative to pre-training's, and the same ratios of stopping point, end of
+    decay and schedule length (50B and 240B of 297B tokens)."""
     config = cfg.load(ROOT / "params.yaml", base_dir=ROOT)
-    cells = grid.cells(config)
-    studies = grid.studies(config)
-    assert set(studies) == {"warmup", "max_lr", "scratch", "checkpoint"}
-    assert {c.checkpoint for c in cells.values()} == {"early", "final", "scratch"}
-    assert sorted({cells[n].max_lr for n in studies["max_lr"] if cells[n].schedule == "cosine"}) == [
-        config.pretrain.max_lr / 2, config.pretrain.max_lr, config.pretrain.max_lr * 2
-    ]
-    assert sorted(cells[n].warmup_fraction for n in studies["warmup"]) == [0.0, 0.01, 0.02]
-    constant = [c for c in cells.values() if c.schedule == "constant"]
-    assert len(constant) == 1 and constant[0].max_lr == pytest.approx(0.1 * config.pretrain.max_lr)
-    # The reference cell (final, 1e-3, 1% warm-up) is in four studies and is one cell.
-    assert len(cells) == 8
+    paper = cfg.load([ROOT / "params.yaml", ROOT / "config/paper.yaml"], base_dir=ROOT)
+    assert set(config.grid.studies) == set(paper.grid.studies) == {"warmup", "max_lr", "scratch", "same_data", "checkpoints"}
+    seq = config.prepare.seq_len, paper.prepare.seq_len
+    pythia_lr = 3e-4  # Pythia-410M's maximum learning rate, the paper's reference (Gupta et al. 2023, 4.2)
+    for name in paper.grid.studies:
+        cells = [grid.cells(config)[n] for n in grid.studies(config)[name]]
+        paper_cells = [grid.cells(paper)[n] for n in grid.studies(paper)[name]]
+        assert list(config.grid.studies[name].vary) == list(paper.grid.studies[name].vary)
+        assert len(cells) == len(paper_cells)
+        for ours, theirs in zip(cells, paper_cells):
+            assert ours.warmup_fraction == theirs.warmup_fraction and ours.schedule == theirs.schedule
+            assert ours.train_corpus == theirs.train_corpus
+            assert ours.max_lr / config.pretrain.max_lr == pytest.approx(theirs.max_lr / pythia_lr)
+            steps = [cfg.total_steps(c, s) / cfg.schedule_steps(c, s) for c, s in zip((ours, theirs), seq)]
+            decay = [cfg.decay_steps(c, s) / cfg.schedule_steps(c, s) for c, s in zip((ours, theirs), seq)]
+            assert steps[0] == pytest.approx(steps[1], rel=0.01) and decay[0] == pytest.approx(decay[1], rel=0.01)
+    # Checkpoints: early, mid and final of the demo's series in the paper's order, and scratch.
+    starts = [grid.cells(config)[n].checkpoint for n in grid.studies(config)["checkpoints"]]
+    assert starts == ["early", "early", "mid", "mid", "final", "final"]
+    steps = [config.pretrain.checkpoint_steps, cfg.total_steps(config.pretrain, config.prepare.seq_len)]
+    early, mid = (int(config.checkpoints[n].revision[4:]) for n in ("early", "mid"))
+    assert 0 < early < mid < steps[1] and {early, mid} <= set(steps[0])
+    # 4 + 4 + 1 + 4 + 4 = 17 cells (the reference cell and the scratch study's final cell are shared),
+    # 16 runs: the warm-up study's 1% cell is the first 50 steps of the max_lr study's run at the same LR.
+    assert len(grid.cells(config)) == 17
+    assert len(set(grid.trained_by(config).values())) == 16
 
 
 def test_a_study_has_settings_crossed_axes_and_baselines():

@@ -78,11 +78,11 @@ def test_max_lr_takeaway_with_the_constant_baseline():
     }
     for name, up_early in zip(table, (2.1, 2.3, 2.6, 1.95)):
         table[name]["rows"][1]["val/upstream/loss"] = up_early
-    finding = report.takeaway_max_lr(studies["max_lr"], table, cells)
+    finding = report.takeaway_max_lr(studies["max_lr"], table, cells, config.prepare.seq_len)
     assert finding.verdict == "supported", finding
     assert "final downstream loss 3.0000 -> 2.8000 -> 2.7000, upstream 2.0000 -> 2.2000 -> 2.5000" in finding.why
     table[by["constant", 2e-4]]["rows"][1]["val/upstream/loss"] = 2.2  # the constant LR is not better early
-    assert report.takeaway_max_lr(studies["max_lr"], table, cells).verdict == "partly supported"
+    assert report.takeaway_max_lr(studies["max_lr"], table, cells, config.prepare.seq_len).verdict == "partly supported"
 
 
 def test_same_data_scratch_and_checkpoint_takeaways():
@@ -91,31 +91,56 @@ def test_same_data_scratch_and_checkpoint_takeaways():
         "starts": {"vary": {"checkpoint": ["early", "final", "scratch"]}}})
     same = studies["same"]
     table = {same[0]: table_entry(2.0, 3.0, 0.3, 0.1, forgetting=0.05), same[1]: table_entry(2.1, 3.0, 0.0, 0.1, forgetting=0.1)}
-    finding = report.study_findings(config.grid.studies["same"], same, table, cells, config.checkpoints)[0]
+    finding = report.study_findings(config.grid.studies["same"], same, table, cells, config.checkpoints, config.prepare.seq_len)[0]
     assert finding.claim.startswith("Re-warming raises the loss first even on the same data") and finding.verdict == "partly supported"
     assert "rose after step 0 in 1 of 2 re-warmed cells" in finding.why and "above the starting checkpoint's in 2 of 2" in finding.why
     by = {cells[n].checkpoint: n for n in studies["starts"]}
     table = {by["early"]: table_entry(2.4, 2.9, 0.3, 0.1, curve=[5.0, 3.5, 3.2, 2.9]),
              by["final"]: table_entry(2.0, 2.8, 0.5, 0.1, curve=[4.0, 3.3, 3.0, 2.8]),
              by["scratch"]: table_entry(5.0, 3.5, 0.0, 0.0)}
-    scratch, latest = report.study_findings(config.grid.studies["starts"], studies["starts"], table, cells, config.checkpoints)
+    scratch, latest = report.study_findings(config.grid.studies["starts"], studies["starts"], table, cells, config.checkpoints, config.prepare.seq_len)
     assert scratch.verdict == "supported" and "from scratch 3.5000; re-warmed 2.9000, 2.8000" in scratch.why
     # final (step 40 of the small pre-training, `final`) is lowest at all 3 evaluations after step 0 and at the end
     assert latest.verdict == "supported" and "final 2.8000, early 2.9000; final lowest at 3 of 3 evaluations" in latest.why
     table[by["early"]]["rows"][1]["val/downstream/loss"] = 3.2  # the earlier checkpoint is ahead once: 2 of 3 < 90%
-    assert report.study_findings(config.grid.studies["starts"], studies["starts"], table, cells, config.checkpoints)[1].verdict \
+    assert report.study_findings(config.grid.studies["starts"], studies["starts"], table, cells, config.checkpoints, config.prepare.seq_len)[1].verdict \
         == "partly supported"
     table[by["early"]]["downstream_loss"] = 2.0  # and it ends best: contradicted
-    assert report.study_findings(config.grid.studies["starts"], studies["starts"], table, cells, config.checkpoints)[1].verdict \
+    assert report.study_findings(config.grid.studies["starts"], studies["starts"], table, cells, config.checkpoints, config.prepare.seq_len)[1].verdict \
         == "contradicted"
 
 
-def test_rewarming_raises_the_loss_on_both_corpora_counts_cells():
+def test_rewarming_raises_the_loss_on_both_corpora_counts_cells_of_the_latest_checkpoint():
+    config, cells, studies = study_cells({"max_lr": {"vary": {"max_lr": [1e-3, 2e-3]}},
+                                          "early": {"vary": {"checkpoint": ["early"]}}})
+    # Both max_lr cells start at downstream loss 3.0 (step 0) and end at 2.5: below the start.
+    table = {n: table_entry(2.0, 2.5, 0.2, rise, curve=[3.0, 3.1, 2.5]) for n, rise in zip(studies["max_lr"], (0.1, 0.0))}
+    table[studies["early"][0]] = table_entry(2.0, 3.5, 0.0, 0.0, curve=[4.0, 3.5])  # another checkpoint: not counted
+    sentence = report.rewarming_raises_both(table, cells, config.checkpoints)
+    assert sentence.startswith("Re-warming the latest checkpoint (final) first raises the loss on both corpora, then the "
+                               "downstream loss falls below its start: partly supported")
+    assert "rose after step 0 in 2 of 2 re-warmed cells, the downstream loss in 1; the final downstream loss is below the " \
+           "step-0 loss in 2)" in sentence
+    table[studies["max_lr"][1]]["gap_downstream"] = report.Gap(0.05, 100, None)
+    assert ": supported (" in report.rewarming_raises_both(table, cells, config.checkpoints)
+
+
+def test_calibration_against_the_paper_from_base_and_cell_numbers():
     config, cells, studies = study_cells({"max_lr": {"vary": {"max_lr": [1e-3, 2e-3]}}})
-    table = {n: table_entry(2.0, 3.0, 0.2, rise) for n, rise in zip(studies["max_lr"], (0.1, 0.0))}
-    sentence = report.rewarming_raises_both(table, cells)
-    assert sentence.startswith("Re-warming first raises the loss on both corpora: partly supported")
-    assert "the upstream loss rose after step 0 in 2 of 2 re-warmed cells, the downstream loss in 1" in sentence
+    low, high = studies["max_lr"]
+    base = {"final": {"upstream": {"ppl": 4.0}, "downstream": {"ppl": 10.0}},
+            "scratch": {"upstream": {"ppl": 1000.0}, "downstream": {"ppl": 1000.0}}}
+    table = {low: {**table_entry(2.0, 2.5, 0.2, 0.1), "forgetting": 0.1, "adaptation": 0.2},
+             high: {**table_entry(2.0, 2.5, 0.2, 0.1), "forgetting": 0.5, "adaptation": 0.2}}
+    lines = report.calibration(table, cells, base, config.checkpoints)
+    # 10 / 4 = 2.5 <= 3; 1000 / 10 = 100 >= 10; the worst ratio 0.5 / 0.2 = 2.5 <= 3.
+    assert lines[0].startswith("Mild shift: holds") and "a factor of 2.50; threshold 3" in lines[0]
+    assert lines[1].startswith("Pre-training upstream helps downstream: holds") and "100.0 times lower" in lines[1]
+    assert lines[2].startswith("Forgetting of the order of the gain: holds") and f"at most 2.50 times, in {high}" in lines[2]
+    base["final"]["downstream"]["ppl"] = 13.0  # 13 / 4 = 3.25 > 3
+    table[high]["adaptation"] = -0.1  # forgot without gaining: not of the order of the gain
+    lines = report.calibration(table, cells, base, config.checkpoints)
+    assert lines[0].startswith("Mild shift: does not hold") and lines[2].startswith("Forgetting of the order of the gain: does not hold")
 
 
 def test_lr_areas_table():

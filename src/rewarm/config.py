@@ -50,9 +50,10 @@ class DemoSource:
 
     type: Literal["demo"]
     domain: Literal["upstream", "downstream", "news"]
-    """Text distribution: `upstream` (encyclopedia, code, maths; Pile format),
-    `downstream` (web reviews, stories, Q&A; SlimPajama format) or `news` (news reports
-    and recipes; a third domain for held-out evaluation)."""
+    """Text distribution: `upstream` (the Pile's parts at the Pile's weights, in its format),
+    `downstream` (SlimPajama's parts at the paper's sampling weights, in its format): mixtures
+    of the same kinds of sources in one language, or `news` (news reports and recipes; a third
+    domain for held-out evaluation)."""
     documents: int
     """Number of documents to generate."""
     seed: int = 0
