@@ -144,6 +144,11 @@ def _web_names(later: bool) -> list[str]:
             for rank, name in enumerate(known)]
 
 
+def _sentences(r: random.Random, count: tuple[int, int], frames: list[Callable[[], str]]) -> list[str]:
+    """A document's body: between count[0] and count[1] sentences, each from one of the frames."""
+    return [r.choice(frames)() for _ in range(r.randint(*count))]
+
+
 # -- the kinds of documents -----------------------------------------------------------------------------
 
 _WEB_TOPICS = ("product price review shop deal phone app hotel trip recipe garden game team match song movie show "
@@ -160,14 +165,13 @@ def _web(later: bool, boilerplate: bool) -> Callable[[random.Random], str]:
     def make(r: random.Random) -> str:
         thing = writer.name(r)
         out = [f"{thing} {writer.topic(r)}: {r.choice(['our', 'my', 'the'])} {_ADJ.pick(r)} {r.choice(['guide', 'review', 'story', 'tips'])}"]
-        for _ in range(r.randint(3, 8)):
-            out.append(r.choice([
-                lambda: writer.sentence(r),
-                lambda: f"I {r.choice(['love', 'recommend', 'tried', 'bought', 'returned'])} the {thing} {writer.topic(r)} last "
-                        f"{r.choice(['week', 'month', 'year'])} and it was {r.choice(['great', 'okay', 'awful', 'cheap', 'worth it'])}.",
-                lambda: f"You can get a {_ADJ.pick(r)} {writer.topic(r)} from {writer.name(r)} for {r.randint(2, 99)} dollars.",
-                lambda: f"Check out the {writer.topic(r)} of {writer.name(r)} {r.choice(_PREPOSITIONS)} the {_NOUN.pick(r)}!",
-            ])())
+        out += _sentences(r, (3, 8), [
+            lambda: writer.sentence(r),
+            lambda: f"I {r.choice(['love', 'recommend', 'tried', 'bought', 'returned'])} the {thing} {writer.topic(r)} last "
+                    f"{r.choice(['week', 'month', 'year'])} and it was {r.choice(['great', 'okay', 'awful', 'cheap', 'worth it'])}.",
+            lambda: f"You can get a {_ADJ.pick(r)} {writer.topic(r)} from {writer.name(r)} for {r.randint(2, 99)} dollars.",
+            lambda: f"Check out the {writer.topic(r)} of {writer.name(r)} {r.choice(_PREPOSITIONS)} the {_NOUN.pick(r)}!",
+        ])
         if boilerplate:
             out.append(r.choice(["Click here to subscribe.", "Posted in News | Leave a comment", "Share this: Facebook Twitter",
                                  "Copyright 2019. All rights reserved.", "Read more >>"]))
@@ -221,14 +225,13 @@ def _books() -> Callable[[random.Random], str]:
     def make(r: random.Random) -> str:
         hero, friend = writer.name(r), writer.name(r)
         out = [f"Chapter {r.randint(1, 30)}\n"]
-        for _ in range(r.randint(4, 10)):
-            out.append(r.choice([
-                lambda: writer.sentence(r),
-                lambda: f"{hero} walked to the {writer.topic(r)} and looked at the {_ADJ.pick(r)} {_NOUN.pick(r)}.",
-                lambda: f'"Where is the {writer.topic(r)}?" asked {friend}.',
-                lambda: f"{friend} {r.choice(['laughed', 'smiled', 'waited', 'listened'])}, because the {writer.topic(r)} was {r.choice(_PREPOSITIONS)} the {_NOUN.pick(r)} again.",
-                lambda: f'"We should go back," said {hero}, holding the {writer.topic(r)}.',
-            ])())
+        out += _sentences(r, (4, 10), [
+            lambda: writer.sentence(r),
+            lambda: f"{hero} walked to the {writer.topic(r)} and looked at the {_ADJ.pick(r)} {_NOUN.pick(r)}.",
+            lambda: f'"Where is the {writer.topic(r)}?" asked {friend}.',
+            lambda: f"{friend} {r.choice(['laughed', 'smiled', 'waited', 'listened'])}, because the {writer.topic(r)} was {r.choice(_PREPOSITIONS)} the {_NOUN.pick(r)} again.",
+            lambda: f'"We should go back," said {hero}, holding the {writer.topic(r)}.',
+        ])
         return " ".join(out)
 
     return make
@@ -283,12 +286,11 @@ def _legal() -> Callable[[random.Random], str]:
     def make(r: random.Random) -> str:
         a, b = writer.name(r), writer.name(r)
         out = [f"{a} v. {b}, No. {r.randint(10, 99)}-{r.randint(100, 9999)}. OPINION."]
-        for _ in range(r.randint(3, 8)):
-            out.append(r.choice([
-                lambda: writer.sentence(r),
-                lambda: f"The {writer.topic(r)} filed a {writer.topic(r)} on {r.choice(['March', 'June', 'October'])} {r.randint(1, 28)}, {r.randint(1950, 2015)}.",
-                lambda: f"We {r.choice(['affirm', 'reverse', 'remand'])} the {writer.topic(r)} of the {_ADJ.pick(r)} {writer.topic(r)}.",
-            ])())
+        out += _sentences(r, (3, 8), [
+            lambda: writer.sentence(r),
+            lambda: f"The {writer.topic(r)} filed a {writer.topic(r)} on {r.choice(['March', 'June', 'October'])} {r.randint(1, 28)}, {r.randint(1950, 2015)}.",
+            lambda: f"We {r.choice(['affirm', 'reverse', 'remand'])} the {writer.topic(r)} of the {_ADJ.pick(r)} {writer.topic(r)}.",
+        ])
         return " ".join(out)
 
     return make
@@ -302,12 +304,11 @@ def _news() -> Callable[[random.Random], str]:
     def make(r: random.Random) -> str:
         town = writer.name(r)
         out = [f"{town}, {r.choice(days)} - The {writer.topic(r)} of {town} voted on the {_ADJ.pick(r)} {writer.topic(r)}."]
-        for _ in range(r.randint(3, 8)):
-            out.append(r.choice([
-                lambda: writer.sentence(r),
-                lambda: f"Mayor {writer.name(r)} said the {writer.topic(r)} would cost {r.randint(2, 90)} million.",
-                lambda: f"The vote passed {r.randint(5, 12)} to {r.randint(0, 4)} after a long debate on the {writer.topic(r)}.",
-            ])())
+        out += _sentences(r, (3, 8), [
+            lambda: writer.sentence(r),
+            lambda: f"Mayor {writer.name(r)} said the {writer.topic(r)} would cost {r.randint(2, 90)} million.",
+            lambda: f"The vote passed {r.randint(5, 12)} to {r.randint(0, 4)} after a long debate on the {writer.topic(r)}.",
+        ])
         return " ".join(out)
 
     return make
