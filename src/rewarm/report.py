@@ -458,7 +458,9 @@ def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, l
         files = [_save(fig, out, f"study_{study_name}", f"Study {study_name}: validation loss against tokens seen on both "
                        "corpora (dashed: constant learning rate, no re-warming; dotted: from scratch).")]
         fig, ax = plt.subplots(figsize=(6, 5))
-        for name in names:
+        # The paper's trajectories (Figs. 4, 6) draw the pre-trained starts only: from scratch, thousands of
+        # perplexity points, would flatten them into one corner.
+        for name in [n for n in names if cells[n].checkpoint != "scratch"]:
             style, label = _style(name, cells, axis, members)
             rows = table[name]["rows"]
             line, = ax.plot([r["val/downstream/ppl"] for r in rows], [r["val/upstream/ppl"] for r in rows], style, marker=".", label=label)
@@ -467,16 +469,17 @@ def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, l
             warm = next((r for r in rows if r["tokens"] >= end), rows[-1]) if end else None
             if warm is not None and warm is not rows[0]:
                 ax.plot([warm["val/downstream/ppl"]], [warm["val/upstream/ppl"]], "o", color="green", gid=f"{name}:warmup_end")
-        starts = {cells[n].checkpoint: n for n in reversed(names)}  # one point per starting checkpoint
+        starts = {cells[n].checkpoint: n for n in reversed(names) if cells[n].checkpoint != "scratch"}  # one per start
         for name in starts.values():
             first = table[name]["rows"][0]
             ax.plot([first["val/downstream/ppl"]], [first["val/upstream/ppl"]], "o", color="red", gid=f"{name}:start")
         ax.set_xlabel("downstream validation perplexity")
         ax.set_ylabel("upstream validation perplexity")
-        ax.set_title(f"{study_name}: trajectory (red: starting checkpoints, green: end of warm-up)")
+        ax.set_title(f"{study_name}: trajectory (red: start, green: warm-up end)")
         ax.legend(fontsize=7)
         files.append(_save(fig, out, f"trajectory_{study_name}", f"Study {study_name}: downstream against upstream perplexity as "
-                           "training goes on; red: the starting checkpoints, green: the end of each cell's warm-up."))
+                           "training goes on; red: the starting checkpoints, green: the end of each cell's warm-up (from scratch is "
+                           "left out, as in the paper's Figs. 4 and 6)."))
         made[study_name] = files
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, entry in table.items():
