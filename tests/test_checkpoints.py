@@ -117,7 +117,7 @@ def test_pretrain_series_and_selecting_from_it(prepared_copy):
     for revision in series["revisions"]:
         checkpoints.check_model_dir(series_dir / revision)
     rows = [json.loads(line) for line in (prepared_copy / "runs/pretrain/metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["val/upstream/loss"] < rows[0]["val/upstream/loss"] - 1.0  # it learned upstream
+    assert rows[-1]["val/upstream/loss"] < rows[0]["val/upstream/loss"] - 0.5  # it learned upstream (40 tiny steps: about 1 nat)
     assert not (prepared_copy / "state/pretrain").exists()
     # step0 is the seeded initialisation; the final step differs from it.
     assert not state_dicts_equal(series_dir / "step0", series_dir / "step40")
