@@ -327,7 +327,7 @@ def paper_params() -> dict:
     return cfg.to_dict(cfg.load([ROOT / "params.yaml", ROOT / "config/paper.yaml"]))
 
 
-@pytest.mark.parametrize("params, counts", [(None, (8, 0)), (TEST_PARAMS, (7, 1)), (paper_params(), (17, 1))],
+@pytest.mark.parametrize("params, counts", [(None, (17, 1)), (TEST_PARAMS, (7, 1)), (paper_params(), (17, 1))],
                          ids=["demo", "test-grid", "paper"])
 def test_snakemake_and_dvc_run_the_same_commands(tmp_path, params, counts):
     """The two front ends run the same jobs with the same arguments: every command, compared as text
@@ -374,7 +374,7 @@ def test_lint_and_profiles_dry_run(tmp_path):
     for profile in ("workflow/profiles/default", "workflow/profiles/slurm"):
         planned = snakemake("--profile", profile, "-n", "--quiet", "rules", cwd=project).stdout
         counts = {line.split()[0]: line.split()[1] for line in planned.splitlines() if len(line.split()) == 2}
-        assert counts["train"] == "8" and counts["pretrain"] == "1" and counts["report"] == "1", profile
+        assert counts["train"] == "16" and counts["pretrain"] == "1" and counts["report"] == "1", profile
 
 
 def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
@@ -395,7 +395,7 @@ def test_training_jobs_with_several_gpus_launch_torchrun(tmp_path):
     project = copy_project(tmp_path / "gpus")
     planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:gpu=4", cwd=project)
     commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
-    assert len(commands) == 8 and all("torchrun --standalone --nproc_per_node 4 -m rewarm train" in c for c in commands)
+    assert len(commands) == 16 and all("torchrun --standalone --nproc_per_node 4 -m rewarm train" in c for c in commands)
     planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:gpu=1", cwd=project)
     commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
-    assert len(commands) == 8 and not any("torchrun" in c for c in commands)
+    assert len(commands) == 16 and not any("torchrun" in c for c in commands)
