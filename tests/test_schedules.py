@@ -47,18 +47,66 @@ def test_wsd_stable_then_decay():
     assert table("wsd", decay_fraction=0.2, decay_shape="1-sqrt")[9] == pytest.approx(MIN + (MAX - MIN) * (1 - math.sqrt(0.5)))
 
 
-def test_infinite_cooldown_plateau_anneal():
-    # cooldown 0.2 x 11 = 2 steps (4 -> 6) to plateau 0.5; anneal 0.1 x 11 = 1 step (9 -> 10).
-    lrs = table("infinite", cooldown_fraction=0.2, plateau_ratio=0.5, anneal_fraction=0.1)
-    assert lrs == pytest.approx(WARMUP + [1.0, 0.75, 0.5, 0.5, 0.5, 0.5, 0.1])
+# Ibrahim et al. 2024's infinite schedules on 20 steps (the decay ends at the last, step 19): warm-up 2
+# steps ((s+1)/3), cooldown to constant_lr 0.5 ending at 0.6 x 20 = step 12, constant to 0.85 x 20 = step 17,
+# exponential annealing to min 0.1 at step 19. Values by hand from the paper's formulas (section 7.2).
+INFINITE = dict(max_lr=MAX, min_lr=MIN, total_steps=20, warmup_steps=2, constant_lr=0.5, cooldown_end_fraction=0.6,
+                constant_end_fraction=0.85, timescale=10.0)
+WARM2 = [1 / 3, 2 / 3]
+CONSTANT = [0.5] * 6  # steps 12..17
+ANNEAL = [0.5 * 0.2 ** 0.5, 0.1]  # steps 18, 19: 0.5 x (0.1 / 0.5)^(k / 2)
+
+
+def test_infinite_cosine_table():
+    # cosine cooldown over steps 2..12, p = (s - 2) / 10: 0.5 + 0.25 (1 + cos(pi p)); 0.75 at p = 0.5 (step 7)
+    cooldown = [0.5 + 0.25 * (1 + math.cos(math.pi * k / 10)) for k in range(10)]
+    schedule = schedules.build("infinite-cosine", **INFINITE)
+    assert [schedule(s) for s in range(22)] == pytest.approx(WARM2 + cooldown + CONSTANT + ANNEAL + [MIN, MIN], abs=1e-12)
+    assert schedule(7) == pytest.approx(0.75) and schedule(18) == pytest.approx(0.2236068)
+
+
+def test_infinite_inverse_sqrt_table():
+    # h(x) = 1/sqrt(1 + 10 x) - 1; lr = 1 + (0.5 - 1) h(p) / h(1). By hand: h(1) = 1/sqrt(11) - 1 = -0.6984887,
+    # h(0.5) = 1/sqrt(6) - 1 = -0.5917517 -> 0.5764054 at step 7; h(0.1) = 1/sqrt(2) - 1 = -0.2928932 -> 0.7903377 at step 3.
+    schedule = schedules.build("infinite-inv-sqrt", **INFINITE)
+    lrs = [schedule(s) for s in range(22)]
+    assert lrs[:2] == pytest.approx(WARM2)
+    assert lrs[2] == pytest.approx(1.0) and lrs[3] == pytest.approx(0.7903377) and lrs[7] == pytest.approx(0.5764054)
+    assert lrs[12:] == pytest.approx(CONSTANT + ANNEAL + [MIN, MIN], abs=1e-12)
+    # it drops much faster than the cosine early in the cooldown (0.79 against 0.99 a tenth of the way)
+    cosine = schedules.build("infinite-cosine", **INFINITE)
+    assert lrs[3] < cosine(3) - 0.15
+
+
+def test_infinite_continuation_and_no_annealing():
+    """The next dataset continues with no warm-up and no cooldown: constant_lr, then the annealing; with
+    constant_end_fraction 1 the LR stays constant to the end (a run that will continue again)."""
+    go_on = schedules.build("infinite-cosine", **{**INFINITE, "warmup_steps": 0, "cooldown_end_fraction": 0.0})
+    assert [go_on(s) for s in range(20)] == pytest.approx([0.5] * 18 + ANNEAL)
+    keep = schedules.build("infinite-inv-sqrt", **{**INFINITE, "warmup_steps": 0, "cooldown_end_fraction": 0.0,
+                                                    "constant_end_fraction": 1.0})
+    assert [keep(s) for s in range(20)] == pytest.approx([0.5] * 20)
+    with pytest.raises(ValueError, match="needs constant_lr"):
+        schedules.build("infinite-cosine", max_lr=1, min_lr=0.1, total_steps=10, warmup_steps=0)
+
+
+def test_infinite_at_the_authors_settings():
+    """[NX] adam_infcos_lr3e-4_3e-5_wu-001.yml: max 3e-4, constant 1.65e-4, min 3e-5, warm-up 1%, cooldown to
+    60%, constant to 85%, over 10,000 steps: 100 warm-up steps, constant 6,000..8,500, min at 9,999."""
+    schedule = schedules.build("infinite-cosine", max_lr=3e-4, min_lr=3e-5, total_steps=10_000, warmup_steps=100,
+                               constant_lr=1.65e-4, cooldown_end_fraction=0.6, constant_end_fraction=0.85)
+    assert schedule(100) == pytest.approx(3e-4)
+    assert schedule(3050) == pytest.approx(1.65e-4 + 1.35e-4 * 0.5)  # halfway through the cooldown (100 -> 6000)
+    assert schedule(6000) == schedule(8500) == pytest.approx(1.65e-4)
+    assert schedule(8500 + 1000) == pytest.approx(1.65e-4 * (3e-5 / 1.65e-4) ** (1000 / 1499))
+    assert schedule(9999) == pytest.approx(3e-5)
 
 
 def test_no_warmup_starts_at_max_and_every_decaying_schedule_ends_at_min():
-    for name in ("cosine", "linear", "wsd", "infinite", "rex"):
-        schedule = schedules.build(name, max_lr=3e-4, min_lr=3e-5, total_steps=100, warmup_steps=0)
+    for name in ("cosine", "linear", "wsd", "infinite-cosine", "infinite-inv-sqrt", "rex"):
+        schedule = schedules.build(name, max_lr=3e-4, min_lr=3e-5, total_steps=100, warmup_steps=0, constant_lr=1.65e-4)
         assert schedule(99) == pytest.approx(3e-5), name
-        if name != "infinite":
-            assert schedule(0) == pytest.approx(3e-4), name
+        assert schedule(0) == pytest.approx(3e-4), name
 
 
 @pytest.mark.parametrize(
@@ -105,10 +153,10 @@ def test_wsd_and_infinite_fractions_are_of_the_schedule_length_and_end_with_the_
     # wsd: decay_fraction 0.2 x 21 = 4 steps before the decay's last step 14: stable to step 10, decay 10 -> 14.
     wsd = schedules.build("wsd", **LONG, decay_fraction=0.2, decay_shape="linear")
     assert [wsd(s) for s in range(4, 21)] == pytest.approx([1.0] * 7 + [0.775, 0.55, 0.325, 0.1] + [0.1] * 6)
-    # infinite: cooldown 0.1 x 21 = 2 steps (4 -> 6) to the plateau 0.5 (steps 6..12); anneal 0.1 x 21 = 2 steps
-    # (12 -> 14: 0.5, 0.3, 0.1); min after.
-    infinite = schedules.build("infinite", **LONG, cooldown_fraction=0.1, plateau_ratio=0.5, anneal_fraction=0.1)
-    assert [infinite(s) for s in range(4, 21)] == pytest.approx([1.0, 0.75] + [0.5] * 7 + [0.3, 0.1] + [0.1] * 6)
+    # infinite: cooldown to 0.3 x 21 = step 6 (4 -> 6) to constant 0.5, constant to 0.6 x 21 = step 13 (capped at
+    # the decay's last step 14 otherwise), annealing 13 -> 14 (0.5 -> 0.1); min after.
+    infinite = schedules.build("infinite-cosine", **LONG, constant_lr=0.5, cooldown_end_fraction=0.3, constant_end_fraction=0.6)
+    assert [infinite(s) for s in range(4, 21)] == pytest.approx([1.0, 0.75] + [0.5] * 8 + [0.1] + [0.1] * 6)
 
 
 def test_the_papers_schedule_at_its_landmarks():

@@ -178,8 +178,8 @@ class Optimization:
     """Where the run stops, in tokens trained on (global, over all processes); steps = tokens //
     (batch_sequences x seq_len). The paper stops its cells at 50B or 240B tokens of a 297B schedule."""
     schedule_tokens: Optional[int] = None
-    """Length of the learning-rate schedule in tokens: warm-up fractions (and wsd's and infinite's
-    fractions) are of this length. None: the run's own `tokens`. Gupta et al. 2023 lay every schedule
+    """Length of the learning-rate schedule in tokens: warm-up fractions (and wsd's and the infinite
+    schedules' fractions) are of this length. None: the run's own `tokens`. Gupta et al. 2023 lay every schedule
     over the whole downstream dataset (296.86B tokens) and stop earlier."""
     decay_end_tokens: Optional[int] = None
     """Where the decay reaches min_lr, in tokens; the learning rate stays at min_lr after it. None: at
@@ -188,7 +188,7 @@ class Optimization:
     """Global batch in sequences; the global batch in tokens, not the hardware, defines the run."""
     micro_batch_sequences: int = 16
     """Sequences per forward pass per process; gradient accumulation makes up the global batch."""
-    schedule: Literal["cosine", "constant", "linear", "wsd", "infinite", "rex"] = "cosine"
+    schedule: Literal["cosine", "constant", "linear", "wsd", "infinite-cosine", "infinite-inv-sqrt", "rex"] = "cosine"
     """Learning-rate schedule (src/rewarm/schedules.py); the paper's is cosine."""
     max_lr: float = 3e-4
     """Peak learning rate after warm-up (Pythia-410M's own: 3e-4)."""
@@ -202,12 +202,19 @@ class Optimization:
     """wsd: share of the run spent decaying at the end."""
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"
     """wsd: shape of the final decay."""
-    cooldown_fraction: float = 0.2
-    """infinite: share of the run for the cosine cooldown to the plateau."""
-    plateau_ratio: float = 0.5
-    """infinite: plateau learning rate as a fraction of max_lr."""
-    anneal_fraction: float = 0.1
-    """infinite: share of the run for the final annealing to min_lr."""
+    constant_lr: Optional[float] = None
+    """infinite-cosine, infinite-inv-sqrt (Ibrahim et al. 2024): the learning rate of the constant phase,
+    which the cooldown reaches and a continuation on the next dataset keeps (authors: `constant_lr`,
+    1.65e-4 for a maximum of 3e-4). Required by those schedules."""
+    cooldown_end_fraction: float = 0.6
+    """infinite schedules: where the cooldown from max_lr to constant_lr ends, as a fraction of the
+    schedule's length (authors: `cooldown_iters_percent`, 0.6); 0: no cooldown (a continuation)."""
+    constant_end_fraction: float = 0.85
+    """infinite schedules: where the constant phase ends and the exponential annealing to min_lr
+    begins, as a fraction of the schedule's length (authors: `constant_iters_percent`, 0.85); 1: no annealing."""
+    timescale: float = 10.0
+    """infinite-inv-sqrt: steepness of the inverse-square-root cooldown, h(x) = 1/sqrt(1 + timescale x) - 1
+    (authors: `timescale`, 10)."""
     optimizer: Literal["adamw", "radam"] = "adamw"
     """AdamW (the paper's), or RAdam (warm-up-free by design). Fresh state, as in the paper."""
     beta1: float = 0.9
@@ -603,9 +610,17 @@ def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[s
     elif run.warmup_fraction and round(run.warmup_fraction * schedule) >= decay:
         problems.append(f"{section}.warmup_fraction: {run.warmup_fraction} of the schedule's {schedule} steps does not end "
                         f"before the decay does (step {decay})")
-    for field in ("decay_fraction", "cooldown_fraction", "anneal_fraction", "plateau_ratio"):
+    for field in ("decay_fraction", "cooldown_end_fraction", "constant_end_fraction"):
         if not 0 <= getattr(run, field) <= 1:
             problems.append(f"{section}.{field}: {getattr(run, field)} must be in [0, 1]")
+    if run.cooldown_end_fraction > run.constant_end_fraction:
+        problems.append(f"{section}.cooldown_end_fraction: {run.cooldown_end_fraction} is after constant_end_fraction "
+                        f"({run.constant_end_fraction}): the cooldown must end before the constant phase does")
+    if run.schedule.startswith("infinite-") and (run.constant_lr is None or run.constant_lr <= 0):
+        problems.append(f"{section}.constant_lr: schedule {run.schedule} needs constant_lr > 0, the learning rate of its "
+                        f"constant phase (Ibrahim et al. 2024: 1.65e-4 for max_lr 3e-4), got {run.constant_lr}")
+    if run.timescale <= 0:
+        problems.append(f"{section}.timescale: {run.timescale} must be > 0")
     for field in ("beta1", "beta2"):
         if not 0 <= getattr(run, field) < 1:
             problems.append(f"{section}.{field}: {getattr(run, field)} must be in [0, 1)")

@@ -3,7 +3,7 @@
 Every schedule takes the same notion of length. `total_steps` is the schedule's length:
 the steps it is laid out over, which may be more than a run trains (Gupta et al. 2023 lay
 their schedule over the whole 297B-token SlimPajama and stop at 50B or 240B); the fractions
-of wsd and infinite are of this length. `decay_steps` (at most `total_steps`) is where the
+of wsd and the infinite schedules are of this length. `decay_steps` (at most `total_steps`) is where the
 decay ends: the schedule reaches `min_lr` at step `decay_steps - 1` and stays there (the
 paper's cosine reaches its minimum at 240B tokens and is constant after). Where a run
 stops is not a schedule parameter at all: the schedule is a pure function of the step.
@@ -13,6 +13,11 @@ uses max_lr * (step + 1) / (warmup_steps + 1), rising from near 0 to max_lr
 without a wasted zero-LR update (as nanoGPT's `get_lr`). After warm-up each
 schedule has its own shape and reaches `min_lr` at `decay_steps - 1`.
 Bind the parameters with `functools.partial` (`build`).
+
+The infinite schedules (`infinite-cosine`, `infinite-inv-sqrt`) are Ibrahim et al. 2024's, phase for
+phase and with the authors' parameters (their GPT-NeoX names beside ours in `infinite`). They replace
+rewarm's earlier `infinite` (a cooldown to plateau_ratio x max_lr and a linear annealing, rewarm's own
+parametrisation): it matched no published schedule, so it had no reason to stay.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from collections.abc import Callable
 
 Schedule = Callable[[int], float]
 
-NAMES = ("cosine", "constant", "linear", "wsd", "infinite", "rex")
+NAMES = ("cosine", "constant", "linear", "wsd", "infinite-cosine", "infinite-inv-sqrt", "rex")
+INFINITE = {"infinite-cosine": "cosine", "infinite-inv-sqrt": "inverse_sqrt"}
+"""The infinite schedules by name, with their cooldown's shape (the authors' lr-decay-style:
+`cosine_cooldown_infinite`, `inverse_sqrt_infinite`)."""
 DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
 
 
@@ -87,6 +95,11 @@ def wsd(
     return min_lr + (max_lr - min_lr) * _decay(_progress(step, decay_start, decay_steps - 1), decay_shape)
 
 
+def _inv_sqrt(x: float, timescale: float) -> float:
+    """h(x) = 1 / sqrt(1 + timescale * x) - 1: 0 at x = 0, falling ever more slowly (Ibrahim et al. 2024)."""
+    return 1.0 / math.sqrt(1.0 + timescale * x) - 1.0
+
+
 def infinite(
     step: int,
     *,
@@ -95,24 +108,41 @@ def infinite(
     total_steps: int,
     decay_steps: int,
     warmup_steps: int,
-    cooldown_fraction: float,
-    plateau_ratio: float,
-    anneal_fraction: float,
+    cooldown: str,
+    constant_lr: float,
+    cooldown_end_fraction: float,
+    constant_end_fraction: float,
+    timescale: float,
 ) -> float:
-    """Infinite schedule (after Ibrahim et al. 2024): 1) warm-up, 2) cosine cooldown over
-    `cooldown_fraction` of the schedule's length to a constant plateau (plateau_ratio x max_lr),
-    3) the plateau, 4) a final linear annealing to min_lr over `anneal_fraction`, ending with
-    the decay, 5) min_lr after it."""
+    """Infinite schedule of Ibrahim et al. 2024 (section 7.2; the authors' GPT-NeoX code, lr-decay-style
+    `cosine_cooldown_infinite` / `inverse_sqrt_infinite`). With W the warm-up, C = cooldown_end_fraction x
+    total_steps (authors: cooldown_iters_percent), A = constant_end_fraction x total_steps (authors:
+    constant_iters_percent) and E = decay_steps - 1 the end of the annealing:
+    1) warm-up to max_lr;
+    2) cooldown from max_lr to constant_lr over [W, C], progress p = (step - W) / (C - W):
+       cosine: constant_lr + (max_lr - constant_lr) (1 + cos(pi p)) / 2;
+       inverse square root: max_lr + (constant_lr - max_lr) h(p) / h(1), h(x) = 1/sqrt(1 + timescale x) - 1;
+    3) constant_lr over [C, A] (the phase a run continues in on its next dataset, with no re-warming);
+    4) exponential annealing over [A, E]: constant_lr (min_lr / constant_lr)^((step - A) / (E - A));
+    5) min_lr after E.
+    Phase boundaries belong to the earlier phase, as in the authors' code (`<=`); with A = E (constant_end_fraction
+    1) there is no annealing and the learning rate stays at constant_lr to the end of the schedule.
+    A continuation on a new dataset uses no warm-up and cooldown_end_fraction 0: constant_lr, then the annealing."""
     if (lr := _warmup(step, max_lr, warmup_steps)) is not None:
         return lr
-    plateau_lr = plateau_ratio * max_lr
-    cooldown_end = warmup_steps + round(cooldown_fraction * total_steps)
-    anneal_start = max(cooldown_end, decay_steps - 1 - round(anneal_fraction * total_steps))
+    end = decay_steps - 1
+    cooldown_end = max(warmup_steps, min(round(cooldown_end_fraction * total_steps), end))
+    anneal_start = max(cooldown_end, min(round(constant_end_fraction * total_steps), end))
     if step < cooldown_end:
-        return plateau_lr + (max_lr - plateau_lr) * _decay(_progress(step, warmup_steps, cooldown_end), "cosine")
-    if step < anneal_start:
-        return plateau_lr
-    return min_lr + (plateau_lr - min_lr) * _decay(_progress(step, anneal_start, decay_steps - 1), "linear")
+        progress = _progress(step, warmup_steps, cooldown_end)
+        if cooldown == "cosine":
+            return constant_lr + (max_lr - constant_lr) * _decay(progress, "cosine")
+        return max_lr + (constant_lr - max_lr) * _inv_sqrt(progress, timescale) / _inv_sqrt(1.0, timescale)
+    if step <= anneal_start:
+        return constant_lr
+    if step >= end:
+        return min_lr
+    return constant_lr * (min_lr / constant_lr) ** _progress(step, anneal_start, end)
 
 
 def rex(step: int, *, max_lr: float, min_lr: float, total_steps: int, decay_steps: int, warmup_steps: int) -> float:
@@ -134,9 +164,10 @@ def build(
     decay_steps: int | None = None,
     decay_fraction: float = 0.2,
     decay_shape: str = "1-sqrt",
-    cooldown_fraction: float = 0.2,
-    plateau_ratio: float = 0.5,
-    anneal_fraction: float = 0.1,
+    constant_lr: float | None = None,
+    cooldown_end_fraction: float = 0.6,
+    constant_end_fraction: float = 0.85,
+    timescale: float = 10.0,
 ) -> Schedule:
     """The schedule `name` with its parameters bound: a function of the step alone. `total_steps`
     is the schedule's length; the decay ends at `decay_steps` (None: at the end of the schedule)."""
@@ -146,9 +177,12 @@ def build(
     common = dict(max_lr=max_lr, min_lr=min_lr, total_steps=total_steps, decay_steps=decay_steps, warmup_steps=warmup_steps)
     if name == "wsd":
         return functools.partial(wsd, **common, decay_fraction=decay_fraction, decay_shape=decay_shape)
-    if name == "infinite":
+    if name in INFINITE:
+        if constant_lr is None or constant_lr <= 0:
+            raise ValueError(f"schedule {name} needs constant_lr > 0 (the LR of its constant phase), got {constant_lr}")
         return functools.partial(
-            infinite, **common, cooldown_fraction=cooldown_fraction, plateau_ratio=plateau_ratio, anneal_fraction=anneal_fraction
+            infinite, **common, cooldown=INFINITE[name], constant_lr=constant_lr, cooldown_end_fraction=cooldown_end_fraction,
+            constant_end_fraction=constant_end_fraction, timescale=timescale,
         )
     functions = {"cosine": cosine, "constant": constant, "linear": linear, "rex": rex}
     if name not in functions:

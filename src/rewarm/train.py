@@ -96,8 +96,9 @@ class Plan:
         schedule = schedules.build(
             run.schedule, max_lr=run.max_lr, min_lr=cfg.min_lr(run), total_steps=length,
             decay_steps=cfg.decay_steps(run, seq_len), warmup_steps=warmup,
-            decay_fraction=run.decay_fraction, decay_shape=run.decay_shape, cooldown_fraction=run.cooldown_fraction,
-            plateau_ratio=run.plateau_ratio, anneal_fraction=run.anneal_fraction,
+            decay_fraction=run.decay_fraction, decay_shape=run.decay_shape, constant_lr=run.constant_lr,
+            cooldown_end_fraction=run.cooldown_end_fraction, constant_end_fraction=run.constant_end_fraction,
+            timescale=run.timescale,
         )
         return cls(
             total_steps=steps,
