@@ -140,7 +140,7 @@ def test_unreadable_yaml_names_the_file(tmp_path):
         ({"optimizer": "sgd"}, "train.optimizer: 'sgd' is not one of 'adamw', 'radam'"),
         ({"schedule": "infinite-cosine"}, "train.constant_lr: schedule infinite-cosine needs constant_lr > 0"),
         ({"cooldown_end_fraction": 0.9, "constant_end_fraction": 0.8}, "train.cooldown_end_fraction: 0.9 is after constant_end_fraction (0.8)"),
-        ({"timescale": 0}, "train.timescale: 0 must be > 0"),
+        ({"timescale": 0}, "train.timescale: 0.0 must be > 0"),
         ({"replay_fraction": 1.5}, "train.replay_fraction: 1.5 must be in [0, 1]"),
         ({"checkpoint": "nowhere"}, "train.checkpoint: 'nowhere' is not one of early, final, scratch"),
         ({"tokens": 100}, "train.tokens: 100 is less than one batch (8 x 64 tokens)"),
