@@ -83,10 +83,11 @@ def test_without_studies_the_grid_is_the_reference_cell():
         ({"s": {"vary": {"replay_fraction": [2.0]}}}, "grid.studies.s.vary[0]: replay_fraction: 2.0 must be in [0, 1]"),
         ({"s": {"vary": {"checkpoint": ["nowhere"]}}}, "grid.studies.s.vary[0]: checkpoint 'nowhere' is not one of early, final, scratch"),
         ({"s": {"baselines": [{"warmup_steps": 400}]}}, "grid.studies.s.baselines[0]: warmup_steps: 400 must be in [0, 40)"),
-        # 8 sequences per step: 5% of them rounds to none (the name would say replay, the run would not).
-        ({"s": {"vary": {"replay_fraction": [0.05]}}},
-         "grid.studies.s.vary[0]: replay_fraction: 0.05 rounds to 0 of the 8 sequences of a step (no replay at all); "
-         "the smallest share that replays is 0.125 (one sequence per step)"),
+        # 40 steps of 8 sequences: 0.1% of 320 sequences is none at all (the name would say replay, the run would not);
+        # 1 / 320 = 0.003125 replays one.
+        ({"s": {"vary": {"replay_fraction": [0.001]}}},
+         "grid.studies.s.vary[0]: replay_fraction: 0.001 of 40 steps of 8 sequences replays no sequence at all; "
+         "the smallest share that replays one is 0.003125"),
         ({"s": {"baselines": [{"schedule": "cyclic"}]}}, "grid.studies.s.baselines[0].schedule: 'cyclic' is not one of"),
         ({"s": {"settings": {"tokens": 10240, "schedule_tokens": 5120}, "vary": {"max_lr": [1e-3]}}},
          "grid.studies.s.vary[0]: schedule_tokens: 5120 is shorter than the run"),

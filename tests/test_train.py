@@ -186,7 +186,7 @@ def test_replay_takes_its_share_of_each_batch_from_upstream(prepared_project):
     run = cfg.from_dict(small_params(train={"replay_fraction": 0.25})).train
     data = Data(train=downstream, val={}, replay=upstream, replay_fraction=0.25)
     plan = Plan.of(run, downstream.seq_len, 0.25, world=1)
-    assert plan.replay_per_step == 2  # 0.25 x 8 sequences
+    assert plan.uniform and [plan.replay_in(s) for s in range(5)] == [2] * 5  # 0.25 x 8 sequences
     streams = (ShuffledStream(downstream, run.seed), ShuffledStream(upstream, run.seed + 1))
     batch = step_batch(data, plan, run, streams, step=3, rank=0, world=1).numpy()
     assert (batch[:6] == streams[0].take(18, 6)).all()
@@ -194,6 +194,27 @@ def test_replay_takes_its_share_of_each_batch_from_upstream(prepared_project):
     # Two processes split the same global batch.
     halves = [step_batch(data, Plan.of(run, downstream.seq_len, 0.25, world=2), run, streams, 3, r, 2).numpy() for r in (0, 1)]
     assert (np.concatenate(halves) == batch).all()
+
+
+def test_a_share_below_one_sequence_per_step_is_exact_over_the_run(prepared_project):
+    """Ibrahim et al. 2024's 0.5%: 0.04 of a batch of 8. Step s replays floor((s+1) x 0.04) - floor(s x 0.04)
+    sequences: one at steps 24, 49, 74, ... and none at the others; over 100 steps exactly 4 = 0.5% of 800.
+    Each stream continues from where it stopped, so no sequence is skipped or read twice."""
+    downstream, upstream = readers(prepared_project)
+    run = cfg.from_dict(small_params(train={"replay_fraction": 0.005})).train
+    data = Data(train=downstream, val={}, replay=upstream, replay_fraction=0.005)
+    plan = Plan.of(run, downstream.seq_len, 0.005, world=1)
+    counts = [plan.replay_in(s) for s in range(100)]
+    assert not plan.uniform and sum(counts) == 4 and [s for s, c in enumerate(counts) if c] == [24, 49, 74, 99]
+    streams = (ShuffledStream(downstream, run.seed), ShuffledStream(upstream, run.seed + 1))
+    at_24 = step_batch(data, plan, run, streams, step=24, rank=0, world=1).numpy()
+    assert (at_24[:7] == streams[0].take(24 * 8, 7)).all() and (at_24[7:] == streams[1].take(0, 1)).all()
+    at_25 = step_batch(data, plan, run, streams, step=25, rank=0, world=1).numpy()
+    assert (at_25 == streams[0].take(24 * 8 + 7, 8)).all()  # the downstream stream goes on where step 24 left it
+    at_49 = step_batch(data, plan, run, streams, step=49, rank=0, world=1).numpy()
+    assert (at_49[7:] == streams[1].take(1, 1)).all()
+    # 0.3 of 8 = 2.4 a step: 2, 2, 3, 2, 3, ... (floor of 2.4 k), 12 in 5 steps
+    assert [cfg.replay_in_step(0.3, 8, s) for s in range(5)] == [2, 2, 3, 2, 3]
 
 
 class Counted:

@@ -9,7 +9,9 @@ allowed, before any work starts (as litgpt does: `raise ValueError("\\n".join(is
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import glob
+import math
 import re
 import types
 import typing
@@ -566,9 +568,22 @@ def _check_model(model: ModelConfig, seq_len: int) -> list[str]:
     return problems
 
 
-def replay_sequences(replay_fraction: float, batch_sequences: int) -> int:
-    """Upstream sequences in each step's global batch: the replay share of batch_sequences, rounded."""
-    return round(replay_fraction * batch_sequences)
+def replay_before(replay_fraction: float, batch_sequences: int, step: int) -> int:
+    """Upstream sequences in the global batches of steps 0 .. step - 1: floor(step x share x batch),
+    in exact arithmetic. The share is thus exact over every run, not rounded per step: 0.5% of a batch
+    of 8 replays one sequence every 25 steps (Ibrahim et al. 2024 sweep 0.5% and 1%). Where the share
+    is a whole number of sequences, every step replays that many."""
+    return math.floor(fractions.Fraction(repr(float(replay_fraction))) * batch_sequences * step)
+
+
+def replay_is_whole(replay_fraction: float, batch_sequences: int) -> bool:
+    """Whether the replay share is a whole number of each batch's sequences (then every step replays as many)."""
+    return (fractions.Fraction(repr(float(replay_fraction))) * batch_sequences).denominator == 1
+
+
+def replay_in_step(replay_fraction: float, batch_sequences: int, step: int) -> int:
+    """Upstream sequences in the global batch of `step` (see replay_before)."""
+    return replay_before(replay_fraction, batch_sequences, step + 1) - replay_before(replay_fraction, batch_sequences, step)
 
 
 def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[str]:
@@ -629,10 +644,9 @@ def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[s
             problems.append(f"{section}.{field}: {getattr(run, field)} must be >= 0")
     if isinstance(run, TrainConfig) and not 0 <= run.replay_fraction <= 1:
         problems.append(f"{section}.replay_fraction: {run.replay_fraction} must be in [0, 1]")
-    elif isinstance(run, TrainConfig) and run.replay_fraction > 0 and replay_sequences(run.replay_fraction, run.batch_sequences) == 0:
-        problems.append(f"{section}.replay_fraction: {run.replay_fraction:g} rounds to 0 of the {run.batch_sequences} sequences "
-                        f"of a step (no replay at all); the smallest share that replays is {1 / run.batch_sequences:g} "
-                        f"(one sequence per step), or raise batch_sequences")
+    elif isinstance(run, TrainConfig) and run.replay_fraction > 0 and replay_before(run.replay_fraction, run.batch_sequences, steps) == 0:
+        problems.append(f"{section}.replay_fraction: {run.replay_fraction:g} of {steps} steps of {run.batch_sequences} sequences "
+                        f"replays no sequence at all; the smallest share that replays one is {1 / (steps * run.batch_sequences):g}")
     if isinstance(run, PretrainConfig):
         bad = [s for s in run.checkpoint_steps if not 0 <= s < steps]
         if bad:

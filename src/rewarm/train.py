@@ -75,7 +75,8 @@ class Plan:
     total_steps: int
     """Where the run stops (the schedule may be laid out further: schedule_steps)."""
     warmup_steps: int
-    replay_per_step: int
+    replay_fraction: float
+    batch_sequences: int
     accumulation: int
     eval_sequences: int
     schedule: Callable[[int], float]
@@ -103,12 +104,26 @@ class Plan:
         return cls(
             total_steps=steps,
             warmup_steps=warmup,
-            replay_per_step=cfg.replay_sequences(replay_fraction, run.batch_sequences),
+            replay_fraction=replay_fraction,
+            batch_sequences=run.batch_sequences,
             accumulation=per_process // run.micro_batch_sequences,
             eval_sequences=max(1, run.eval_tokens // seq_len),
             schedule=schedule,
             extra_eval_steps=frozenset(stops),
         )
+
+    @property
+    def replays(self) -> bool:
+        return cfg.replay_before(self.replay_fraction, self.batch_sequences, self.total_steps) > 0
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every step replays the same number of sequences (a whole number of a batch)."""
+        return cfg.replay_is_whole(self.replay_fraction, self.batch_sequences)
+
+    def replay_in(self, step: int) -> int:
+        """Upstream sequences in the global batch of `step` (exact over the run: config.replay_before)."""
+        return cfg.replay_in_step(self.replay_fraction, self.batch_sequences, step)
 
     def evaluates(self, done: int, run: cfg.Optimization) -> bool:
         """Whether the step count `done` is evaluated: every eval_every steps, densely during the
@@ -358,14 +373,22 @@ def step_batch(data: Data, plan: Plan, run: cfg.Optimization, streams: tuple, st
     """This process's share of the global batch of `step` (downstream sequences then replayed upstream
     ones), read alone: a process reads only the sequences it trains on."""
     train_stream, replay_stream = streams
-    fresh = run.batch_sequences - plan.replay_per_step
+    replayed = plan.replay_in(step)
+    fresh = run.batch_sequences - replayed
     share = run.batch_sequences // world
     start, stop = rank * share, (rank + 1) * share
+    if plan.uniform:  # the same split every step: each stream in whole batches of its own size
+        def read(stream, size, before, lo, hi):
+            return stream.batch(step, size, lo, hi)
+    else:  # a share that is not a whole number of sequences: each stream from where it stopped
+        def read(stream, size, before, lo, hi):
+            return stream.take(before + lo, hi - lo)
     parts = []
+    replayed_before = cfg.replay_before(plan.replay_fraction, run.batch_sequences, step)
     if start < fresh:
-        parts.append(train_stream.batch(step, fresh, start, min(stop, fresh)))
+        parts.append(read(train_stream, fresh, step * run.batch_sequences - replayed_before, start, min(stop, fresh)))
     if stop > fresh:
-        parts.append(replay_stream.batch(step, plan.replay_per_step, max(start, fresh) - fresh, stop - fresh))
+        parts.append(read(replay_stream, replayed, replayed_before, max(start, fresh) - fresh, stop - fresh))
     return torch.from_numpy(np.concatenate(parts))
 
 
@@ -393,7 +416,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     device, rank, world = setup_device(run.device)
     seq_len = data.train.seq_len
     plan = Plan.of(run, seq_len, data.replay_fraction, world, stops)
-    if plan.replay_per_step and data.replay is None:
+    if plan.replays and data.replay is None:
         raise cfg.ConfigError("replay_fraction > 0 needs the upstream train split (--replay)")
     precision = resolve_precision(run.precision, device)
     model = model.to(device)
