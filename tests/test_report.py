@@ -220,3 +220,40 @@ def test_predictions_from_the_reference_cell_follow_the_law_across_the_grid():
     labels = [row[0] for row in out]
     assert f"{reference} (the fit's own curve)" in labels and not [n for n in labels if "scratch" in n]
     assert all(abs(float(row[3])) < 1e-3 for row in out), out
+
+
+# Ibrahim et al. 2024, Table 2 (405M, Pile -> SlimPajama): final validation loss, Pile / SlimPajama.
+TABLE_2 = {0.0: (2.44, 2.50), 0.01: (2.26, 2.50), 0.05: (2.23, 2.51), 0.1: (2.21, 2.51), 0.5: (2.16, 2.54)}
+UNION_2 = (2.17, 2.53)
+
+
+def _replay_grid(losses: dict[float, tuple[float, float]], union: tuple[float, float]):
+    specs = {"final": cfg.HubCheckpoint(type="hub", repo_id="EleutherAI/pythia-410m"), "scratch": cfg.ScratchCheckpoint(type="scratch")}
+    cells = {f"r{share}": cfg.TrainConfig(replay_fraction=share) for share in losses}
+    cells["union"] = cfg.TrainConfig(checkpoint="scratch", replay_fraction=0.5)
+    table = {f"r{share}": {"upstream_loss": up, "downstream_loss": down} for share, (up, down) in losses.items()}
+    table["union"] = {"upstream_loss": union[0], "downstream_loss": union[1]}
+    study = cfg.Study(vary={"replay_fraction": list(losses)})
+    return report.replay_sweep({"replay": (study, list(cells))}, table, cells, specs), table, cells
+
+
+def test_replay_findings_on_the_papers_own_table_2():
+    """The paper's numbers give the paper's conclusions: 5% replay removes (2.44 - 2.23) / (2.44 - 2.17) = 78% of
+    the forgetting for +0.01 downstream; 50% replay averages (2.16 + 2.54) / 2 = 2.35, the union's (2.17 + 2.53) / 2."""
+    (sweep, union), table, cells = _replay_grid(TABLE_2, UNION_2)
+    assert sweep == ["r0.0", "r0.01", "r0.05", "r0.1", "r0.5"] and union == ["union"]
+    rows = report.replay_table(sweep, union, table, cells)["rows"]
+    assert [r[0] for r in rows] == ["0.0%", "1.0%", "5.0%", "10.0%", "50.0%", "union (from scratch, 50.0% upstream)"]
+    assert [r[3] for r in rows] == ["2.4700", "2.3800", "2.3700", "2.3600", "2.3500", "2.3500"]
+    recovers, matches = report.replay_findings(sweep, union, table, cells)
+    assert recovers.verdict == "supported" and "5.0% replay" in recovers.why and "78%" in recovers.why
+    assert matches.verdict == "supported" and "best: 50.0% replay" in matches.why and "+0.00%" in matches.why
+
+
+def test_replay_findings_when_replay_does_not_help():
+    """Replay that leaves the upstream loss where no replay ends and costs downstream: not 'most of the
+    forgetting', not a small cost; the best average (2.44 + 2.52) / 2 = 2.48 is 5.53% above the union's 2.35: contradicted."""
+    (sweep, union), table, cells = _replay_grid({0.0: (2.44, 2.50), 0.05: (2.44, 2.52)}, UNION_2)
+    recovers, matches = report.replay_findings(sweep, union, table, cells)
+    assert recovers.verdict == "contradicted" and matches.verdict == "contradicted"
+    assert "+5.53%" in matches.why

@@ -27,8 +27,22 @@ TEST_GRID = {"studies": {
     "max_lr": {"vary": {"max_lr": [1e-3, 2e-3]}, "baselines": [{"schedule": "constant", "max_lr": 2e-4, "warmup_fraction": 0.0}]},
     "same_data": {"settings": {"train_corpus": "upstream"}, "vary": {"max_lr": [2e-3]}},
     "half": {"settings": {"tokens": 10240, "schedule_tokens": 20480}, "vary": {"max_lr": [2e-3]}},
+    # Three datasets in sequence under an infinite schedule (Ibrahim et al. 2024, section 7): warm-up and
+    # cooldown on the first, the constant phase on the second (weights and optimizer state carried over, no
+    # re-warming), the annealing at the end of the third; each cell waits for the one before.
+    "sequence": {"settings": {"schedule": "infinite-cosine", "constant_lr": 1e-3, "tokens": 5120}, "cells": [
+        {"constant_end_fraction": 1.0},
+        {"checkpoint": "after_first", "train_corpus": "later", "warmup_fraction": 0.0, "cooldown_end_fraction": 0.0,
+         "constant_end_fraction": 1.0},
+        {"checkpoint": "after_second", "train_corpus": "upstream", "warmup_fraction": 0.0, "cooldown_end_fraction": 0.0},
+    ]},
 }}
-TEST_PARAMS = small_params(train={"checkpoint": "final"}, grid=TEST_GRID)
+TEST_PARAMS = small_params(
+    train={"checkpoint": "final"}, grid=TEST_GRID,
+    corpora={"later": {"train": {"type": "demo", "domain": "downstream", "documents": 200, "seed": 6}}},
+    checkpoints={"after_first": {"type": "cell", "cell": "sequence.cells[0]", "optimizer": True},
+                 "after_second": {"type": "cell", "cell": "sequence.cells[1]", "optimizer": True}},
+)
 
 
 def grid_file(project: Path) -> dict:
@@ -91,7 +105,7 @@ def test_grid_file_for_dvc_is_up_to_date(tmp_path):
 def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
     listing = grid_file(snakemake_run)
     cells = listing["cells"]
-    assert len(cells) == 7 and len(listing["trained"]) == 6 and len(listing["prefixes"]) == 1
+    assert len(cells) == 10 and len(listing["trained"]) == 9 and len(listing["prefixes"]) == 1
     half = next(iter(listing["prefixes"]))
     assert listing["prefixes"][half]["run"] == "ckpt-final_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-20480"
     assert json.loads((snakemake_run / "runs" / half / "config.json").read_text())["read_from"]["step"] == 20
@@ -103,7 +117,9 @@ def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
         recorded = json.loads((run_dir / "config.json").read_text())
         assert recorded["train"] == settings  # each cell trained with its own settings
         lrs = [float(line.split("\t")[1]) for line in (run_dir / "dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()[1:]]
-        assert max(lrs) == pytest.approx(settings["max_lr"])
+        # a continuation of an infinite schedule starts in its constant phase: no re-warming
+        continues = settings["schedule"].startswith("infinite-") and settings["cooldown_end_fraction"] == 0
+        assert max(lrs) == pytest.approx(settings["constant_lr"] if continues else settings["max_lr"])
         for name in ("metrics.json", "metrics.jsonl", "curves/upstream.csv", "curves/downstream.csv", "config.json",
                      "model/model.safetensors", "dvclive/metrics.json"):
             assert (run_dir / name).is_file(), (cell, name)
@@ -124,6 +140,33 @@ def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
         assert evaluation["news"]["sequences"] == manifest(snakemake_run, "news", "val")["sequences"]
         assert float(results[name]["news_ppl"]) == evaluation["news"]["ppl"]
     assert "| news ppl |" in report and "news change (loss)" in report
+
+
+def test_a_sequence_of_three_datasets_continues_cell_after_cell(snakemake_run):
+    """Each dataset's cell starts where the one before ended: its first evaluation (step 0) is exactly
+    the previous cell's last, on the same validation samples, which only holds when the previous cell
+    trained first (the dependency); it trains on its own corpus, carries the optimizer state, and never
+    re-warms. The last one anneals to min_lr (Ibrahim et al. 2024's infinite schedule)."""
+    listing = grid_file(snakemake_run)
+    first, second, third = studies_of(snakemake_run)["sequence"]
+    assert listing["continued"] == {"after_first": {"cell": first}, "after_second": {"cell": second}}
+    evals = {name: [json.loads(r) for r in (snakemake_run / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+             for name in (first, second, third)}
+    for before, after in ((first, second), (second, third)):
+        for corpus in ("upstream", "downstream"):
+            assert evals[after][0][f"val/{corpus}/loss"] == evals[before][-1][f"val/{corpus}/loss"]
+        assert (snakemake_run / "runs" / before / "model/optimizer.pt").is_file()
+        log = (snakemake_run / "logs/train" / f"{after}.log").read_text()
+        assert "optimizer state carried over from the continued cell" in log
+    assert not (snakemake_run / "runs" / third / "model/optimizer.pt").exists()  # nothing continues the last one
+    trained_on = {name: json.loads((snakemake_run / "runs" / name / "config.json").read_text())["inputs"]["train"]
+                  for name in (first, second, third)}
+    assert trained_on == {first: manifest(snakemake_run, "downstream", "train")["source"]["fingerprint"],
+                          second: manifest(snakemake_run, "later", "train")["source"]["fingerprint"],
+                          third: manifest(snakemake_run, "upstream", "train")["source"]["fingerprint"]}
+    lrs = {name: [row["lr"] for row in evals[name]] for name in evals}
+    assert lrs[second] == [1e-3] * len(lrs[second])  # the constant phase throughout
+    assert lrs[third][0] == 1e-3 and lrs[third][-1] == pytest.approx(2e-4)  # annealed to 0.1 x max_lr
 
 
 def manifest(project: Path, corpus: str, split: str) -> dict:
@@ -226,10 +269,11 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert digests(project / "evals") == digests(snakemake_run / "evals")
     assert (project / "reports/report.md").read_text() == (snakemake_run / "reports/report.md").read_text()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "prepare@news", "pretrain@series",
-                "select_step@early", "select_step@final", "select@scratch", *(f"train@{cell}" for cell in listing["trained"]),
+    expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "prepare@news", "prepare@later", "pretrain@series",
+                "select_step@early", "select_step@final", "select@scratch", "select_cell@after_first", "select_cell@after_second",
+                *(f"train@{cell}" for cell in listing["trained"]),
                 *(f"prefix@{cell}" for cell in listing["prefixes"]), *(f"evaluate@{cell}" for cell in cells),
-                "evaluate_base@early", "evaluate_base@final", "evaluate_base@scratch", "report"}
+                *(f"evaluate_base@{name}" for name in ("early", "final", "scratch", "after_first", "after_second")), "report"}
     assert expected == set(lock["stages"])
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=project).stdout
     plots = json.loads(run("dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
@@ -327,7 +371,7 @@ def paper_params() -> dict:
     return cfg.to_dict(cfg.load([ROOT / "params.yaml", ROOT / "config/paper.yaml"]))
 
 
-@pytest.mark.parametrize("params, counts", [(None, (17, 1)), (TEST_PARAMS, (7, 1)), (paper_params(), (17, 1))],
+@pytest.mark.parametrize("params, counts", [(None, (17, 1)), (TEST_PARAMS, (10, 1)), (paper_params(), (17, 1))],
                          ids=["demo", "test-grid", "paper"])
 def test_snakemake_and_dvc_run_the_same_commands(tmp_path, params, counts):
     """The two front ends run the same jobs with the same arguments: every command, compared as text

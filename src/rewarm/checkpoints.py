@@ -235,9 +235,11 @@ def weights_fingerprint(path: str | Path) -> str:
 
 
 def select(
-    config: cfg.Config, name: str, out_dir: str | Path, tokenizer_dir: str | Path, pretrain_dir: str | Path | None = None
+    config: cfg.Config, name: str, out_dir: str | Path, tokenizer_dir: str | Path, pretrain_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
 ) -> None:
-    """The `select` stage: resolve checkpoint `name` from the configuration into `out_dir`."""
+    """The `select` stage: resolve checkpoint `name` from the configuration into `out_dir`. A checkpoint
+    of type `cell` is that cell's final model (`run_dir`/model), with its optimizer state when asked."""
     if name not in config.checkpoints:
         raise cfg.ConfigError(f"checkpoint {name!r} is not in the configuration (have: {', '.join(config.checkpoints)})")
     spec = config.checkpoints[name]
@@ -259,9 +261,57 @@ def select(
             if pretrain_dir is None:
                 raise CheckpointError(f"checkpoint {name!r} comes from pre-training: pass the pre-training directory (--pretrain)")
             materialize(pretrain_revision(pretrain_dir, spec.revision), tmp)
+        elif isinstance(spec, cfg.CellCheckpoint):
+            if run_dir is None:
+                raise CheckpointError(f"checkpoint {name!r} continues cell {spec.cell}: pass its run directory (--run)")
+            materialize(Path(run_dir) / "model", tmp)
+            if spec.optimizer:
+                copy_optimizer_state(Path(run_dir) / "model", tmp)
         else:
             init_scratch(spec, config.model, tokenizer_dir, tmp)
         check_model_dir(tmp)
+
+
+OPTIMIZER_STATE = "optimizer.pt"
+"""A run's final optimizer state (torch.save of the optimizer's state_dict), kept in its model directory
+when a `cell` checkpoint continues it with that state; its SHA-256 is in OPTIMIZER_CHECKSUM beside it."""
+OPTIMIZER_CHECKSUM = "optimizer.sha256"
+
+
+def save_optimizer_state(state: dict, out_dir: Path) -> None:
+    """Write an optimizer state_dict into a model directory, with its checksum."""
+    digest = hashlib.sha256()
+    with open(out_dir / OPTIMIZER_STATE, "wb") as f:
+        torch.save(state, f)
+    with open(out_dir / OPTIMIZER_STATE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    (out_dir / OPTIMIZER_CHECKSUM).write_text(digest.hexdigest() + "\n")
+
+
+def load_optimizer_state(model_dir: Path) -> dict | None:
+    """The optimizer state kept in a model directory (None when it has none), checked against its
+    checksum and read with torch.load(weights_only=True): tensors and numbers only, no code."""
+    path = Path(model_dir) / OPTIMIZER_STATE
+    if not path.is_file():
+        return None
+    expected = (Path(model_dir) / OPTIMIZER_CHECKSUM).read_text().strip() if (Path(model_dir) / OPTIMIZER_CHECKSUM).is_file() else None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if expected != digest.hexdigest():
+        raise CheckpointError(f"{path}: optimizer state does not match its checksum ({OPTIMIZER_CHECKSUM}): truncated or altered")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def copy_optimizer_state(source: Path, out_dir: Path) -> None:
+    if not (source / OPTIMIZER_STATE).is_file():
+        raise CheckpointError(f"{source}: no {OPTIMIZER_STATE}: the run did not keep its optimizer state (it keeps it when a "
+                              f"checkpoint of type cell with optimizer: true continues it; re-run that cell)")
+    load_optimizer_state(source)  # verifies the checksum
+    for name in (OPTIMIZER_STATE, OPTIMIZER_CHECKSUM):
+        shutil.copy2(source / name, out_dir / name)
 
 
 def pretrain_revision(pretrain_dir: str | Path, revision: str) -> Path:

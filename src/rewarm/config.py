@@ -269,9 +269,10 @@ class TrainConfig(Optimization):
     """Name of the base checkpoint (a key of `checkpoints`)."""
     replay_fraction: float = 0.0
     """Share of each batch drawn from the upstream train split (Ibrahim et al. 2024); 0 reproduces the paper."""
-    train_corpus: Literal["downstream", "upstream"] = "downstream"
-    """The corpus trained on: `downstream` (SlimPajama: the shift), or `upstream` (the Pile again, no
-    shift: Gupta et al. 2023, section 4.4)."""
+    train_corpus: str = "downstream"
+    """The corpus trained on: `downstream` (SlimPajama: the shift), `upstream` (the Pile again, no
+    shift: Gupta et al. 2023, section 4.4), or any other corpus with a train split (the next dataset
+    of a sequence)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,6 +288,9 @@ class Study:
     """Axis -> values. One axis: a sweep; several: every combination (e.g. checkpoint x warm-up)."""
     baselines: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Further cells, as overrides of the study's settings (e.g. the constant-LR "no re-warming" baseline)."""
+    cells: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Cells listed one by one, as overrides of the study's settings, that are the study's own rather
+    than baselines (e.g. the datasets of a sequence, each continuing the one before)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,12 +344,29 @@ class PretrainCheckpoint:
     """`step<N>` with N in pretrain.checkpoint_steps, or `final`."""
 
 
-CheckpointSpec = Union[HubCheckpoint, LocalCheckpoint, ScratchCheckpoint, PretrainCheckpoint]
+@dataclasses.dataclass(frozen=True)
+class CellCheckpoint:
+    """The final state of another cell of the grid: a run that continues it on its own corpus, as the
+    datasets of a sequence follow one another (Ibrahim et al. 2024, section 7: an infinite schedule goes
+    on with its constant phase on the next dataset, without re-warming)."""
+
+    type: Literal["cell"]
+    cell: str
+    """The cell continued: its name as `rewarm grid` lists it, or where the grid declares it
+    (`<study>.cells[<i>]`, `<study>.vary[<i>]`, `<study>.baselines[<i>]`, counted from 0). Its training is a
+    dependency of every cell that starts from this checkpoint, under Snakemake and DVC alike."""
+    optimizer: bool = False
+    """Also carry that cell's final optimizer state (Adam's moments) instead of a fresh one; the
+    continuing cell's own hyperparameters (betas, weight decay) still apply."""
+
+
+CheckpointSpec = Union[HubCheckpoint, LocalCheckpoint, ScratchCheckpoint, PretrainCheckpoint, CellCheckpoint]
 CHECKPOINT_TYPES: dict[str, type] = {
     "hub": HubCheckpoint,
     "local": LocalCheckpoint,
     "scratch": ScratchCheckpoint,
     "pretrain": PretrainCheckpoint,
+    "cell": CellCheckpoint,
 }
 # Unions told apart by their `type` key.
 _TAGGED_UNIONS = {frozenset(SOURCE_TYPES.values()): SOURCE_TYPES, frozenset(CHECKPOINT_TYPES.values()): CHECKPOINT_TYPES}
@@ -665,9 +686,18 @@ def _check_checkpoints(config: Config, base_dir: Path) -> list[str]:
             problems.append(f"{key}.revision: {spec.revision!r} is not one of {', '.join(sorted(revisions))} (pretrain.checkpoint_steps)")
         if isinstance(spec, LocalCheckpoint) and not (base_dir / spec.path).is_dir():
             problems.append(f"{key}.path: {spec.path!r} is not a directory")
+    problems += check_train_corpus(config, config.train.train_corpus, "train.train_corpus")
     if config.checkpoints and config.train.checkpoint not in config.checkpoints:
         problems.append(f"train.checkpoint: {config.train.checkpoint!r} is not one of {', '.join(config.checkpoints)} (names in `checkpoints`)")
     return problems
+
+
+def check_train_corpus(config: Config, corpus: str, key: str) -> list[str]:
+    """A cell's train_corpus must be a corpus with a train split."""
+    trainable = [name for name, c in config.corpora.items() if c is not None and c.train is not None]
+    if corpus not in trainable:
+        return [f"{key}: {corpus!r} is not a corpus with a train split (have: {', '.join(trainable)})"]
+    return []
 
 
 def total_steps(run: Optimization, seq_len: int) -> int:

@@ -14,6 +14,7 @@ is deterministic, so this is exactly what training the shorter cell alone would 
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import itertools
 from typing import Any
@@ -22,7 +23,7 @@ from rewarm import config as cfg
 
 # What a study may vary, and what a cell's name covers.
 AXES = ("checkpoint", "max_lr", "min_lr", "warmup_fraction", "warmup_steps", "schedule", "optimizer", "replay_fraction",
-        "train_corpus", "tokens")
+        "train_corpus", "tokens", "constant_lr", "cooldown_end_fraction", "constant_end_fraction", "timescale")
 
 
 def cell_name(run: cfg.TrainConfig) -> str:
@@ -30,11 +31,19 @@ def cell_name(run: cfg.TrainConfig) -> str:
     `ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-50B`; also a Snakemake wildcard, a DVC
     stage key and a directory name. A non-default optimizer or training corpus is inserted before the
     tokens trained (`_opt-radam`, `_data-upstream`), and a minimum learning rate other than the
-    schedule's default (0.1 x max_lr) after the maximum (`_lr-3e-4_min-3e-5`). The schedule's length is not in the name: two cells
+    schedule's default (0.1 x max_lr) after the maximum (`_lr-3e-4_min-3e-5`). An infinite schedule
+    adds its constant LR and where its cooldown and constant phase end
+    (`_sched-infinite-cosine_const-165e-6_phases-6e-1-85e-2`). The schedule's length is not in the name: two cells
     that differ only by it are refused with a clear message."""
     warm = f"{run.warmup_steps}steps" if run.warmup_steps is not None else number(run.warmup_fraction or 0.0)
     lr = number(run.max_lr) + (f"_min-{number(run.min_lr)}" if run.min_lr is not None else "")
-    name = f"ckpt-{run.checkpoint}_lr-{lr}_warm-{warm}_sched-{run.schedule}_replay-{number(run.replay_fraction)}"
+    schedule = run.schedule
+    if schedule.startswith("infinite-"):  # its constant LR and where its cooldown and constant phase end
+        schedule += (f"_const-{number(run.constant_lr or 0.0)}_phases-{number(run.cooldown_end_fraction)}"
+                     f"-{number(run.constant_end_fraction)}")
+        if schedule.startswith("infinite-inv-sqrt") and run.timescale != 10.0:
+            schedule += f"_ts-{number(run.timescale)}"
+    name = f"ckpt-{run.checkpoint}_lr-{lr}_warm-{warm}_sched-{schedule}_replay-{number(run.replay_fraction)}"
     if run.optimizer != "adamw":
         name += f"_opt-{run.optimizer}"
     if run.train_corpus != "downstream":
@@ -86,7 +95,10 @@ def run_key(run: cfg.TrainConfig, seq_len: int) -> str:
 
 def trained_by(config: cfg.Config) -> dict[str, str]:
     """Cell -> the cell whose training run produces it: itself, or the longest cell of its run."""
-    named = cells(config)
+    return _trained_by(config, cells(config))
+
+
+def _trained_by(config: cfg.Config, named: dict[str, cfg.TrainConfig]) -> dict[str, str]:
     seq_len = config.prepare.seq_len
     longest: dict[str, str] = {}
     for name, run in named.items():
@@ -126,7 +138,58 @@ def expand(config: cfg.Config) -> tuple[dict[str, cfg.TrainConfig], list[str]]:
                             f"{', '.join(AXES)} only)")
         cells_by_name.setdefault(name, cell)
         where_by_name.setdefault(name, where)
+    if not problems:
+        problems += _check_continuations(config, cells_by_name)
     return cells_by_name, problems
+
+
+def continued(config: cfg.Config) -> dict[str, cfg.CellCheckpoint]:
+    """Checkpoints that are another cell's final state (sequences of datasets), by name, with the cell
+    they continue resolved to its name (it may be given where it is declared: `sequence.cells[0]`)."""
+    specs = {name: spec for name, spec in config.checkpoints.items() if isinstance(spec, cfg.CellCheckpoint)}
+    if not specs:
+        return {}
+    where = declared_at(config)
+    return {name: dataclasses.replace(spec, cell=where.get(spec.cell, spec.cell)) for name, spec in specs.items()}
+
+
+def declared_at(config: cfg.Config) -> dict[str, str]:
+    """Where each cell is declared, as `<study>.vary[i]`, `<study>.baselines[i]` or `<study>.cells[i]` -> its name."""
+    return {where.removeprefix("grid.studies."): cell_name(cell) for _, where, cell in _declared(config) if cell is not None}
+
+
+def keeps_optimizer(config: cfg.Config, cell: str) -> bool:
+    """Whether a cell's run keeps its final optimizer state: a checkpoint continues it with that state."""
+    return any(spec.cell == cell and spec.optimizer for spec in continued(config).values())
+
+
+def _check_continuations(config: cfg.Config, named: dict[str, cfg.TrainConfig]) -> list[str]:
+    """A checkpoint of type `cell` names a cell of the grid; following them never loops back; the
+    optimizer state is carried only from a cell that trains itself (a shorter cell read from a longer
+    run has its model at its stop, not that run's optimizer)."""
+    problems = []
+    sequences = continued(config)
+    for name, spec in sequences.items():
+        key = f"checkpoints.{name}.cell"
+        if spec.cell not in named:
+            problems.append(f"{key}: {config.checkpoints[name].cell!r} is not a cell of the grid: give a cell's name (`rewarm "
+                            f"grid` lists them) or where it is declared, e.g. {next(iter(declared_at(config)), 'study.cells[0]')}")
+            continue
+        seen, current = [name], named[spec.cell].checkpoint
+        while current in sequences and sequences[current].cell in named:
+            if current in seen:
+                problems.append(f"{key}: the sequence loops back: {' -> '.join([*seen, current])} (a cell cannot start from its own end)")
+                break
+            seen.append(current)
+            current = named[sequences[current].cell].checkpoint
+    if not problems:
+        by = _trained_by(config, named)
+        for name, spec in sequences.items():
+            if spec.optimizer and by[spec.cell] != spec.cell:
+                problems.append(f"checkpoints.{name}.optimizer: cell {spec.cell} is read from the longer run {by[spec.cell]}, "
+                                f"which does not stop there: no optimizer state to carry (set optimizer: false, or give "
+                                f"the cell settings of its own)")
+    return problems
 
 
 def declared_studies(config: cfg.Config) -> dict[str, cfg.Study]:
@@ -155,7 +218,8 @@ def _study_overrides(study: cfg.Study, base: str) -> list[tuple[str, dict[str, A
     axes = list(study.vary)
     found = [(f"{base}.vary[{i}]", dict(zip(axes, combination)))
              for i, combination in enumerate(itertools.product(*study.vary.values()))] if axes else []
-    return found + [(f"{base}.baselines[{i}]", dict(overrides)) for i, overrides in enumerate(study.baselines)]
+    return (found + [(f"{base}.baselines[{i}]", dict(overrides)) for i, overrides in enumerate(study.baselines)]
+            + [(f"{base}.cells[{i}]", dict(overrides)) for i, overrides in enumerate(study.cells)])
 
 
 def _cell(config: cfg.Config, reference: dict, settings: dict, overrides: dict, where: str, problems: list[str]):
@@ -173,6 +237,9 @@ def _cell(config: cfg.Config, reference: dict, settings: dict, overrides: dict, 
         cell_problems += [p.replace("train.", f"{where}: ", 1) for p in cfg._check_optimization(cell, "train", config.prepare.seq_len)]
         if config.checkpoints and cell.checkpoint not in config.checkpoints:
             cell_problems.append(f"{where}: checkpoint {cell.checkpoint!r} is not one of {', '.join(config.checkpoints)}")
+        if "train_corpus" in settings or "train_corpus" in overrides:
+            cell_problems += [p.replace("train.train_corpus", f"{where}: train_corpus", 1)
+                              for p in cfg.check_train_corpus(config, cell.train_corpus, "train.train_corpus")]
     problems += cell_problems
     return None if cell_problems else cell
 

@@ -402,17 +402,34 @@ def train_loop(
     on_step: Callable[[int, object, History], None] | None = None,
     label: str = "train",
     stops: tuple[int, ...] = (),
+    initial_optimizer: dict | None = None,
+    on_end: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train `model` for the run's steps; returns the final evaluation row. `on_step(step, model,
     history)` is called on the main process after each step (and at step 0) for snapshots; `stops`
-    are further steps to evaluate (where shorter cells of the same run stop). The state directory
+    are further steps to evaluate (where shorter cells of the same run stop). `initial_optimizer`: an
+    optimizer state_dict to start from (a continued cell's) instead of a fresh state; `on_end(state)`
+    receives the final optimizer state_dict on the main process. The state directory
     is locked for the run: a second run of the same cell refuses to start."""
     main = process_rank() == 0
     with exclusive(state_dir, f"training of {label}") if main else nullcontext():
-        return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops)
+        return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer, on_end)
 
 
-def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops) -> dict:
+def start_optimizer(optimizer: torch.optim.Optimizer, saved: dict, label: str) -> None:
+    """Take the moments of a saved optimizer state (a continued cell's), keeping this run's own
+    hyperparameters (param_groups: betas, weight decay, eps)."""
+    current = optimizer.state_dict()
+    shapes = {index: param.shape for index, param in enumerate(p for group in optimizer.param_groups for p in group["params"])}
+    for index, moments in saved["state"].items():
+        for key, value in moments.items():
+            if torch.is_tensor(value) and value.ndim and (index not in shapes or value.shape != shapes[index]):
+                raise ValueError(f"{label}: the carried optimizer state does not fit this model (parameter {index}: "
+                                 f"{key} of shape {tuple(value.shape)}, the parameter's is {tuple(shapes.get(index, ()))})")
+    optimizer.load_state_dict({"state": saved["state"], "param_groups": current["param_groups"]})
+
+
+def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer=None, on_end=None) -> dict:
     device, rank, world = setup_device(run.device)
     seq_len = data.train.seq_len
     plan = Plan.of(run, seq_len, data.replay_fraction, world, stops)
@@ -434,6 +451,9 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         history, start = state["history"], state["step"]
         log.info("%s: resuming from step %d of %d (%s)", label, start, plan.total_steps, state_dir)
+    elif initial_optimizer is not None:
+        start_optimizer(optimizer, initial_optimizer, label)
+        log.info("%s: optimizer state carried over from the continued cell", label)
     autocast = autocast_for(precision, device)
     if run.compile:
         model = torch.compile(model)
@@ -516,6 +536,8 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     bar.close()
     if main:
         metrics.close()
+        if on_end:
+            on_end(optimizer.state_dict())
         if device.type == "cuda":
             # What `rewarm plan` estimates as the peak per GPU: the figure to compare it with.
             log.info("%s: peak GPU memory %.2f GB (torch.cuda.max_memory_allocated on rank 0)", label,
@@ -593,6 +615,8 @@ def train_cell(
     check_free_space(out_dir, (4 + len(stops)) * checkpoints.weights_bytes(base_dir), f"train {name}")
     weights = checkpoints.weights_fingerprint(base_dir)  # verifies the weights, hashing them once
     model = checkpoints.load_model(base_dir, verify=False)
+    carried = checkpoints.load_optimizer_state(base_dir)  # a continued cell's, when its checkpoint carries it
+    kept: dict = {}
     main = process_rank() == 0
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -614,8 +638,10 @@ def train_cell(
 
     failure = out_dir / FAILURE
     try:
-        final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data, {"stops": sorted(stops.values())}),
-                           on_step=record_stop, label=name, stops=tuple(stops.values()))
+        extra = {"stops": sorted(stops.values()), "optimizer_state": carried is not None}
+        final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data, extra),
+                           on_step=record_stop, label=name, stops=tuple(stops.values()), initial_optimizer=carried,
+                           on_end=kept.update if grid.keeps_optimizer(config, name) else None)
     except TrainingDiverged as error:
         if main:  # kept beside the run's outputs (which the workflow removes), for the report to list
             write_json(failure, {"cell": name, "error": str(error)})
@@ -628,6 +654,8 @@ def train_cell(
             write_json(tmp / "stops.json", {"run": name, "stops": stops})
         with atomic_dir(out_dir / "model") as tmp:
             checkpoints.save_model_dir(model, base_dir, tmp)
+            if kept:  # a later cell continues this one with its optimizer state
+                checkpoints.save_optimizer_state(kept, tmp)
         write_json(out_dir / "metrics.json", final)
         _remove_state(state_dir)
     return final

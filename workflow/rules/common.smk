@@ -26,7 +26,9 @@ EVAL_CORPORA = CONFIG.eval_corpora()  # upstream, downstream and any extra held-
 CHECKPOINTS = list(CONFIG.checkpoints)
 # Base checkpoints taken from the demo's own pre-training series (`select_step`), and the others (`select`).
 STEPPED = rewarm_grid.series_checkpoints(CONFIG)
-SELECTED = [name for name in CHECKPOINTS if name not in STEPPED]
+# Checkpoints that are another cell's final state (`select_cell`: a sequence of datasets).
+CONTINUED = rewarm_grid.continued(CONFIG)
+SELECTED = [name for name in CHECKPOINTS if name not in STEPPED and name not in CONTINUED]
 CELLS = rewarm_grid.cells(CONFIG)
 # A cell that only stops earlier than another with the same settings is read from that run.
 TRAINED_BY = rewarm_grid.trained_by(CONFIG)
@@ -93,8 +95,17 @@ def cell_params(wildcards):
 
 
 def cell_train_corpus(wildcards):
-    """The corpus a cell trains on: downstream, or upstream again (no shift)."""
+    """The corpus a cell trains on: downstream, upstream again (no shift), or the next dataset of a sequence."""
     return CELLS[wildcards.cell].train_corpus
+
+
+def cell_train_tokens(wildcards):
+    return f"data/tokens/{cell_train_corpus(wildcards)}"
+
+
+def continued_run(wildcards):
+    """The run directory of the cell a `cell` checkpoint continues: its training is a dependency."""
+    return f"runs/{CONTINUED[wildcards.checkpoint].cell}"
 
 
 def prefix_run(wildcards):

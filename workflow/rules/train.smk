@@ -8,6 +8,7 @@ rule train:
         base=cell_base,
         upstream="data/tokens/upstream",
         downstream="data/tokens/downstream",
+        corpus=cell_train_tokens,
     output:
         model=directory("runs/{cell}/model"),
         metrics="runs/{cell}/metrics.json",
@@ -20,7 +21,6 @@ rule train:
     params:
         config=PARAMS,
         cell=cell_params,
-        corpus=cell_train_corpus,
         launcher=train_launcher,
     conda:
         "../envs/rewarm.yaml"
@@ -35,7 +35,7 @@ rule train:
         gpu=JOB_GPUS,  # GPUs per training job (more: torchrun); the slurm profile sets it (set-resources)
     shell:
         "{params.launcher} train {params.config} --cell {wildcards.cell} --base {input.base}"
-        " --train data/tokens/{params.corpus}/train --replay {input.upstream}/train"
+        " --train {input.corpus}/train --replay {input.upstream}/train"
         " --val upstream={input.upstream}/val --val downstream={input.downstream}/val"
         " --state state/runs/{wildcards.cell} --out runs/{wildcards.cell} --threads {threads} 2> {log}"
 
