@@ -26,7 +26,8 @@ def test_demo_grid_is_the_papers_studies_in_miniature():
     decay and schedule length (50B and 240B of 297B tokens)."""
     config = cfg.load(ROOT / "params.yaml", base_dir=ROOT)
     paper = cfg.load([ROOT / "params.yaml", ROOT / "config/paper.yaml"], base_dir=ROOT)
-    assert set(config.grid.studies) == set(paper.grid.studies) == {"warmup", "max_lr", "scratch", "same_data", "checkpoints"}
+    assert set(paper.grid.studies) == {"warmup", "max_lr", "scratch", "same_data", "checkpoints"}
+    assert set(config.grid.studies) == set(paper.grid.studies) | {"replay", "union", "infinite"}  # and Ibrahim et al. 2024's
     seq = config.prepare.seq_len, paper.prepare.seq_len
     pythia_lr = 3e-4  # Pythia-410M's maximum learning rate, the paper's reference (Gupta et al. 2023, 4.2)
     for name in paper.grid.studies:
@@ -48,9 +49,33 @@ def test_demo_grid_is_the_papers_studies_in_miniature():
     early, mid = (int(config.checkpoints[n].revision[4:]) for n in ("early", "mid"))
     assert 0 < early < mid < steps[1] and {early, mid} <= set(steps[0])
     # 4 + 4 + 1 + 4 + 4 = 17 cells (the reference cell and the scratch study's final cell are shared),
-    # 16 runs: the warm-up study's 1% cell is the first 50 steps of the max_lr study's run at the same LR.
-    assert len(grid.cells(config)) == 17
-    assert len(set(grid.trained_by(config).values())) == 16
+    # 16 runs: the warm-up study's 1% cell is the first 50 steps of the max_lr study's run at the same LR;
+    # then Ibrahim et al. 2024's 6 replay cells, the union baseline and 3 datasets in sequence: 27 cells, 26 runs.
+    assert len({n for s in paper.grid.studies for n in grid.studies(config)[s]}) == 17
+    assert len(grid.cells(config)) == 27
+    assert len(set(grid.trained_by(config).values())) == 26
+
+
+def test_demo_runs_ibrahim_et_al_in_miniature():
+    """The demo's replay shares are config/ibrahim2024.yaml's; its union baseline mixes the upstream tokens of
+    pre-training with a replay cell's downstream tokens in proportion (999,424 and 51,200 by hand: 976 and 50
+    steps of 8 x 128); its infinite schedule keeps the authors' constant LR ratio (1.65e-4 / 3e-4) and phases."""
+    demo = cfg.load(ROOT / "params.yaml", base_dir=ROOT)
+    ibrahim = cfg.load([ROOT / "params.yaml", ROOT / "config/paper.yaml", ROOT / "config/ibrahim2024.yaml"], base_dir=ROOT)
+    cells, theirs = grid.cells(demo), grid.cells(ibrahim)
+    replay = [cells[n].replay_fraction for n in grid.studies(demo)["replay"]]
+    assert replay == [theirs[n].replay_fraction for n in grid.studies(ibrahim)["replay"]][:-1]  # theirs ends with the union
+    (union,) = (cells[n] for n in grid.studies(demo)["union"])
+    seq_len = demo.prepare.seq_len
+    upstream = cfg.total_steps(demo.pretrain, seq_len) * demo.pretrain.batch_sequences * seq_len
+    downstream = cells[grid.studies(demo)["replay"][0]].tokens
+    assert (upstream, downstream) == (999_424, 51_200)
+    assert union.checkpoint == "scratch" and union.tokens == upstream + downstream
+    assert union.replay_fraction == pytest.approx(upstream / (upstream + downstream), abs=1e-4)
+    for ours, reference in zip((cells[n] for n in grid.studies(demo)["infinite"]), (theirs[n] for n in grid.studies(ibrahim)["infinite_cosine"])):
+        assert ours.constant_lr / ours.max_lr == pytest.approx(reference.constant_lr / reference.max_lr)
+        assert (ours.schedule, ours.warmup_fraction, ours.cooldown_end_fraction, ours.constant_end_fraction) == (
+            reference.schedule, reference.warmup_fraction, reference.cooldown_end_fraction, reference.constant_end_fraction)
 
 
 def test_a_study_has_settings_crossed_axes_and_baselines():
@@ -105,7 +130,13 @@ def test_bad_grid_is_refused_naming_the_cell(studies, expected):
 AXIS_VALUES = {"checkpoint": ["early", "final"], "max_lr": [1e-3, 3e-3], "min_lr": [1e-5, 1e-4],
                "warmup_fraction": [0.0, 0.1], "warmup_steps": [2, 4], "schedule": ["linear", "wsd"],
                "optimizer": ["adamw", "radam"], "replay_fraction": [0.25, 0.5], "train_corpus": ["downstream", "upstream"],
-               "tokens": [10240, 20480]}
+               "tokens": [10240, 20480], "constant_lr": [5e-4, 1e-3], "cooldown_end_fraction": [0.3, 0.6],
+               "constant_end_fraction": [0.85, 1.0], "timescale": [5.0, 20.0]}
+# The infinite schedules' axes shape only those schedules (and names show them only there).
+AXIS_SETTINGS = {"constant_lr": {"schedule": "infinite-cosine"},
+                 "cooldown_end_fraction": {"schedule": "infinite-cosine", "constant_lr": 1e-3},
+                 "constant_end_fraction": {"schedule": "infinite-cosine", "constant_lr": 1e-3},
+                 "timescale": {"schedule": "infinite-inv-sqrt", "constant_lr": 1e-3}}
 
 
 def test_every_axis_sweeps_and_crosses():
@@ -114,14 +145,16 @@ def test_every_axis_sweeps_and_crosses():
     assert set(AXIS_VALUES) == set(grid.AXES)
     reference = cfg.from_dict(small_params()).train
     for axis, values in AXIS_VALUES.items():
-        config = cfg.from_dict(small_params(grid={"studies": {"sweep": {"vary": {axis: values}}}}))
+        settings = AXIS_SETTINGS.get(axis, {})
+        config = cfg.from_dict(small_params(grid={"studies": {"sweep": {"settings": settings, "vary": {axis: values}}}}))
         cells = grid.cells(config)
         assert [getattr(c, axis) for c in cells.values()] == values, axis
         for cell in cells.values():
             changed = {k for k, v in cfg.to_dict(cell).items() if v != cfg.to_dict(reference)[k]}
-            assert changed <= {axis, "warmup_fraction", "warmup_steps"}, (axis, changed)  # a warm-up in steps replaces the fraction
+            # a warm-up in steps replaces the fraction
+            assert changed <= {axis, "warmup_fraction", "warmup_steps", *settings}, (axis, changed)
         other = {"checkpoint": ["early", "final"]} if axis == "max_lr" else {"max_lr": [1e-3, 3e-3]}
-        crossed = cfg.from_dict(small_params(grid={"studies": {"cross": {"vary": {axis: values, **other}}}}))
+        crossed = cfg.from_dict(small_params(grid={"studies": {"cross": {"settings": settings, "vary": {axis: values, **other}}}}))
         assert len(grid.cells(crossed)) == 4, axis
     assert "_lr-2e-3_min-1e-5_warm" in grid.cell_name(
         grid.cells(cfg.from_dict(small_params(grid={"studies": {"s": {"vary": {"min_lr": [1e-5]}}}}))).popitem()[1])
@@ -195,3 +228,37 @@ def test_cells_differing_only_in_schedule_length_are_refused():
                "b": {"settings": {"schedule_tokens": 81920}, "vary": {"max_lr": [1e-3]}}}
     with pytest.raises(cfg.ConfigError, match=r"grid.studies.b.vary\[0\]: cell name .* is also grid.studies.a.vary\[0\]'s"):
         cfg.from_dict(small_params(grid={"studies": studies}))
+
+
+SEQUENCE = {"sequence": {"settings": {"schedule": "infinite-cosine", "constant_lr": 1e-3, "tokens": 5120},
+                         "cells": [{"constant_end_fraction": 1.0},
+                                   {"checkpoint": "after", "warmup_fraction": 0.0, "cooldown_end_fraction": 0.0}]}}
+
+
+def test_a_cell_checkpoint_resolves_where_the_cell_is_declared():
+    config = cfg.from_dict(small_params(grid={"studies": SEQUENCE},
+                                        checkpoints={"after": {"type": "cell", "cell": "sequence.cells[0]", "optimizer": True}}))
+    first, second = grid.studies(config)["sequence"]
+    assert grid.continued(config)["after"].cell == first and grid.cells(config)[second].checkpoint == "after"
+    assert grid.keeps_optimizer(config, first) and not grid.keeps_optimizer(config, second)
+    # the same checkpoint given by the cell's name
+    named = cfg.from_dict(small_params(grid={"studies": SEQUENCE}, checkpoints={"after": {"type": "cell", "cell": first}}))
+    assert grid.continued(named)["after"].cell == first and not grid.keeps_optimizer(named, first)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("checkpoints, studies, expected", [
+    ({"after": {"type": "cell", "cell": "sequence.cells[5]"}}, SEQUENCE,
+     "checkpoints.after.cell: 'sequence.cells[5]' is not a cell of the grid"),
+    # a cell that starts from its own end
+    ({"after": {"type": "cell", "cell": "sequence.cells[1]"}}, SEQUENCE, "the sequence loops back: after -> after"),
+    # the optimizer state of a cell read from a longer run (the 10240-token cell of the same 20480-token schedule)
+    ({"after": {"type": "cell", "cell": "s.vary[0]", "optimizer": True}},
+     {"s": {"settings": {"schedule_tokens": 20480}, "vary": {"tokens": [10240, 20480]}}},
+     "checkpoints.after.optimizer: cell ckpt-scratch_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-10240 is read from the longer run"),
+    ({}, {"s": {"vary": {"train_corpus": ["news"]}}}, "grid.studies.s.vary[0]: train_corpus: 'news' is not a corpus with a train split (have: upstream, downstream)"),
+])
+def test_bad_sequences_are_refused(checkpoints, studies, expected):
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.from_dict(small_params(grid={"studies": studies}, checkpoints=checkpoints))
+    assert expected in str(caught.value)

@@ -164,3 +164,51 @@ def test_paper_grid_evaluates_on_gpus_under_the_slurm_profile(tmp_path):
     config = cfg.load(PAPER)
     deeper = dataclasses.replace(config, model=dataclasses.replace(config.model, num_layers=24 * 40))
     assert plan.evaluation_minutes(config, 50304) == minutes < plan.evaluation_minutes(deeper, 50304)  # the limit follows the model
+
+
+IBRAHIM = [*PAPER, ROOT / "config/ibrahim2024.yaml"]
+
+
+def test_ibrahim_config_is_their_studies():
+    """config/ibrahim2024.yaml: Table 2's replay shares and the union baseline, and the infinite schedules
+    with the authors' values ([NX] adam_infcos_lr3e-4_3e-5_wu-001.yml), over three datasets in sequence."""
+    config = cfg.load(IBRAHIM)
+    cells = grid.cells(config)
+    studies = grid.studies(config)
+    assert [cells[n].replay_fraction for n in studies["replay"]] == [0.0, 0.005, 0.01, 0.05, 0.1, 0.5, 0.5]
+    union = cells[studies["replay"][-1]]
+    assert union.checkpoint == "scratch" and union.tokens == 2 * cells[studies["replay"][0]].tokens == 600_000_000_000
+    for name in studies["replay"]:
+        run = cells[name]
+        assert (run.max_lr, run.min_lr, run.warmup_fraction, run.schedule) == (3e-4, 3e-5, 0.01, "cosine")
+        assert run.schedule_tokens is None and run.decay_end_tokens is None  # re-decayed over the run itself
+    for study, shape in (("infinite_cosine", "infinite-cosine"), ("infinite_inv_sqrt", "infinite-inv-sqrt")):
+        first, second, third = (cells[n] for n in studies[study])
+        assert {c.schedule for c in (first, second, third)} == {shape} and {c.constant_lr for c in (first, second, third)} == {1.65e-4}
+        assert [c.train_corpus for c in (first, second, third)] == ["split1", "split2", "split3"]
+        assert (first.cooldown_end_fraction, first.warmup_fraction, third.constant_end_fraction) == (0.6, 0.01, 0.85)
+        assert second.warmup_fraction == third.warmup_fraction == 0.0 == second.cooldown_end_fraction
+        continued = grid.continued(config)
+        assert continued[second.checkpoint].cell == studies[study][0] and continued[third.checkpoint].cell == studies[study][1]
+        assert continued[second.checkpoint].optimizer
+
+
+def test_ibrahim_plan_and_dry_run(tmp_path):
+    """300B tokens of 1104 x 2048 = 132,685 steps (by hand: 300e9 // 2,260,992); the union 265,370; a
+    100B dataset 44,228. 13 runs. The dry run chains the datasets: 4 select_cell jobs."""
+    args = [a for path in IBRAHIM for a in ("--params", str(path))]
+    out = rewarm("plan", *args, cwd=tmp_path).stdout
+    assert "405,334,016 parameters; 13 cells in 3 studies, 13 training runs" in out
+    assert out.count(" 132,685 ") == 6 and out.count(" 265,370 ") == 1 and out.count(" 44,228 ") == 6
+    ten_b = rewarm("plan", *args, "--params", str(ROOT / "config/ibrahim2024-10b.yaml"), cwd=tmp_path).stdout
+    # By hand: 36 layers x (QKV 4608 x 13824 + 13824, out 4608^2 + 4608, MLP 2 x 4608 x 18432 + 18432 + 4608,
+    # 2 LayerNorms 4 x 4608) = 36 x 254,863,872, + final LayerNorm 9,216 + untied in/out embeddings 2 x 50,304 x 4608.
+    assert 36 * 254_863_872 + 9_216 + 2 * 50_304 * 4_608 == 9_638_710_272
+    assert "9,638,710,272 parameters" in ten_b
+    project = copy_project(tmp_path / "ibrahim")
+    (project / "config").mkdir()
+    for name in ("paper.yaml", "ibrahim2024.yaml"):
+        (project / "config" / name).write_text((ROOT / "config" / name).read_text())
+    planned = snakemake("-n", "--quiet", "rules", "--configfile", "config/paper.yaml", "config/ibrahim2024.yaml", cwd=project).stdout
+    counts = {line.split()[0]: int(line.split()[1]) for line in planned.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["train"] == 13 and counts["select_cell"] == 4 and counts["select"] == 2 and counts["prepare"] == 5
