@@ -371,7 +371,7 @@ def paper_params() -> dict:
     return cfg.to_dict(cfg.load([ROOT / "params.yaml", ROOT / "config/paper.yaml"]))
 
 
-@pytest.mark.parametrize("params, counts", [(None, (17, 1)), (TEST_PARAMS, (10, 1)), (paper_params(), (17, 1))],
+@pytest.mark.parametrize("params, counts", [(None, (27, 1)), (TEST_PARAMS, (10, 1)), (paper_params(), (17, 1))],
                          ids=["demo", "test-grid", "paper"])
 def test_snakemake_and_dvc_run_the_same_commands(tmp_path, params, counts):
     """The two front ends run the same jobs with the same arguments: every command, compared as text
