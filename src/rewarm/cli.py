@@ -176,7 +176,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
                   "# prefixes: the cells read from a longer run with the same settings (`rewarm prefix`);\n"
                   "# pretraining, selected, stepped, continued: the demo's pre-training (if any checkpoint is taken\n"
                   "# from it), the base checkpoints selected directly, those taken from its series, and those that\n"
-                  "# are another cell's final state (a sequence of datasets).\n")
+                  "# are another cell's final state (a sequence of datasets); evaluated_base: the checkpoints\n"
+                  "# `evaluate_base` measures (a continued cell's final state is measured by its own `evaluate`).\n")
         write_text(args.write, header + yaml.safe_dump(listing, sort_keys=False))
         log.info("%d cells (%d trained) written to %s", len(listing["cells"]), len(listing["trained"]), args.write)
         # DVC takes top-level plots from every dvc.yaml in the project, and cannot loop over the cells
@@ -221,7 +222,8 @@ def grid_listing(config: cfg.Config) -> dict:
             "selected": {name: {"type": spec.type} for name, spec in config.checkpoints.items()
                          if name not in stepped and name not in continued},
             "stepped": {name: {"revision": config.checkpoints[name].revision} for name in stepped},
-            "continued": {name: {"cell": spec.cell} for name, spec in continued.items()}}
+            "continued": {name: {"cell": spec.cell} for name, spec in continued.items()},
+            "evaluated_base": {name: {"type": spec.type} for name, spec in config.checkpoints.items() if name not in continued}}
 
 
 def dvc_plots(config: cfg.Config, root) -> dict:

@@ -197,15 +197,15 @@ def takeaway_max_lr(members, table, cells, seq_len: int) -> Finding | None:
         parts.append(min(down) < table[flat]["downstream_loss"])
         # "Initially": at the first evaluation after every compared cell has finished its warm-up (with
         # evaluations every step early on, the first one after step 0 would compare warm-ups, not schedules).
-        warm = max(cfg.warmup_steps(cells[n], seq_len) for n in names)
+        warm = max(max(cfg.warmup_steps(cells[n], seq_len) for n in names), 1)
         early = {}
         for n in names + [flat]:
-            later = [r for r in table[n]["rows"] if r["step"] >= max(warm, 1)]
+            later = [r for r in table[n]["rows"] if r["step"] >= warm]
             if later:
                 early[n] = later[0]["val/upstream/loss"]
         parts.append(flat in early and early[flat] <= min(early.values()))
         why += (f"; constant LR {cells[flat].max_lr:g}: final downstream loss {table[flat]['downstream_loss']:.4f} against the "
-                f"best re-warmed {min(down):.4f}, upstream loss at the first evaluation after the warm-ups (step {max(warm, 1)}) "
+                f"best re-warmed {min(down):.4f}, upstream loss at the first evaluation after the warm-ups (step {warm}) "
                 f"{early.get(flat, float('nan')):.4f} "
                 f"against the re-warmed cells' lowest {min(v for n, v in early.items() if n != flat):.4f}")
     return Finding("A larger maximum learning rate helps downstream and hurts upstream; re-warming then decaying is needed to "
@@ -377,7 +377,7 @@ def rewarming_raises_both(table, cells, specs) -> str | None:
     where it started. Counted on the cells that re-warm the latest pre-training checkpoint, as the paper
     states it for Pythia's final step143000 (earlier checkpoints are still far from a minimum)."""
     latest = latest_checkpoint(specs)
-    names = [n for n in rewarmed(list(table), cells) if cells[n].train_corpus == "downstream" and cells[n].checkpoint == latest]
+    names = rewarmed_latest(table, cells, latest)
     if not names:
         return None
     up = sum(table[n]["gap_upstream"].rise > 0 for n in names)
@@ -387,6 +387,13 @@ def rewarming_raises_both(table, cells, specs) -> str | None:
     return (f"Re-warming the latest checkpoint ({latest}) first raises the loss on both corpora, then the downstream loss "
             f"falls below its start: {verdict_} (the upstream loss rose after step 0 in {up} of {len(names)} re-warmed "
             f"cells, the downstream loss in {down}; the final downstream loss is below the step-0 loss in {below}).")
+
+
+def rewarmed_latest(table, cells, latest: str | None) -> list[str]:
+    """The finished cells that re-warm the latest checkpoint on the downstream corpus as the paper does,
+    without replay (Gupta et al. 2023, section 2: "We do not use replay")."""
+    return [n for n in rewarmed(list(table), cells)
+            if cells[n].train_corpus == "downstream" and cells[n].checkpoint == latest and cells[n].replay_fraction == 0]
 
 
 def latest_checkpoint(specs) -> str | None:
@@ -423,8 +430,7 @@ def calibration(table, cells, base, specs) -> list[str]:
             lines.append(f"Pre-training upstream helps downstream: {_holds(untrained >= FAR_BELOW_FACTOR * down)} (downstream "
                          f"perplexity {down:.4g} against the untrained model's {untrained:.4g}, {untrained / down:.1f} times lower; "
                          f"threshold {FAR_BELOW_FACTOR:g} times).")
-    names = [n for n in rewarmed(list(table), cells) if cells[n].train_corpus == "downstream" and cells[n].checkpoint == latest
-             and "forgetting" in table[n]]
+    names = [n for n in rewarmed_latest(table, cells, latest) if "forgetting" in table[n]]
     if names:
         ratios = {n: table[n]["forgetting"] / table[n]["adaptation"] if table[n]["adaptation"] > 0 else math.inf for n in names}
         worst = max(names, key=ratios.get)
@@ -446,8 +452,10 @@ def collect(config: cfg.Config, runs: Path, evals: Path, partial: bool = False):
     """(cells, table of finished cells, base evaluations, unfinished cells -> why). Without
     `partial`, a cell that has no evaluation is an error naming the missing file."""
     cells = grid.cells(config)
-    base = {name: json.loads((evals / "base" / f"{name}.json").read_text()) for name in config.checkpoints
-            if (evals / "base" / f"{name}.json").exists()}
+    # A checkpoint that is another cell's final state is measured by that cell's own evaluation.
+    sources = {name: evals / "base" / f"{name}.json" for name in config.checkpoints}
+    sources.update({name: evals / "cells" / f"{spec.cell}.json" for name, spec in grid.continued(config).items()})
+    base = {name: json.loads(path.read_text()) for name, path in sources.items() if path.exists()}
     table, unfinished = {}, {}
     for name, cell in cells.items():
         if not (evals / "cells" / f"{name}.json").exists() or not (runs / name / "metrics.jsonl").exists():
@@ -535,10 +543,14 @@ def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, l
         fig.suptitle(f"{study_name}: {study.title}" if study.title else study_name)
         files = [_save(fig, out, f"study_{study_name}", f"Study {study_name}: validation loss against tokens seen on both "
                        "corpora (dashed: constant learning rate, no re-warming; dotted: from scratch).")]
-        fig, ax = plt.subplots(figsize=(6, 5))
         # The paper's trajectories (Figs. 4, 6) draw the pre-trained starts only: from scratch, thousands of
         # perplexity points, would flatten them into one corner.
-        for name in [n for n in names if cells[n].checkpoint != "scratch"]:
+        pretrained = [n for n in names if cells[n].checkpoint != "scratch"]
+        if not pretrained:  # a study of from-scratch cells only (the union baseline) has no trajectory to draw
+            made[study_name] = files
+            continue
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for name in pretrained:
             style, label = _style(name, cells, axis, members)
             rows = table[name]["rows"]
             line, = ax.plot([r["val/downstream/ppl"] for r in rows], [r["val/upstream/ppl"] for r in rows], style, marker=".", label=label)
@@ -547,7 +559,7 @@ def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, l
             warm = next((r for r in rows if r["tokens"] >= end), rows[-1]) if end else None
             if warm is not None and warm is not rows[0]:
                 ax.plot([warm["val/downstream/ppl"]], [warm["val/upstream/ppl"]], "o", color="green", gid=f"{name}:warmup_end")
-        starts = {cells[n].checkpoint: n for n in reversed(names) if cells[n].checkpoint != "scratch"}  # one per start
+        starts = {cells[n].checkpoint: n for n in reversed(pretrained)}  # one per start
         for name in starts.values():
             first = table[name]["rows"][0]
             ax.plot([first["val/downstream/ppl"]], [first["val/upstream/ppl"]], "o", color="red", gid=f"{name}:start")
@@ -628,6 +640,8 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
             "overview": overview,
             "calibration": calibration(table, cells, base, config.checkpoints),
             "studies": [{"name": name, "title": study.title, "axis": grid.study_axis(study),
+                         "note": "Ibrahim et al. 2024's claims on replay are checked in the section on replay and the union baseline "
+                                 "above." if sweep and sweep[0] in names else "",
                          "findings": [f.sentence() for f in study_findings(study, names, table, cells, config.checkpoints, config.prepare.seq_len)],
                          "table": study_table(names, study, cells, table), "figures": made.get(name, [])}
                         for name, (study, names) in studies.items()],

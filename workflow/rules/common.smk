@@ -29,6 +29,8 @@ STEPPED = rewarm_grid.series_checkpoints(CONFIG)
 # Checkpoints that are another cell's final state (`select_cell`: a sequence of datasets).
 CONTINUED = rewarm_grid.continued(CONFIG)
 SELECTED = [name for name in CHECKPOINTS if name not in STEPPED and name not in CONTINUED]
+# Base checkpoints `evaluate_base` measures: a continued cell's final state is already its `evaluate`'s.
+EVALUATED_BASE = [name for name in CHECKPOINTS if name not in CONTINUED]
 CELLS = rewarm_grid.cells(CONFIG)
 # A cell that only stops earlier than another with the same settings is read from that run.
 TRAINED_BY = rewarm_grid.trained_by(CONFIG)

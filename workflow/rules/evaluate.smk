@@ -24,7 +24,10 @@ rule evaluate:
 
 
 rule evaluate_base:
-    """A base checkpoint on each validation split: the "0 tokens" point of its cells."""
+    """A base checkpoint on each validation split: the "0 tokens" point of its cells (a checkpoint
+    that is another cell's final state is that cell's evaluation, evals/cells/<cell>.json)."""
+    wildcard_constraints:
+        checkpoint=one_of(EVALUATED_BASE),
     input:
         model="checkpoints/base/{checkpoint}",
         tokens=expand("data/tokens/{corpus}", corpus=EVAL_CORPORA),

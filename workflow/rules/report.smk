@@ -2,7 +2,7 @@ rule report:
     """Tables, figures and findings across the grid: reports/report.md and report.html."""
     input:
         cells=expand("evals/cells/{cell}.json", cell=CELLS),
-        base=expand("evals/base/{checkpoint}.json", checkpoint=CHECKPOINTS),
+        base=expand("evals/base/{checkpoint}.json", checkpoint=EVALUATED_BASE),
         curves=expand("runs/{cell}/metrics.jsonl", cell=CELLS),
     output:
         # `snakemake --report report.html` attaches the figures and the report itself.
