@@ -132,7 +132,7 @@ def test_unreadable_yaml_names_the_file(tmp_path):
         ({"warmup_fraction": 0.5, "schedule_tokens": 40960, "decay_end_tokens": 20480},
          "train.warmup_fraction: 0.5 of the schedule's 80 steps does not end before the decay does (step 40)"),
         ({"precision": "fp8"}, "train.precision: 'fp8' is not one of 'auto', 'bf16', 'fp16', 'fp32'"),
-        ({"train_corpus": "news"}, "train.train_corpus: 'news' is not one of 'downstream', 'upstream'"),
+        ({"train_corpus": "news"}, "train.train_corpus: 'news' is not a corpus with a train split (have: upstream, downstream)"),
         ({"early_eval_every": 0}, "train.early_eval_every: 0 must be a positive integer"),
         ({"min_lr": 1.0}, "train.min_lr: 1.0 must be in [0, max_lr = 0.002]"),
         ({"batch_sequences": 6}, "train.batch_sequences: 6 is not divisible by micro_batch_sequences (4)"),
