@@ -637,3 +637,35 @@ def test_the_saved_checksum_is_the_files(tmp_path):
     index = json.loads((tmp_path / "state.json").read_text())
     assert index["file"] == "state-7.pt"
     assert index["sha256"] == hashlib.sha256((tmp_path / "state-7.pt").read_bytes()).hexdigest()
+
+
+def test_a_carried_optimizer_state_keeps_its_moments_and_takes_the_new_hyperparameters(prepared_project, tmp_path):
+    """A continued cell starts from the earlier cell's Adam moments (what `optimizer: true` carries), with its
+    own betas and weight decay; the state round-trips through a model directory with its checksum, and a
+    state that does not fit the model, or an altered file, is refused naming the problem."""
+    from rewarm import checkpoints, train
+
+    model = checkpoints.load_model(prepared_project / "checkpoints/base/scratch")
+    before = cfg.TrainConfig(weight_decay=0.1, beta2=0.95)
+    optimizer = train.build_optimizer(model, before, torch.device("cpu"))
+    batch = torch.randint(0, 100, (2, 16))
+    model(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+    checkpoints.save_optimizer_state(optimizer.state_dict(), tmp_path)
+    saved = checkpoints.load_optimizer_state(tmp_path)
+    after = cfg.TrainConfig(weight_decay=0.0, beta2=0.99)
+    fresh = train.build_optimizer(model, after, torch.device("cpu"))
+    train.start_optimizer(fresh, saved, "cell")
+    carried = fresh.state_dict()
+    assert [g["weight_decay"] for g in carried["param_groups"]] == [0.0, 0.0]  # the new cell's own
+    assert {tuple(g["betas"]) for g in carried["param_groups"]} == {(0.9, 0.99)}
+    for index, moments in optimizer.state_dict()["state"].items():
+        assert torch.equal(carried["state"][index]["exp_avg"], moments["exp_avg"])
+        assert torch.equal(carried["state"][index]["exp_avg_sq"], moments["exp_avg_sq"])
+    wrong = {"state": {0: {"exp_avg": torch.zeros(3, 3), "exp_avg_sq": torch.zeros(3, 3), "step": torch.tensor(1.0)}}}
+    with pytest.raises(ValueError, match="does not fit this model"):
+        train.start_optimizer(train.build_optimizer(model, after, torch.device("cpu")), wrong, "cell")
+    with open(tmp_path / checkpoints.OPTIMIZER_STATE, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(checkpoints.CheckpointError, match="does not match its checksum"):
+        checkpoints.load_optimizer_state(tmp_path)

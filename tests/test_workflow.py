@@ -275,6 +275,10 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
                 *(f"prefix@{cell}" for cell in listing["prefixes"]), *(f"evaluate@{cell}" for cell in cells),
                 *(f"evaluate_base@{name}" for name in ("early", "final", "scratch")), "report"}  # not the continued cells' ends
     assert expected == set(lock["stages"])
+    # The sequence's dependencies, as DVC recorded them: each select_cell on the continued cell's model.
+    first, second, _ = studies_of(project)["sequence"]
+    for stage, cell in (("select_cell@after_first", first), ("select_cell@after_second", second)):
+        assert f"runs/{cell}/model" in {dep["path"] for dep in lock["stages"][stage]["deps"]}
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=project).stdout
     plots = json.loads(run("dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
     assert {f"runs/{cell}/curves/{corpus}.csv" for cell in cells for corpus in ("upstream", "downstream")} <= set(plots)

@@ -641,7 +641,7 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
             "calibration": calibration(table, cells, base, config.checkpoints),
             "studies": [{"name": name, "title": study.title, "axis": grid.study_axis(study),
                          "note": "Ibrahim et al. 2024's claims on replay are checked in the section on replay and the union baseline "
-                                 "above." if sweep and sweep[0] in names else "",
+                                 "above." if set(names) & set(sweep + union) else "",
                          "findings": [f.sentence() for f in study_findings(study, names, table, cells, config.checkpoints, config.prepare.seq_len)],
                          "table": study_table(names, study, cells, table), "figures": made.get(name, [])}
                         for name, (study, names) in studies.items()],
@@ -679,7 +679,8 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
 def study_table(names: list[str], study: cfg.Study, cells, table) -> dict:
     """A study's own table: the value of its axis, the final losses (whole validation splits), the
     change from the starting checkpoint and the early rise of each loss (the stability gap)."""
-    axes = list(study.vary) or ["max_lr"]
+    # the varied axes; for cells listed one by one, the settings they give (a sequence: checkpoint, corpus, ...)
+    axes = list(study.vary) or list(dict.fromkeys(k for cell in study.cells for k in cell)) or ["max_lr"]
     header = ["cell", *axes, "upstream loss", "downstream loss", "upstream change", "downstream change",
               "rise up (nats)", "rise down (nats)"]
     rows = []
