@@ -423,7 +423,7 @@ def test_lint_and_profiles_dry_run(tmp_path):
     for profile in ("workflow/profiles/default", "workflow/profiles/slurm"):
         planned = snakemake("--profile", profile, "-n", "--quiet", "rules", cwd=project).stdout
         counts = {line.split()[0]: line.split()[1] for line in planned.splitlines() if len(line.split()) == 2}
-        assert counts["train"] == "16" and counts["pretrain"] == "1" and counts["report"] == "1", profile
+        assert counts["train"] == "26" and counts["pretrain"] == "1" and counts["report"] == "1", profile
 
 
 def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
@@ -444,7 +444,7 @@ def test_training_jobs_with_several_gpus_launch_torchrun(tmp_path):
     project = copy_project(tmp_path / "gpus")
     planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:gpu=4", cwd=project)
     commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
-    assert len(commands) == 16 and all("torchrun --standalone --nproc_per_node 4 -m rewarm train" in c for c in commands)
+    assert len(commands) == 26 and all("torchrun --standalone --nproc_per_node 4 -m rewarm train" in c for c in commands)
     planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:gpu=1", cwd=project)
     commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
-    assert len(commands) == 16 and not any("torchrun" in c for c in commands)
+    assert len(commands) == 26 and not any("torchrun" in c for c in commands)
