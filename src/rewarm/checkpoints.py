@@ -280,36 +280,36 @@ OPTIMIZER_CHECKSUM = "optimizer.sha256"
 
 def save_optimizer_state(state: dict, out_dir: Path) -> None:
     """Write an optimizer state_dict into a model directory, with its checksum."""
-    digest = hashlib.sha256()
-    with open(out_dir / OPTIMIZER_STATE, "wb") as f:
-        torch.save(state, f)
-    with open(out_dir / OPTIMIZER_STATE, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    (out_dir / OPTIMIZER_CHECKSUM).write_text(digest.hexdigest() + "\n")
+    from rewarm.data.sources import file_sha256
+
+    torch.save(state, out_dir / OPTIMIZER_STATE)
+    (out_dir / OPTIMIZER_CHECKSUM).write_text(file_sha256(out_dir / OPTIMIZER_STATE) + "\n")
+
+
+def _verified_optimizer_state(model_dir: Path) -> Path | None:
+    """The optimizer state file of a model directory (None when it has none), checked against its checksum."""
+    from rewarm.data.sources import file_sha256
+
+    path, checksum = Path(model_dir) / OPTIMIZER_STATE, Path(model_dir) / OPTIMIZER_CHECKSUM
+    if not path.is_file():
+        return None
+    if not checksum.is_file() or checksum.read_text().strip() != file_sha256(path):
+        raise CheckpointError(f"{path}: optimizer state does not match its checksum ({OPTIMIZER_CHECKSUM}): truncated or altered")
+    return path
 
 
 def load_optimizer_state(model_dir: Path) -> dict | None:
     """The optimizer state kept in a model directory (None when it has none), checked against its
     checksum and read with torch.load(weights_only=True): tensors and numbers only, no code."""
-    path = Path(model_dir) / OPTIMIZER_STATE
-    if not path.is_file():
-        return None
-    expected = (Path(model_dir) / OPTIMIZER_CHECKSUM).read_text().strip() if (Path(model_dir) / OPTIMIZER_CHECKSUM).is_file() else None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if expected != digest.hexdigest():
-        raise CheckpointError(f"{path}: optimizer state does not match its checksum ({OPTIMIZER_CHECKSUM}): truncated or altered")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    path = _verified_optimizer_state(model_dir)
+    return None if path is None else torch.load(path, map_location="cpu", weights_only=True)
 
 
 def copy_optimizer_state(source: Path, out_dir: Path) -> None:
-    if not (source / OPTIMIZER_STATE).is_file():
+    """Copy a run's optimizer state (verified, not loaded) into a checkpoint directory."""
+    if _verified_optimizer_state(source) is None:
         raise CheckpointError(f"{source}: no {OPTIMIZER_STATE}: the run did not keep its optimizer state (it keeps it when a "
                               f"checkpoint of type cell with optimizer: true continues it; re-run that cell)")
-    load_optimizer_state(source)  # verifies the checksum
     for name in (OPTIMIZER_STATE, OPTIMIZER_CHECKSUM):
         shutil.copy2(source / name, out_dir / name)
 

@@ -568,6 +568,7 @@ def _check(config: Config, base_dir: Path) -> list[str]:
     problems.extend(_check_model(config.model, prep.seq_len))
     problems.extend(_check_optimization(config.pretrain, "pretrain", prep.seq_len))
     problems.extend(_check_optimization(config.train, "train", prep.seq_len))
+    problems.extend(check_train_corpus(config, config.train.train_corpus, "train.train_corpus"))
     problems.extend(_check_checkpoints(config, base_dir))
     if not problems:
         from rewarm import grid  # grid builds on this module's schema
@@ -589,17 +590,22 @@ def _check_model(model: ModelConfig, seq_len: int) -> list[str]:
     return problems
 
 
+def _replayed_per_step(replay_fraction: float, batch_sequences: int) -> fractions.Fraction:
+    """The replay share of a batch in sequences, exactly (0.005 of 8 is 1/25)."""
+    return fractions.Fraction(repr(float(replay_fraction))) * batch_sequences
+
+
 def replay_before(replay_fraction: float, batch_sequences: int, step: int) -> int:
     """Upstream sequences in the global batches of steps 0 .. step - 1: floor(step x share x batch),
     in exact arithmetic. The share is thus exact over every run, not rounded per step: 0.5% of a batch
     of 8 replays one sequence every 25 steps (Ibrahim et al. 2024 sweep 0.5% and 1%). Where the share
     is a whole number of sequences, every step replays that many."""
-    return math.floor(fractions.Fraction(repr(float(replay_fraction))) * batch_sequences * step)
+    return math.floor(_replayed_per_step(replay_fraction, batch_sequences) * step)
 
 
 def replay_is_whole(replay_fraction: float, batch_sequences: int) -> bool:
     """Whether the replay share is a whole number of each batch's sequences (then every step replays as many)."""
-    return (fractions.Fraction(repr(float(replay_fraction))) * batch_sequences).denominator == 1
+    return _replayed_per_step(replay_fraction, batch_sequences).denominator == 1
 
 
 def replay_in_step(replay_fraction: float, batch_sequences: int, step: int) -> int:
@@ -686,7 +692,6 @@ def _check_checkpoints(config: Config, base_dir: Path) -> list[str]:
             problems.append(f"{key}.revision: {spec.revision!r} is not one of {', '.join(sorted(revisions))} (pretrain.checkpoint_steps)")
         if isinstance(spec, LocalCheckpoint) and not (base_dir / spec.path).is_dir():
             problems.append(f"{key}.path: {spec.path!r} is not a directory")
-    problems += check_train_corpus(config, config.train.train_corpus, "train.train_corpus")
     if config.checkpoints and config.train.checkpoint not in config.checkpoints:
         problems.append(f"train.checkpoint: {config.train.checkpoint!r} is not one of {', '.join(config.checkpoints)} (names in `checkpoints`)")
     return problems

@@ -129,28 +129,34 @@ def expand(config: cfg.Config) -> tuple[dict[str, cfg.TrainConfig], list[str]]:
     cells_by_name: dict[str, cfg.TrainConfig] = {}
     where_by_name: dict[str, str] = {}
     problems: list[str] = []
+    located: dict[str, str] = {}  # where a cell is declared -> its name (for `cell` checkpoints)
     for _, where, cell in _declared(config, problems):
         if cell is None:
             continue
         name = cell_name(cell)
+        located[where.removeprefix("grid.studies.")] = name
         if name in cells_by_name and cells_by_name[name] != cell:
             problems.append(f"{where}: cell name {name} is also {where_by_name[name]}'s, with other settings (names cover "
                             f"{', '.join(AXES)} only)")
         cells_by_name.setdefault(name, cell)
         where_by_name.setdefault(name, where)
     if not problems:
-        problems += _check_continuations(config, cells_by_name)
+        problems += _check_continuations(config, cells_by_name, located)
     return cells_by_name, problems
 
 
 def continued(config: cfg.Config) -> dict[str, cfg.CellCheckpoint]:
     """Checkpoints that are another cell's final state (sequences of datasets), by name, with the cell
     they continue resolved to its name (it may be given where it is declared: `sequence.cells[0]`)."""
-    specs = {name: spec for name, spec in config.checkpoints.items() if isinstance(spec, cfg.CellCheckpoint)}
-    if not specs:
+    if not any(isinstance(spec, cfg.CellCheckpoint) for spec in config.checkpoints.values()):
         return {}
-    where = declared_at(config)
-    return {name: dataclasses.replace(spec, cell=where.get(spec.cell, spec.cell)) for name, spec in specs.items()}
+    return _resolved(config, declared_at(config))
+
+
+def _resolved(config: cfg.Config, located: dict[str, str]) -> dict[str, cfg.CellCheckpoint]:
+    """The `cell` checkpoints, each with a cell given where it is declared replaced by its name."""
+    return {name: dataclasses.replace(spec, cell=located.get(spec.cell, spec.cell))
+            for name, spec in config.checkpoints.items() if isinstance(spec, cfg.CellCheckpoint)}
 
 
 def declared_at(config: cfg.Config) -> dict[str, str]:
@@ -163,17 +169,17 @@ def keeps_optimizer(config: cfg.Config, cell: str) -> bool:
     return any(spec.cell == cell and spec.optimizer for spec in continued(config).values())
 
 
-def _check_continuations(config: cfg.Config, named: dict[str, cfg.TrainConfig]) -> list[str]:
+def _check_continuations(config: cfg.Config, named: dict[str, cfg.TrainConfig], located: dict[str, str]) -> list[str]:
     """A checkpoint of type `cell` names a cell of the grid; following them never loops back; the
     optimizer state is carried only from a cell that trains itself (a shorter cell read from a longer
     run has its model at its stop, not that run's optimizer)."""
     problems = []
-    sequences = continued(config)
+    sequences = _resolved(config, located)
     for name, spec in sequences.items():
         key = f"checkpoints.{name}.cell"
         if spec.cell not in named:
             problems.append(f"{key}: {config.checkpoints[name].cell!r} is not a cell of the grid: give a cell's name (`rewarm "
-                            f"grid` lists them) or where it is declared, e.g. {next(iter(declared_at(config)), 'study.cells[0]')}")
+                            f"grid` lists them) or where it is declared, e.g. {next(iter(located), 'study.cells[0]')}")
             continue
         seen, current = [name], named[spec.cell].checkpoint
         while current in sequences and sequences[current].cell in named:

@@ -313,10 +313,11 @@ def union_cells(cells: dict[str, cfg.TrainConfig], specs) -> list[str]:
 
 def replay_sweep(studies: dict, table, cells, specs) -> tuple[list[str], list[str]]:
     """(the re-warmed cells of the first study varying replay_fraction, by share; the union baselines), finished ones."""
+    union = union_cells(cells, specs)
     for study, names in studies.values():
         if grid.study_axis(study) == "replay_fraction":
-            sweep = [n for n in names if n in table and n not in union_cells(cells, specs)]
-            return sorted(sweep, key=lambda n: cells[n].replay_fraction), [n for n in union_cells(cells, specs) if n in table]
+            sweep = [n for n in names if n in table and n not in union]
+            return sorted(sweep, key=lambda n: cells[n].replay_fraction), [n for n in union if n in table]
     return [], []
 
 

@@ -377,12 +377,11 @@ def step_batch(data: Data, plan: Plan, run: cfg.Optimization, streams: tuple, st
     fresh = run.batch_sequences - replayed
     share = run.batch_sequences // world
     start, stop = rank * share, (rank + 1) * share
-    if plan.uniform:  # the same split every step: each stream in whole batches of its own size
-        def read(stream, size, before, lo, hi):
-            return stream.batch(step, size, lo, hi)
-    else:  # a share that is not a whole number of sequences: each stream from where it stopped
-        def read(stream, size, before, lo, hi):
-            return stream.take(before + lo, hi - lo)
+    def read(stream, size: int, before: int, lo: int, hi: int) -> np.ndarray:
+        # The same split every step: each stream in whole batches of its own size; a share that is not a
+        # whole number of sequences: each stream from where it stopped (`before` sequences read so far).
+        return stream.batch(step, size, lo, hi) if plan.uniform else stream.take(before + lo, hi - lo)
+
     parts = []
     replayed_before = cfg.replay_before(plan.replay_fraction, run.batch_sequences, step)
     if start < fresh:
