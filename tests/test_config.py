@@ -34,7 +34,7 @@ def test_every_problem_is_reported_in_one_error(tmp_path):
     message = str(caught.value)
     expected = [
         "prepare.seq_len: -4 must be a positive integer",
-        "prepare.shard_size: unknown key (allowed: seq_len, shard_sequences, batch_documents, on_bad_record)",
+        "prepare.shard_size: unknown key (allowed: seq_len, shard_sequences, batch_documents, on_bad_record, parts, workers)",
         "prepare.batch_documents: expected int, got 'many' (str)",
         "tokenizer.type: 'bpe' is not one of 'train', 'pretrained'",
         "corpora.upstream.train.type: 'csv' is not one of 'demo', 'jsonl', 'hf'",

@@ -126,8 +126,13 @@ def test_generate_stage_writes_every_demo_source_with_readable_parts(tmp_path):
     path = tmp_path / "raw" / "downstream" / "val.jsonl.zst"
     parts = collections.Counter(part for _, part in read_jsonl_parts(path, "text", ReadStats(), part_field="meta.redpajama_set_name"))
     assert sum(parts.values()) == 60 and set(parts) <= set(paper_weights("downstream")) and "RedPajamaCommonCrawl" in parts
-    first = json.loads(next(iter(read_lines(tmp_path / "raw" / "upstream" / "train.jsonl.zst"))))
-    assert first["meta"]["pile_set_name"] in paper_weights("upstream")
+    # upstream/train ships in 3 files: together, the documents of one generation, in order, split 200 / 200 / 200.
+    files = [tmp_path / "raw" / "upstream" / f"train-0000{i}-of-00003.jsonl.zst" for i in range(3)]
+    lines = [[json.loads(line) for line in read_lines(path)] for path in files]
+    assert [len(file) for file in lines] == [200, 200, 200]
+    assert [record for file in lines for record in file] == list(demo.generate_records("upstream", 600, 1, pooled=True))
+    assert lines[0][0]["meta"]["pile_set_name"] in paper_weights("upstream")
+    assert sorted(p.name for p in (tmp_path / "raw" / "upstream").iterdir()) == [p.name for p in files] + ["val.jsonl.zst"]
     assert not list(tmp_path.glob("raw.partial-*"))
 
 

@@ -132,7 +132,8 @@ def test_dry_run_shows_the_full_paper_grid(tmp_path):
     planned = snakemake("-n", "--quiet", "rules", "--configfile", "config/paper.yaml", cwd=project).stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in planned.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert counts["train"] == 16 and counts["prefix"] == 1 and counts["evaluate"] == 17 and counts["select"] == 4
-    assert counts["prepare"] == 2
+    # Each corpus in parts (prepare.parts 32), each part its own job; their joining runs locally.
+    assert counts["prepare"] == 2 * 32 and counts["assemble"] == 2
     assert "pretrain" not in counts  # the checkpoints come from the hub
     # Ibrahim et al. 2024's harness tasks on every final model and base checkpoint; no demo tasks to write
     # beyond the (empty) task directory.
@@ -145,8 +146,11 @@ def test_paper_grid_evaluates_on_gpus_under_the_slurm_profile(tmp_path):
     project = copy_project(tmp_path / "paper")
     (project / "config").mkdir()
     (project / "config/paper.yaml").write_text((ROOT / "config/paper.yaml").read_text())
+    printed = {}
+
     def jobs(*args: str) -> list[tuple[str, str]]:
         planned = snakemake("-n", *args, cwd=project)
+        printed[args] = planned.stdout + planned.stderr
         return re.findall(r"^rule (evaluate|evaluate_base|benchmark|benchmark_base|train):\n(?:    .*\n)*?    resources: (.*)$",
                           planned.stdout + planned.stderr, re.MULTILINE)
 
@@ -160,6 +164,14 @@ def test_paper_grid_evaluates_on_gpus_under_the_slurm_profile(tmp_path):
     assert found == {"evaluate": 17, "evaluate_base": 4, "benchmark": 17, "benchmark_base": 4, "train": 16}
     for rule, resources in slurm:
         assert "gpu=1" in resources and "mem_mb=64000" in resources, (rule, resources)
+    # The corpora's parts are separate cluster jobs (prepare.parts 32 each, with the profile's memory and
+    # time); `assemble` joins them on the submitting node.
+    text = printed[("--profile", "workflow/profiles/slurm", "--configfile", "config/paper.yaml")]
+    parts = re.findall(r"^rule prepare:\n(?:    .*\n)*?    wildcards: corpus=(\w+), part=(\d+)\n(?:    .*\n)*?    resources: (.*)$",
+                       text, re.MULTILINE)
+    assert sorted((corpus, int(part)) for corpus, part, _ in parts) == [(c, p) for c in ("downstream", "upstream") for p in range(32)]
+    assert all("mem_mb=16000" in resources and "runtime=720" in resources for _, _, resources in parts), parts[0]
+    assert len(re.findall(r"^(?:local)?rule assemble:", text, re.MULTILINE)) == 2  # local: the SLURM test checks it
     minutes = max(60, int(3 * 2 * 405_334_016 * 2 * 22_609_920 / 100e12 / 60) + 15)
     assert all(f"runtime={minutes}" in r for rule, r in slurm if rule.startswith("evaluate"))
     import dataclasses
@@ -214,4 +226,4 @@ def test_ibrahim_plan_and_dry_run(tmp_path):
         (project / "config" / name).write_text((ROOT / "config" / name).read_text())
     planned = snakemake("-n", "--quiet", "rules", "--configfile", "config/paper.yaml", "config/ibrahim2024.yaml", cwd=project).stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in planned.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert counts["train"] == 13 and counts["select_cell"] == 4 and counts["select"] == 2 and counts["prepare"] == 5
+    assert counts["train"] == 13 and counts["select_cell"] == 4 and counts["select"] == 2 and counts["prepare"] == 5 * 32

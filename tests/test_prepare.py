@@ -3,6 +3,7 @@ determinism across worker counts, budgets, atomicity when killed, and clear erro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -39,39 +40,60 @@ def prepared(small_project, tmp_path_factory) -> Path:
     return out
 
 
-def documents(project: Path, corpus: str, split: str) -> list[str]:
-    return list(sources.read_jsonl(sources.demo_path(project / "data/raw", corpus, split), "text", sources.ReadStats()))
+def documents(project: Path, corpus: str, split: str, files: int = 1) -> list[list[str]]:
+    """The documents of each of a demo source's files, read straight from the files."""
+    return [list(sources.read_jsonl(sources.demo_path(project / "data/raw", corpus, split, i, files), "text", sources.ReadStats()))
+            for i in range(files)]
+
+
+def decoded_documents(reader: ShardReader, rows: range, hf) -> list[str]:
+    """The whole documents (ending in EOS) in these rows, decoded."""
+    stream = np.concatenate([reader[i] for i in rows]).astype(np.int64)
+    pieces = np.split(stream, np.flatnonzero(stream == hf.eos_token_id) + 1)
+    return [hf.decode(piece[:-1].tolist()) for piece in pieces if len(piece) and piece[-1] == hf.eos_token_id]
 
 
 def test_round_trip_gives_back_the_documents_in_order(small_project, prepared):
+    """Each unit (here: each of the train split's 3 files) is packed on its own: its rows give back
+    its file's documents in order, up to the tail its last row could not hold."""
     hf = tok.load(small_project / "data/tokenizer")
-    for split in ("train", "val"):
+    for split, files in (("train", 3), ("val", 1)):
         reader = ShardReader(prepared / split, tokenizer_fingerprint=tok.fingerprint(hf))
-        stream = np.concatenate([reader[i] for i in range(len(reader))]).astype(np.int64)
-        pieces = np.split(stream, np.flatnonzero(stream == hf.eos_token_id) + 1)
-        decoded = [hf.decode(piece[:-1].tolist()) for piece in pieces if len(piece) and piece[-1] == hf.eos_token_id]
-        docs = documents(small_project, "upstream", split)
-        # Every document up to the last full row comes back, in order; the tail was dropped.
-        assert decoded == docs[: len(decoded)]
-        assert len(decoded) >= len(docs) - 3
+        manifest = reader.manifest
+        assert [unit["unit"] for unit in manifest["units"]] == list(range(files))
+        start = 0
+        for unit, docs in zip(manifest["units"], documents(small_project, "upstream", split, files)):
+            decoded = decoded_documents(reader, range(start, start + unit["sequences"]), hf)
+            start += unit["sequences"]
+            assert decoded == docs[: len(decoded)]
+            assert len(decoded) >= len(docs) - 3
+            # The unit's first row starts with its file's first document (no tail of the file before).
+            assert hf.decode(reader[start - unit["sequences"]][:8].tolist()) == hf.decode(hf.encode(docs[0], add_special_tokens=False)[:8])
+        assert start == len(reader)
 
 
 def test_manifest_describes_the_shards(small_project, prepared):
     manifest = json.loads((prepared / "train" / "manifest.json").read_text())
     hf = tok.load(small_project / "data/tokenizer")
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == 2
     assert (manifest["corpus"], manifest["split"]) == ("upstream", "train")
     assert manifest["tokenizer"]["fingerprint"] == tok.fingerprint(hf)
     assert manifest["dtype"] == "uint16" and manifest["seq_len"] == 64
     assert manifest["documents_read"] == 600 and manifest["documents_skipped"] == 0
     assert manifest["tokens_written"] == manifest["sequences"] * 64
-    assert 0 <= manifest["tokens_dropped"] < 64
-    assert sum(s["rows"] for s in manifest["shards"]) == manifest["sequences"]
+    assert 0 <= manifest["tokens_dropped"] < 3 * 64  # at most one partial row per unit
+    assert sum(s["rows"] for s in manifest["shards"]) == manifest["sequences"] == sum(u["sequences"] for u in manifest["units"])
     assert [s["file"] for s in manifest["shards"]] == sorted(p.name for p in (prepared / "train").glob("*.arrow"))
-    assert all(s["rows"] == 128 for s in manifest["shards"][:-1])
+    for unit in range(3):  # each unit's shards are full but its last
+        rows = [s["rows"] for s in manifest["shards"] if s["file"].startswith(f"shard-{unit:05d}-")]
+        assert rows and all(r == 128 for r in rows[:-1])
     assert manifest["source"]["config"]["type"] == "demo"
-    assert "upstream/train.jsonl.zst" in manifest["source"]["description"]
-    assert len(manifest["source"]["fingerprint"]) == 64
+    assert all(f"upstream/train-0000{i}-of-00003.jsonl.zst" in manifest["source"]["description"] for i in range(3))
+    files = [sources.demo_path(small_project / "data/raw", "upstream", "train", i, 3) for i in range(3)]
+    from rewarm import config as cfg
+
+    source = cfg.from_dict(small_params()).corpora["upstream"].train
+    assert manifest["source"]["fingerprint"] == sources.fingerprint(source, files)
 
 
 def test_output_is_identical_for_any_worker_count(project_copy, prepared):
@@ -89,6 +111,125 @@ def test_token_budget_stops_reading(project_copy):
     assert manifest["tokens_written"] == (1000 // 64) * 64
     assert manifest["sequences"] == 15
     assert manifest["documents_read"] < 600
+
+
+# -- parts: a corpus prepared as independent jobs, then assembled ---------------------------------------
+
+
+def prepare_in_parts(project: Path, params: dict, corpus: str, out: Path, parts: int) -> dict[str, dict]:
+    """`prepare --part p` for every part, then `assemble`, in this process (as the jobs run them)."""
+    from rewarm import config as cfg
+    from rewarm import prepare as stage
+
+    config = cfg.from_dict(cfg.deep_merge(params, {"prepare": {"parts": parts}}))
+    part_dirs = [out.parent / f"{out.name}.parts" / str(p) for p in range(parts)]
+    with contextlib.chdir(project):  # the manifests name the sources as the jobs do, from the project's root
+        for p, part_dir in enumerate(reversed(part_dirs)):  # any order: the parts are independent
+            stage.prepare_corpus(config, corpus, "data/tokenizer", "data/raw", part_dir, part=parts - 1 - p)
+        return stage.assemble(config, corpus, part_dirs, out)
+
+
+def tree_digests(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): sources.file_sha256(p) for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_shards_are_the_same_for_1_2_and_3_parts(small_project, prepared, tmp_path):
+    """The train split's 3 files are units: in 2 parts (2 + 1 files) or 3 (one each), the assembled
+    shards and manifests are byte-identical to `prepare` of the whole corpus (the `prepared` fixture,
+    one process through the command line). The val split's one file is part 0's; the others have
+    nothing of it to do."""
+    for parts in (2, 3):
+        out = tmp_path / f"in{parts}" / "upstream"
+        prepare_in_parts(small_project, small_params(), "upstream", out, parts)
+        assert tree_digests(out) == tree_digests(prepared)
+        records = [json.loads((out.parent / "upstream.parts" / str(p) / "val" / "part.json").read_text()) for p in range(parts)]
+        assert [[u["unit"] for u in r["units"]] for r in records] == [[0]] + [[]] * (parts - 1)
+    two = [json.loads((tmp_path / "in2/upstream.parts" / str(p) / "train/part.json").read_text()) for p in range(2)]
+    assert [[u["unit"] for u in r["units"]] for r in two] == [[0, 1], [2]]
+    # Assembled shards are links to the parts' files where the filesystem allows (no copy).
+    first = json.loads((tmp_path / "in2/upstream/train/manifest.json").read_text())["shards"][0]["file"]
+    assert (tmp_path / "in2/upstream/train" / first).samefile(tmp_path / "in2/upstream.parts/0/train" / first)
+
+
+def shares_by_hand(total: int, sizes: list[int]) -> list[int]:
+    """Largest-remainder shares of `total` in proportion to `sizes`, with exact fractions."""
+    from fractions import Fraction
+
+    exact = [Fraction(total * size, sum(sizes)) for size in sizes]
+    shares = [int(x) for x in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: (-(exact[i] - shares[i]), i))[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def test_token_budget_is_shared_by_file_size_and_holds_in_parts(small_project, tmp_path):
+    """max_tokens over 3 files: each file's share, in whole rows, is in proportion to its size; the
+    split holds the budget exactly, in whole rows, the same in 1 and 2 parts."""
+    params = small_params()
+    params["corpora"]["upstream"]["train"]["max_tokens"] = 5000
+    manifests = [prepare_in_parts(small_project, params, "upstream", tmp_path / f"in{n}" / "upstream", n)["train"] for n in (1, 2)]
+    assert manifests[0] == manifests[1]
+    manifest = manifests[0]
+    assert manifest["tokens_written"] == (5000 // 64) * 64
+    sizes = [sources.demo_path(small_project / "data/raw", "upstream", "train", i, 3).stat().st_size for i in range(3)]
+    rows = shares_by_hand(5000 // 64, sizes)
+    assert sum(rows) == 78 and max(rows) - min(rows) <= 1  # three files of about one size
+    assert [u["target_tokens"] for u in manifest["units"]] == [r * 64 for r in rows]
+    assert [u["tokens_written"] for u in manifest["units"]] == [r * 64 for r in rows]  # each file had enough
+    assert tree_digests(tmp_path / "in1/upstream") == tree_digests(tmp_path / "in2/upstream")
+
+
+@pytest.mark.parametrize("total, weights", [(10, [1, 1, 1]), (7, [0, 0]), (78, [5212, 5301, 5187]), (1, [3, 1]), (5, [])])
+def test_budget_shares_are_largest_remainders(total, weights):
+    shares = sources.allocate(total, weights)
+    assert shares == (shares_by_hand(total, weights or [1]) if weights and any(weights) else
+                      shares_by_hand(total, [1] * len(weights)) if weights else [])
+    assert sources.allocate(10, [1, 1, 1]) == [4, 3, 3]  # by hand: 3 1/3 each, the first takes the extra row
+
+
+def test_a_hub_dataset_is_read_in_its_shards(small_project, tmp_path):
+    """A dataset directory of 3 data files (read through `datasets`, streamed): 3 units, each its
+    file's rows; prepared in 2 parts it equals the whole."""
+    repo = tmp_path / "repo" / "data"
+    repo.mkdir(parents=True)
+    docs = documents(small_project, "upstream", "train", 3)
+    for i, file_docs in enumerate(docs):
+        (repo / f"train-{i:05d}.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in file_docs[:40]))
+    params = small_params()
+    params["corpora"]["hub"] = {"val": {"type": "hf", "path": str(repo.parent), "split": "train"}}
+    from rewarm import config as cfg
+
+    split = sources.SplitSource(cfg.from_dict(params).corpora["hub"].val, "hub", "val", "data/raw")
+    assert [u.name for u in split.units] == ["shard 1 of 3", "shard 2 of 3", "shard 3 of 3"]
+    for unit, file_docs in zip(split.units, docs):
+        assert [text for text, _ in split.read(unit, sources.ReadStats())] == file_docs[:40]
+    whole = prepare_in_parts(small_project, params, "hub", tmp_path / "in1" / "hub", 1)["val"]
+    prepare_in_parts(small_project, params, "hub", tmp_path / "in2" / "hub", 2)
+    assert tree_digests(tmp_path / "in1/hub") == tree_digests(tmp_path / "in2/hub")
+    assert whole["documents_read"] == 120 and len(whole["units"]) == 3
+
+
+@pytest.mark.bad_input
+def test_a_corrupt_record_fails_its_part_and_nothing_is_assembled(project_copy):
+    """Two files, one per part; the second's line 3 is broken: that part fails naming file and line,
+    and `assemble` without it refuses, writing nothing."""
+    (project_copy / "extra").mkdir()
+    (project_copy / "extra/a.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
+    (project_copy / "extra/b.jsonl").write_text('{"text": "three"}\n{"text": "four"}\n{"text": "broken\n')
+    params = small_params()
+    params["corpora"]["extra"] = {"val": {"type": "jsonl", "path": "extra/*.jsonl"}}
+    write_params(project_copy / "params.yaml", params)
+    common = ("--corpus", "extra", "--tokenizer", "data/tokenizer")
+    rewarm("prepare", *common, "--part", "0", "--out", "data/parts/extra/0", cwd=project_copy)
+    failed = rewarm("prepare", *common, "--part", "1", "--out", "data/parts/extra/1", cwd=project_copy, check=False)
+    assert failed.returncode == 1 and "extra/b.jsonl:3: not valid JSON" in failed.stderr and "Traceback" not in failed.stderr
+    assert not (project_copy / "data/parts/extra/1").exists()
+    refused = rewarm("assemble", "--corpus", "extra", "--parts", "data/parts/extra/0", "--out", "data/tokens/extra",
+                     cwd=project_copy, check=False)
+    assert refused.returncode == 1 and "extra: parts 1 of 2 not given" in refused.stderr
+    assert not (project_copy / "data/tokens/extra").exists() and not list((project_copy / "data/tokens").glob("extra*"))
+    wrong = rewarm("prepare", *common, "--part", "2", "--out", "data/parts/extra/2", cwd=project_copy, check=False)
+    assert wrong.returncode == 2 and "--part: 2 is not a part of this configuration (prepare.parts is 2: 0 to 1)" in wrong.stderr
 
 
 def with_extra_corpus(project: Path, content: bytes, **overrides) -> None:
@@ -128,11 +269,12 @@ def test_empty_source_is_refused(project_copy):
 
 @pytest.mark.bad_input
 def test_bad_parameters_fail_before_any_work(project_copy):
-    write_params(project_copy / "params.yaml", small_params(prepare={"seq_len": 0, "workers": 4}))
+    write_params(project_copy / "params.yaml", small_params(prepare={"seq_len": 0, "parts": 0, "threads": 4}))
     result = prepare(project_copy, check=False)
     assert result.returncode == 2
     assert "prepare.seq_len: 0 must be a positive integer" in result.stderr
-    assert "prepare.workers: unknown key" in result.stderr
+    assert "prepare.parts: 0 must be a positive integer" in result.stderr
+    assert "prepare.threads: unknown key" in result.stderr
     assert not (project_copy / "data/tokens").exists()
 
 
@@ -145,7 +287,7 @@ def test_killed_run_leaves_nothing_that_looks_complete(project_copy, prepared):
     command = [sys.executable, "-m", "rewarm", "prepare", "--corpus", "upstream", "--tokenizer", "data/tokenizer", "--out", "data/tokens/upstream"]
     process = subprocess.Popen(command, cwd=project_copy, env=run_env(), stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list(tokens.glob("upstream.partial-*/train/shard-00003.arrow")):
+    while not list(tokens.glob("upstream.partial-*/train/shard-00000-00003.arrow")):
         assert process.poll() is None, "prepare finished before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.005)

@@ -71,10 +71,13 @@ def test_grid_through_slurm_equals_a_local_run(slurm, snakemake_run, tmp_path):
 
     # Every job went through the scheduler: submitted with a SLURM job id, each with its SLURM log.
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
-    # generate, tokenizer, prepare x 4 corpora, pretrain, select x 3 and select_cell x 2 (the sequence's
-    # continued cells), train (or prefix, for a cell read from a longer run) and evaluate per cell,
-    # evaluate_base x 3, report, and the cancelled job's retry (no benchmarks: WITHOUT_BENCHMARKS).
-    assert len(submitted) == 1 + 1 + 4 + 1 + 3 + 2 + 2 * len(cells) + 3 + 1 + 1, submitted
+    # generate, tokenizer, prepare x 4 corpora x 2 parts (`assemble` runs locally), pretrain, select x 3
+    # and select_cell x 2 (the sequence's continued cells), train (or prefix, for a cell read from a
+    # longer run) and evaluate per cell, evaluate_base x 3, report, and the cancelled job's retry (no
+    # benchmarks: WITHOUT_BENCHMARKS).
+    assert len(submitted) == 1 + 1 + 4 * 2 + 1 + 3 + 2 + 2 * len(cells) + 3 + 1 + 1, submitted
+    assert len(list((project / ".snakemake/slurm_logs/rule_prepare").glob("*/*.log"))) == 4 * 2
+    assert not (project / ".snakemake/slurm_logs/rule_assemble").exists()
     assert listing["prefixes"]
     for cell in cells:
         rule = "prefix" if cell in listing["prefixes"] else "train"

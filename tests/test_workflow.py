@@ -257,8 +257,12 @@ def test_snakemake_builds_every_corpus_and_split(snakemake_run):
             assert (split_dir / "manifest.json").is_file()
             assert list(split_dir.glob("shard-*.arrow"))
     assert (snakemake_run / "data/tokenizer/tokenizer.json").is_file()
-    assert (snakemake_run / "logs/benchmarks/prepare/upstream.tsv").is_file()
-    assert "upstream/train" in (snakemake_run / "logs/prepare/upstream.log").read_text()
+    # In parts (.test/params.yaml: 2), each its own job with its log, then assembled.
+    for part in (0, 1):
+        assert (snakemake_run / f"logs/benchmarks/prepare/upstream-{part}.tsv").is_file()
+        assert "upstream/train" in (snakemake_run / f"logs/prepare/upstream-{part}.log").read_text()
+        assert (snakemake_run / f"data/parts/upstream/{part}/train/part.json").is_file()
+    assert "assembled from 2 parts" in (snakemake_run / "logs/assemble/upstream.log").read_text()
     # Up to date: a dry run has nothing to do.
     assert "Nothing to be done" in snakemake("-n", cwd=snakemake_run).stdout
 
@@ -279,7 +283,9 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert digests(project / "evals") == digests(snakemake_run / "evals")
     assert (project / "reports/report.md").read_text() == (snakemake_run / "reports/report.md").read_text()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    expected = {"generate", "tokenizer", "prepare@upstream", "prepare@downstream", "prepare@news", "prepare@later", "pretrain@series",
+    corpora = ("upstream", "downstream", "news", "later")
+    expected = {"generate", "tokenizer", *(f"prepare@{corpus}-{part}" for corpus in corpora for part in (0, 1)),
+                *(f"assemble@{corpus}" for corpus in corpora), "pretrain@series",
                 "select_step@early", "select_step@final", "select@scratch", "select_cell@after_first", "select_cell@after_second",
                 *(f"train@{cell}" for cell in listing["trained"]),
                 *(f"prefix@{cell}" for cell in listing["prefixes"]), *(f"evaluate@{cell}" for cell in cells),
@@ -396,7 +402,20 @@ def test_snakemake_and_dvc_run_the_same_commands(tmp_path, params, counts):
     project = copy_project(tmp_path / "front-ends", params)
     run("git", "init", "-q", cwd=project)
     snakemake_side, dvc_side = snakemake_commands(project), dvc_commands(project)
+    if params is not None and params["prepare"]["workers"] > 2:
+        # Snakemake gives a part job at most its 2 cores (the shards do not depend on the worker count).
+        dvc_side = sorted(c.replace(f" --workers {params['prepare']['workers']}", " --workers 2") for c in dvc_side)
     assert snakemake_side == dvc_side, "\n".join(sorted(set(snakemake_side) ^ set(dvc_side)))
+    # Each corpus in prepare.parts part jobs, then assembled from exactly those parts.
+    from rewarm import config as cfg
+
+    config = cfg.load(project / "params.yaml")
+    parts = sorted(re.search(r"--corpus (\S+) --part (\d+) ", c).groups() for c in dvc_side if c.startswith("rewarm prepare "))
+    assert parts == sorted((corpus, str(p)) for corpus in config.corpora for p in range(config.prepare.parts))
+    assembled = [c for c in dvc_side if c.startswith("rewarm assemble ")]
+    assert len(assembled) == len(config.corpora) and all(
+        c.split("--parts ")[1].split(" --out")[0].split() == [f"data/parts/{c.split('--corpus ')[1].split()[0]}/{p}" for p in range(config.prepare.parts)]
+        for c in assembled)
     assert snakemake_outputs(project) == dvc_outputs(project)
     pretrains = [c for c in dvc_side if c.startswith("rewarm pretrain ")]
     assert len(pretrains) == (0 if params is not None and params["tokenizer"]["type"] == "pretrained" else 1)

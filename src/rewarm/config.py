@@ -60,6 +60,9 @@ class DemoSource:
     """Number of documents to generate."""
     seed: int = 0
     """Generator seed; use different seeds for train and validation."""
+    files: int = 1
+    """Files the documents are written to, in order, as real corpora ship in several files (the Pile
+    in 30): each file is one unit of `prepare`'s parts (`prepare.parts`). One file: `<split>.jsonl.zst`."""
     max_tokens: Optional[int] = None
     """Stop reading once this many tokens are packed (None: read everything)."""
     mixture: Optional[Mixture] = None
@@ -151,6 +154,14 @@ class PrepareConfig:
     """Documents tokenized per batch; fixed so that output is independent of the worker count."""
     on_bad_record: Literal["error", "skip"] = "error"
     """`error`: stop at the first bad record, naming file and line; `skip`: skip and count bad records."""
+    parts: int = 1
+    """Independent jobs each corpus is tokenized in (`rewarm prepare --part`), then assembled
+    (`rewarm assemble`). A split's units (its input files; a hub dataset's shards) are dealt to the
+    parts in contiguous groups; each unit is packed on its own, so the shards are the same for any
+    number of parts. Parts beyond a split's units have nothing of it to do."""
+    workers: int = 1
+    """Tokenizer threads per part job (Snakemake's `threads`, DVC's `--workers`); any count gives
+    the same shards."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -603,7 +614,7 @@ def _check(config: Config, base_dir: Path) -> list[str]:
         problems.append("tokenizer.name_or_path: required when tokenizer.type is 'pretrained' (hub id or local directory)")
     _positive(problems, "tokenizer.train_documents", tok.train_documents, optional=True)
     prep = config.prepare
-    for field in ("seq_len", "shard_sequences", "batch_documents"):
+    for field in ("seq_len", "shard_sequences", "batch_documents", "parts", "workers"):
         _positive(problems, f"prepare.{field}", getattr(prep, field))
     problems.extend(_check_model(config.model, prep.seq_len))
     problems.extend(_check_optimization(config.pretrain, "pretrain", prep.seq_len))
@@ -812,6 +823,9 @@ def _check_source(source: Source | None, key: str, base_dir: Path) -> list[str]:
                      if not weight > 0]
     if isinstance(source, DemoSource):
         _positive(problems, f"{key}.documents", source.documents)
+        _positive(problems, f"{key}.files", source.files)
+        if source.files > source.documents > 0:
+            problems.append(f"{key}.files: {source.files} files for {source.documents} documents (at most one file per document)")
         if source.seed < 0:
             problems.append(f"{key}.seed: {source.seed} must be >= 0")
     elif isinstance(source, JsonlSource):

@@ -22,6 +22,8 @@ except rewarm_config.ConfigError as error:
     sys.exit(f"rewarm: invalid configuration\n{error}")
 
 CORPORA = list(CONFIG.corpora)
+# Each corpus is tokenized in prepare.parts independent jobs (`prepare`), then joined (`assemble`).
+PARTS = [str(part) for part in range(CONFIG.prepare.parts)]
 EVAL_CORPORA = CONFIG.eval_corpora()  # upstream, downstream and any extra held-out corpus
 CHECKPOINTS = list(CONFIG.checkpoints)
 # Base checkpoints taken from the demo's own pre-training series (`select_step`), and the others (`select`).
@@ -58,6 +60,7 @@ def one_of(names):
 
 wildcard_constraints:
     corpus=one_of(CORPORA),
+    part=one_of(PARTS),
     checkpoint=one_of(CHECKPOINTS),
     cell=one_of(CELLS),
 
@@ -81,7 +84,7 @@ def corpus_local_files(wildcards):
 def demo_generator_params():
     """What the demo generator depends on (not budgets such as max_tokens, which only `prepare` reads)."""
     return {
-        f"{corpus}/{split}": {"domain": source.domain, "documents": source.documents, "seed": source.seed}
+        f"{corpus}/{split}": {"domain": source.domain, "documents": source.documents, "seed": source.seed, "files": source.files}
         for (corpus, split), source in CONFIG.sources().items()
         if source.type == "demo"
     }

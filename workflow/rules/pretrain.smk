@@ -17,7 +17,7 @@ rule pretrain:
         "logs/pretrain.log",
     benchmark:
         "logs/benchmarks/pretrain.tsv"
-    threads: 2  # dvc.yaml passes the same --threads
+    threads: 1  # dvc.yaml passes the same --threads; one thread beside the union baseline's cell beats two alone
     resources:
         mem_mb=4000,
         runtime=120,

@@ -25,6 +25,7 @@ files and a pooled document is the same text in whichever corpus draws it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -397,7 +398,8 @@ def write_jsonl_zst(records, path: str | Path) -> int:
 
 def generate(config, out_dir: str | Path) -> dict[str, int]:
     """The `generate` stage: write every demo source of the configuration to
-    `<out_dir>/<corpus>/<split>.jsonl.zst` (an empty directory if there are none). Train splits
+    `<out_dir>/<corpus>/<split>.jsonl.zst`, or `<split>-<i>-of-<n>.jsonl.zst` in `files` files (an
+    empty directory if there are none). Train splits
     draw on the shared pool; validation splits are fresh documents only."""
     from rewarm.config import DemoSource
     from rewarm.data.sources import demo_path
@@ -407,8 +409,11 @@ def generate(config, out_dir: str | Path) -> dict[str, int]:
     with atomic_dir(out_dir) as tmp:
         for (corpus, split), source in config.sources().items():
             if isinstance(source, DemoSource):
-                path = demo_path(tmp, corpus, split)
-                path.parent.mkdir(parents=True, exist_ok=True)
                 records = generate_records(source.domain, source.documents, source.seed, pooled=split == "train")
-                counts[f"{corpus}/{split}"] = write_jsonl_zst(records, path)
+                counts[f"{corpus}/{split}"] = 0
+                for file in range(source.files):  # consecutive documents, the files as even as they can be
+                    path = demo_path(tmp, corpus, split, file, source.files)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    size = (file + 1) * source.documents // source.files - file * source.documents // source.files
+                    counts[f"{corpus}/{split}"] += write_jsonl_zst(itertools.islice(records, size), path)
     return counts

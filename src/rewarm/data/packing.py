@@ -17,7 +17,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The manifest's layout. 2: a split is packed unit by unit (input file, or dataset shard), its
+shards named `shard-<unit>-<k>.arrow`, and the manifest lists the units; a one-unit split's shard
+bytes are those of 1, which packed the whole split as one stream. Readers read both."""
+READABLE_SCHEMAS = (1, 2)
 COLUMN = "input_ids"
 
 
@@ -142,10 +146,11 @@ def write_shard(rows: np.ndarray, path: str | Path) -> None:
 
 
 class ShardWriter:
-    """Buffers rows and writes a shard each `shard_sequences` rows: `shard-00000.arrow`, ..."""
+    """Buffers rows and writes a shard each `shard_sequences` rows: `<prefix>-00000.arrow`, ..."""
 
-    def __init__(self, out_dir: str | Path, seq_len: int, dtype: np.dtype, shard_sequences: int):
+    def __init__(self, out_dir: str | Path, seq_len: int, dtype: np.dtype, shard_sequences: int, prefix: str = "shard"):
         self.out_dir = Path(out_dir)
+        self.prefix = prefix
         self.seq_len = seq_len
         self.dtype = np.dtype(dtype)
         self.shard_sequences = shard_sequences
@@ -168,7 +173,7 @@ class ShardWriter:
 
     def _flush(self, count: int) -> None:
         rows = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-        name = f"shard-{len(self.files):05d}.arrow"
+        name = f"{self.prefix}-{len(self.files):05d}.arrow"
         write_shard(rows[:count], self.out_dir / name)
         self.files.append((name, count))
         rest = rows[count:]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from rewarm.data.packing import COLUMN, SCHEMA_VERSION
+from rewarm.data.packing import COLUMN, READABLE_SCHEMAS
 from rewarm.data.sources import file_sha256
 
 MANIFEST = "manifest.json"
@@ -35,8 +35,9 @@ def read_manifest(split_dir: str | Path) -> dict:
         raise ShardError(f"{path}: no manifest (run `rewarm prepare` for this corpus first)") from None
     except json.JSONDecodeError as error:
         raise ShardError(f"{path}: manifest is not valid JSON ({error})") from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ShardError(f"{path}: schema version {manifest.get('schema_version')!r}, this rewarm reads {SCHEMA_VERSION}")
+    if manifest.get("schema_version") not in READABLE_SCHEMAS:
+        raise ShardError(f"{path}: schema version {manifest.get('schema_version')!r}, this rewarm reads "
+                         + " and ".join(map(str, READABLE_SCHEMAS)))
     return manifest
 
 

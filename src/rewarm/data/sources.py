@@ -41,15 +41,17 @@ class ReadStats:
     """The first few bad-record messages, for the log."""
 
 
-def demo_path(raw_dir: str | Path, corpus: str, split: str) -> Path:
-    """Where `rewarm generate` writes a demo source."""
-    return Path(raw_dir) / corpus / f"{split}.jsonl.zst"
+def demo_path(raw_dir: str | Path, corpus: str, split: str, file: int = 0, files: int = 1) -> Path:
+    """Where `rewarm generate` writes (file `file` of `files` of) a demo source."""
+    if files == 1:
+        return Path(raw_dir) / corpus / f"{split}.jsonl.zst"
+    return Path(raw_dir) / corpus / f"{split}-{file:05d}-of-{files:05d}.jsonl.zst"
 
 
 def source_files(source: Source, corpus: str, split: str, raw_dir: str | Path, base_dir: str | Path = ".") -> list[Path]:
-    """The local files a source reads (none for a hub dataset)."""
+    """The local files a source reads, in order (none for a hub dataset)."""
     if isinstance(source, DemoSource):
-        return [demo_path(raw_dir, corpus, split)]
+        return [demo_path(raw_dir, corpus, split, i, source.files) for i in range(source.files)]
     if isinstance(source, JsonlSource):
         files = resolve_glob(source.path, base_dir)
         if not files:
@@ -68,11 +70,16 @@ def describe(source: Source, files: list[Path]) -> str:
 
 def fingerprint(source: Source, files: list[Path]) -> str:
     """A stable hash of what the source reads: for files, their names, sizes and full content."""
+    return fingerprint_of(source, [{"name": path.name, "size": path.stat().st_size, "sha256": file_sha256(path)} for path in files])
+
+
+def fingerprint_of(source: Source, files: list[dict]) -> str:
+    """`fingerprint` from the files' recorded name, size and sha256 (as `prepare`'s parts record them)."""
     digest = hashlib.sha256(json.dumps({k: v for k, v in vars(source).items()}, sort_keys=True, default=str).encode())
-    for path in files:
-        digest.update(path.name.encode())
-        digest.update(str(path.stat().st_size).encode())
-        digest.update(file_sha256(path).encode())
+    for file in files:
+        digest.update(file["name"].encode())
+        digest.update(str(file["size"]).encode())
+        digest.update(file["sha256"].encode())
     return digest.hexdigest()
 
 
@@ -223,9 +230,14 @@ def _decoded_chunks(path: Path, line_reached) -> Iterator[bytes]:
 
 def read_hf(source: HfSource) -> Iterator[dict]:
     """Stream the rows of a Hugging Face dataset (hub id, builder name or local directory)."""
+    yield from open_hf(source)
+
+
+def open_hf(source: HfSource):
+    """The dataset as a streamed `datasets.IterableDataset` (nothing is downloaded yet)."""
     import datasets
 
-    dataset = datasets.load_dataset(
+    return datasets.load_dataset(
         source.path,
         name=source.name,
         split=source.split,
@@ -233,4 +245,69 @@ def read_hf(source: HfSource) -> Iterator[dict]:
         data_files=source.data_files,
         streaming=True,
     )
-    yield from dataset
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The smallest piece of a split that `prepare` packs on its own: one input file, or one shard
+    (data file) of a streamed dataset. Parts are contiguous groups of units."""
+
+    index: int
+    name: str
+    """For logs and the manifest: the file's path, or `shard i of n`."""
+    weight: int
+    """The unit's share of a token budget: its file's size in bytes, 1 for a dataset's shard."""
+    file: Path | None = None
+
+
+class SplitSource:
+    """One split's source as units. A hub dataset is opened (streamed, metadata only) once, here;
+    its shards are `IterableDataset.shard(num_shards=n_shards, index=i)`, one data file each."""
+
+    def __init__(self, source: Source, corpus: str, split: str, raw_dir: str | Path, base_dir: str | Path = "."):
+        self.source = source
+        self.files = source_files(source, corpus, split, raw_dir, base_dir)
+        if isinstance(source, HfSource):
+            self._dataset = open_hf(source)
+            count = self._dataset.n_shards
+            self.units = [Unit(i, f"shard {i + 1} of {count}", 1) for i in range(count)]
+        else:
+            self._dataset = None
+            self.units = [Unit(i, str(path), path.stat().st_size if path.exists() else 0, path)
+                          for i, path in enumerate(self.files)]
+
+    def read(self, unit: Unit, stats: ReadStats, on_bad_record: str = "error",
+             part_field: str | None = None) -> Iterator[tuple[str, str | None]]:
+        """(text, part) of the non-empty documents of one unit, in order (as `read_parts`)."""
+        source = self.source
+        if self._dataset is None:
+            field_name = source.text_field if isinstance(source, JsonlSource) else "text"
+            yield from read_jsonl_parts(unit.file, field_name, stats, on_bad_record, part_field)
+            return
+        origin = describe(source, [])
+        if len(self.units) > 1:
+            origin += f" {unit.name}"
+        rows = self._dataset.shard(num_shards=len(self.units), index=unit.index, contiguous=True)
+        for number, row in enumerate(rows, start=1):
+            yield from _accept(row, origin, number, "row", stats, on_bad_record, source.text_field, part_field)
+
+
+def part_units(count: int, parts: int, part: int) -> range:
+    """The units of part `part` of `parts`: a contiguous group, the groups as even as they can be
+    (the first parts take the extra units)."""
+    return range(-(-part * count // parts), -(-(part + 1) * count // parts))
+
+
+def allocate(total: int, weights: list[int]) -> list[int]:
+    """`total` split in whole shares proportional to `weights`, summing to `total` (largest
+    remainder; ties go to the earlier unit). All-zero weights share equally."""
+    if not weights:
+        return []
+    if not any(weights):
+        weights = [1] * len(weights)
+    whole = sum(weights)
+    shares = [total * w // whole for w in weights]
+    remainders = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in remainders[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
