@@ -37,6 +37,9 @@ def test_bench_prepare_prints_its_ratios_and_keeps_the_figures(tmp_path):
     out = bench("bench_prepare.py", "--documents", "300", "--repeats", "1", "--results", str(tmp_path))
     assert ratio(r"prepare, 2 workers vs 1: ([0-9.]+)x", out) > 0
     assert ratio(r"prepare is ([0-9.]+)x faster", out) > 0
+    assert ratio(r"2 parts at once, 1 worker each\s+2\s+[0-9,]+\s+([0-9.]+) of encode_batch", out) > 0
+    assert ratio(r"reader alone .*?([0-9]+) M characters/s", out) > 0
+    assert ratio(r"297B tokens on 8 nodes x 64 cores .*: about ([0-9.]+) h", out) > 0
     assert (tmp_path / "prepare.json").is_file()
 
 

@@ -3,6 +3,7 @@ pretrained one is taken from a model directory with AutoTokenizer."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -57,3 +58,19 @@ def test_fingerprint_changes_with_the_tokenizer(tmp_path, demo_texts, hf_tokeniz
     other = tmp_path / "other"
     tok.save_trained(tok.train_bpe(demo_texts, vocab_size=900), other)
     assert tok.fingerprint(tok.load(other)) != tok.fingerprint(hf_tokenizer)
+
+
+def test_load_gives_what_auto_tokenizer_gives(tmp_path, tokenizer_dir):
+    """`load` skips the Auto classes for the plain fast tokenizer (the demo's): the same class, ids,
+    special tokens and fingerprint as AutoTokenizer; a tokenizer of another class (here a GPT-NeoX
+    one, as Pythia's) still goes through AutoTokenizer."""
+    auto = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    loaded = tok.load(tokenizer_dir)
+    assert type(loaded) is type(auto)
+    assert (tok.fingerprint(loaded), len(loaded), loaded.eos_token_id) == (tok.fingerprint(auto), len(auto), auto.eos_token_id)
+    assert loaded("a packed document", add_special_tokens=False)["input_ids"] == auto("a packed document", add_special_tokens=False)["input_ids"]
+    neox = tmp_path / "neox"
+    shutil.copytree(tokenizer_dir, neox)
+    config = json.loads((neox / "tokenizer_config.json").read_text())
+    (neox / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "GPTNeoXTokenizer"}))
+    assert type(tok.load(neox)) is type(AutoTokenizer.from_pretrained(str(neox))) is not type(auto)

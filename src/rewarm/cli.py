@@ -352,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--corpus", required=True, help="corpus name from the configuration (e.g. upstream)")
     sub.add_argument("--tokenizer", required=True, help="Hugging Face tokenizer directory (from `rewarm tokenizer`)")
     sub.add_argument("--raw", default="data/raw", help="directory of generated demo sources (default: data/raw)")
-    sub.add_argument("--out", required=True, help="output directory for the corpus (e.g. data/tokens/upstream)")
+    sub.add_argument("--out", required=True, help="output directory for the corpus (e.g. data/tokens/upstream); with "
+                     "--part, the part's directory (e.g. data/parts/upstream/0)")
     sub.add_argument("--workers", type=int, default=1, help="tokenizer threads; output is identical for any count (default: 1)")
     sub.add_argument("--part", type=int, metavar="P",
                      help="prepare only part P (0-based) of prepare.parts into --out, with a part.json per split, for "

@@ -224,10 +224,11 @@ def prepare_unit(
         documents = split_source.read(unit, stats, settings.on_bad_record, source.mixture.field if mixture else None)
         desc = f"prepare {label}" + (f" {unit.index + 1}/{len(split_source.units)}" if len(split_source.units) > 1 else "")
         with tqdm(desc=desc, unit=" docs", mininterval=1.0, dynamic_ncols=True) as bar:
-            for batch, skipped in _prefetch(_batches(documents, settings.batch_documents, stats)):
+            # Three stages at once: a thread reads and parses ahead, a thread encodes (the tokenizer's pool
+            # works while the GIL is free), this thread packs and writes the batch before.
+            encoded = (_encode(backend, batch, skipped) for batch, skipped in _prefetch(_batches(documents, settings.batch_documents, stats)))
+            for batch, skipped, ids in _prefetch(encoded, depth=2):
                 empty, bad = skipped
-                encodings = backend.encode_batch_fast([text for text, _ in batch], add_special_tokens=False)
-                ids = [e.ids for e in encodings]
                 if mixture is None:
                     writer.add(packer.add(ids))
                 else:
@@ -357,6 +358,11 @@ def _add_mixed(packer: Packer, mixture: MixtureBudget, ids: list[list[int]], par
     return rows
 
 
+def _encode(backend, batch: list, skipped: tuple[int, int]) -> tuple[list, tuple[int, int], list[list[int]]]:
+    encodings = backend.encode_batch_fast([text for text, _ in batch], add_special_tokens=False)
+    return batch, skipped, [e.ids for e in encodings]
+
+
 def _batches(documents: Iterator, size: int, stats: sources.ReadStats) -> Iterator[tuple[list, tuple[int, int]]]:
     """Fixed-size batches of (text, part), each with the (empty, bad) counts skipped up to its end."""
     batch: list = []
@@ -370,9 +376,10 @@ def _batches(documents: Iterator, size: int, stats: sources.ReadStats) -> Iterat
 
 
 def _prefetch(items: Iterator, depth: int = 4) -> Iterator:
-    """Read and parse the next batches in a thread while the tokenizer (which releases
-    the GIL) works on the current one. Order is kept; errors are re-raised in the
-    caller's thread, after the batches read before them."""
+    """Produce the next items in a thread while the caller works on the current one (reading
+    and parsing while the tokenizer, which releases the GIL, encodes; encoding while the
+    caller packs). Order is kept; errors are re-raised in the caller's thread, after the
+    items before them. Stopping early closes `items` (and so a prefetch it wraps)."""
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     end = object()
@@ -394,8 +401,11 @@ def _prefetch(items: Iterator, depth: int = 4) -> Iterator:
             put(end)
         except BaseException as error:  # handed to the consumer, raised there
             put(error)
+        finally:
+            if hasattr(items, "close"):
+                items.close()
 
-    thread = threading.Thread(target=produce, name="prepare-reader", daemon=True)
+    thread = threading.Thread(target=produce, name="prepare-prefetch", daemon=True)
     thread.start()
     try:
         while (item := slots.get()) is not end:

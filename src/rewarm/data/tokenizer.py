@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -64,11 +65,23 @@ def save_pretrained(name_or_path: str, revision: str | None, out_dir: str | Path
     tokenizer.save_pretrained(str(out_dir))
 
 
-def load(tokenizer_dir: str | Path):
-    """The Hugging Face tokenizer saved in `tokenizer_dir`."""
-    from transformers import AutoTokenizer
+# The class names `save_trained` writes into tokenizer_config.json (transformers 5 names the plain
+# fast tokenizer TokenizersBackend; PreTrainedTokenizerFast is its alias).
+PLAIN_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), use_fast=True)
+
+def load(tokenizer_dir: str | Path):
+    """The Hugging Face tokenizer saved in `tokenizer_dir`, as `AutoTokenizer` loads it. For the plain
+    fast tokenizer (the demo's own) its class is loaded directly: the same object, without the Auto
+    classes, which import torch (2 s of a `prepare` job that never uses it)."""
+    config_file = Path(tokenizer_dir) / "tokenizer_config.json"
+    named = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
+    if named in PLAIN_CLASSES:
+        from transformers import PreTrainedTokenizerFast as Loader
+    else:
+        from transformers import AutoTokenizer as Loader
+
+    tokenizer = Loader.from_pretrained(str(tokenizer_dir), use_fast=True)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"{tokenizer_dir}: the tokenizer has no EOS token, needed to separate packed documents")
     return tokenizer
