@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.fault]
 CLUSTER = ROOT / "tests/slurm_cluster.sh"
 # The profile as shipped, fitted to this 2-core machine: the same threads as a local run (so the
 # numbers are bit-identical), no GPUs, and memory the node has.
-FIT = ["--set-threads", "prepare=2", "pretrain=2", "train=1",
+FIT = ["--set-threads", "prepare=2", "pretrain=1", "train=1",
        "--set-resources", "train:gpu=0", "train:mem_mb=3000", "pretrain:gpu=0", "prepare:mem_mb=3000",
        "evaluate:gpu=0", "evaluate:mem_mb=3000", "evaluate_base:gpu=0", "evaluate_base:mem_mb=3000",
        # A scheduler on this machine answers at once: poll every second, not every 5 as on a busy cluster.

@@ -263,6 +263,10 @@ def test_snakemake_builds_every_corpus_and_split(snakemake_run):
         assert "upstream/train" in (snakemake_run / f"logs/prepare/upstream-{part}.log").read_text()
         assert (snakemake_run / f"data/parts/upstream/{part}/train/part.json").is_file()
     assert "assembled from 2 parts" in (snakemake_run / "logs/assemble/upstream.log").read_text()
+    # The parts Snakemake ran side by side give every byte of one `prepare` of the whole corpus.
+    whole = snakemake_run.parent / "whole-upstream"
+    rewarm("prepare", "--corpus", "upstream", "--tokenizer", "data/tokenizer", "--out", str(whole), cwd=snakemake_run)
+    assert digests(whole) == digests(snakemake_run / "data/tokens/upstream")
     # Up to date: a dry run has nothing to do.
     assert "Nothing to be done" in snakemake("-n", cwd=snakemake_run).stdout
 

@@ -65,7 +65,8 @@ def prepare_corpus(
     chosen = {split: [s.units[i] for i in (range(len(s.units)) if part is None else sources.part_units(len(s.units), parts, part))]
               for split, s in splits.items()}
     itemsize = token_dtype(tok.vocab_size(tokenizer)).itemsize
-    estimates = [estimate_bytes(s.source, [u.file for u in chosen[split] if u.file], itemsize) for split, s in splits.items()]
+    estimates = [0 if s.files and not chosen[split] else estimate_bytes(s.source, [u.file for u in chosen[split] if u.file], itemsize)
+                 for split, s in splits.items()]  # (a part with none of a split's files writes nothing of it)
     if None in estimates:
         log.info("%s: disk space not checked (a streamed dataset's size is unknown without max_tokens)", corpus)
     else:
