@@ -148,6 +148,31 @@ def test_scores_are_identical_across_reruns_and_batch_sizes(prepared_project, ta
             assert one["tasks"][name]["metrics"][metric] == pytest.approx(value, rel=1e-5), (name, metric)
 
 
+def test_tasks_with_different_few_shot_counts_each_get_theirs(prepared_project, task_dir, monkeypatch):
+    """The paper's list mixes zero- and five-shot tasks: the stage runs the harness once per count.
+    Each task's scores equal the harness's own, called directly with that task and count."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.chdir(task_dir.parents[1])
+    config = demo_config(limit=8, tasks={"demo_next_word": 0, "demo_cloze": 2})
+    model = prepared_project / "checkpoints/base/scratch"
+    record = benchmark.run_benchmark(config, model, task_dir)
+    assert {name: task["num_fewshot"] for name, task in record["tasks"].items()} == {"demo_next_word": 0, "demo_cloze": 2}
+    direct = lm_eval.simple_evaluate(model=HFLM(pretrained=str(model), device="cpu", dtype="float32", batch_size=16),
+                                     tasks=["demo_cloze"], num_fewshot=2, limit=8, bootstrap_iters=1000,
+                                     task_manager=TaskManager(include_path=str(task_dir), include_defaults=False))
+    assert direct["n-shot"]["demo_cloze"] == 2
+    compared = [key for key in direct["results"]["demo_cloze"] if key.endswith(",none") and "stderr" not in key]
+    assert {"acc,none", "perplexity,none"} <= set(compared)
+    for key in compared:
+        value = direct["results"]["demo_cloze"][key]
+        assert record["tasks"]["demo_cloze"]["metrics"][key.split(",")[0]] == pytest.approx(value, rel=1e-6), key
+    zero = benchmark.run_benchmark(demo_config(limit=8, tasks={"demo_cloze": 0}), model, task_dir)["tasks"]["demo_cloze"]
+    assert zero["metrics"] != record["tasks"]["demo_cloze"]["metrics"]  # two examples before each: another context
+
+
 @pytest.mark.bad_input
 @pytest.mark.parametrize("damage, message", [
     ("missing", "task file missing"),
