@@ -669,3 +669,141 @@ def test_a_carried_optimizer_state_keeps_its_moments_and_takes_the_new_hyperpara
         f.write(b"x")
     with pytest.raises(checkpoints.CheckpointError, match="does not match its checksum"):
         checkpoints.load_optimizer_state(tmp_path)
+
+
+# -- FSDP and several nodes -----------------------------------------------------------------------
+
+FSDP_TOLERANCE = 1e-4
+"""FSDP against DDP, and a sharded state resumed on another number of processes: the same arithmetic
+in another order (reduce-scatter instead of all-reduce, other shard boundaries). Over the test cell's
+40 steps on CPU float32 the losses agree to about 1e-6 relative; 1e-4 leaves room and would still
+catch a wrong batch, learning rate or shard (those move the loss by 1e-2 or more)."""
+
+
+def fsdp_project(prepared_project: Path, where: Path) -> Path:
+    project = where / "project"
+    shutil.copytree(prepared_project, project, symlinks=True)
+    params = yaml_load(project / "params.yaml")
+    params["train"]["parallel"] = "fsdp"
+    write_params(project / "params.yaml", params)
+    return project
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def fsdp_env() -> dict:
+    return {**run_env(), "REWARM_MAX_SHARD_SIZE": "100KB"}  # the tiny model's weights in several files
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(prepared_project, tmp_path_factory):
+    """The test cell under FSDP over 2 CPU processes (torchrun, gloo), uninterrupted."""
+    project = fsdp_project(prepared_project, tmp_path_factory.mktemp("fsdp"))
+    cell = cell_of(project)
+    result = subprocess.run(torchrun_command(cell), cwd=project, env=fsdp_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project / "runs" / cell
+
+
+def assert_close_runs(a_dir: Path, b_dir: Path, rel: float) -> None:
+    a_rows, b_rows = read_rows(a_dir), read_rows(b_dir)
+    assert [r["step"] for r in a_rows] == [r["step"] for r in b_rows] == [0, 10, 20, 30, 40]
+    for a, b in zip(a_rows, b_rows):
+        for key in ("train_loss", "lr", "val/upstream/loss", "val/downstream/loss"):
+            if b[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=rel), (a["step"], key)
+
+
+def test_fsdp_matches_ddp_and_saves_a_sharded_hf_model(fsdp_run, torchrun_run):
+    """FSDP and DDP over the same 2 processes train the same run up to floating-point order; the final
+    model is gathered whole into a Hugging Face directory, split into several safetensors files with
+    their index, that transformers loads; its weights are DDP's within the same tolerance."""
+    from rewarm.checkpoints import verify_weights
+
+    assert_close_runs(fsdp_run, torchrun_run, FSDP_TOLERANCE)
+    model_dir = fsdp_run / "model"
+    index = json.loads((model_dir / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 1 and not (model_dir / "model.safetensors").exists()
+    verify_weights(model_dir)  # the checksums written beside them
+    fsdp = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    ddp = AutoModelForCausalLM.from_pretrained(str(torchrun_run / "model"))
+    fsdp_weights, ddp_weights = fsdp.state_dict(), ddp.state_dict()
+    assert fsdp_weights.keys() == ddp_weights.keys()
+    for name, value in ddp_weights.items():
+        torch.testing.assert_close(fsdp_weights[name], value, rtol=FSDP_TOLERANCE, atol=FSDP_TOLERANCE, msg=name)
+
+
+def kill_job(agent: subprocess.Popen) -> None:
+    """SIGKILL to a torchrun agent's workers (torchrun starts them in sessions of their own) and to it."""
+    workers = worker_pids(agent.pid)
+    assert set(workers) == {0, 1}
+    for pid in [*workers.values(), agent.pid]:
+        os.kill(pid, signal.SIGKILL)
+    agent.wait(timeout=60)
+
+
+@pytest.mark.fault
+def test_fsdp_killed_run_resumes_bit_exact_and_on_another_process_count(tmp_path, prepared_project, fsdp_run):
+    """SIGKILL to the whole torchrun job after a sharded save: resumed on the same 2 processes the run
+    ends bit-identical to the uninterrupted one; resumed on 1 process (a pre-empted job back on a
+    smaller allocation), torch.distributed.checkpoint reshards the state and the run ends within
+    FSDP_TOLERANCE of it."""
+    project = fsdp_project(prepared_project, tmp_path)
+    cell = cell_of(project)
+    state_dir = project / "state/runs" / cell
+    with open(tmp_path / "killed.log", "w") as log:
+        agent = subprocess.Popen(torchrun_command(cell), cwd=project, env=fsdp_env(), stderr=log)
+        deadline = time.monotonic() + 300
+        while not ((state_dir / "state.json").exists() and json.loads((state_dir / "state.json").read_text())["step"] >= 10):
+            assert agent.poll() is None, "training finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        kill_job(agent)
+    index = json.loads((state_dir / "state.json").read_text())
+    assert index["sharded"] and index["processes"] == 2 and 10 <= index["step"] < 40
+    assert {"__0_0.distcp", "__1_0.distcp", ".metadata", "extra.pt"} <= set(index["files"])
+    assert not (project / "runs" / cell / "metrics.json").exists()
+    other = tmp_path / "other"
+    shutil.copytree(project, other, symlinks=True)
+
+    resumed = subprocess.run(torchrun_command(cell), cwd=project, env=fsdp_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and f"resuming from step {index['step']}" in resumed.stderr, resumed.stderr[-3000:]
+    run_dir = project / "runs" / cell
+    assert [comparable(r) for r in read_rows(run_dir)] == [comparable(r) for r in read_rows(fsdp_run)]
+    for name in json.loads((fsdp_run / "model/model.safetensors.index.json").read_text())["weight_map"].values():
+        assert (run_dir / "model" / name).read_bytes() == (fsdp_run / "model" / name).read_bytes()
+
+    alone = rewarm(*train_args(cell), cwd=other)
+    assert f"resuming from step {index['step']}" in alone.stderr and "resumed on 1: resharded" in alone.stderr
+    assert_close_runs(other / "runs" / cell, fsdp_run, FSDP_TOLERANCE)
+    assert not (other / "state/runs" / cell / "state.json").exists()  # the finished run removed its state
+
+
+def test_two_agents_rendezvous_like_two_nodes(tmp_path, prepared_project, torchrun_run):
+    """Two torchrun agents of one process each, rendezvousing over loopback (c10d) as two nodes of a
+    SLURM job do on the first node: the same run, bit for bit, as one agent with two processes."""
+    import socket
+
+    project = tmp_path / "project"
+    shutil.copytree(prepared_project, project, symlinks=True)
+    cell = cell_of(project)
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "torchrun"), "--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+               "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "rewarm-test", "-m", "rewarm", *train_args(cell)]
+    # One thread per process, as torchrun sets for several processes per agent (not for one): the
+    # same matrix-product summation order as the 2-process agent.
+    env = {**run_env(), "OMP_NUM_THREADS": "1"}
+    agents = [subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    errors = [agent.communicate(timeout=600)[1] for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], "\n".join(e[-2000:] for e in errors)
+    run_dir = project / "runs" / cell
+    assert [comparable(r) for r in read_rows(run_dir)] == [comparable(r) for r in read_rows(torchrun_run)]
+    assert (run_dir / "model/model.safetensors").read_bytes() == (torchrun_run / "model/model.safetensors").read_bytes()

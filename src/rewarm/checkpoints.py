@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -108,11 +109,18 @@ def unwrap(model):
     return getattr(model, "_orig_mod", model)  # torch.compile
 
 
+MAX_SHARD_SIZE = os.environ.get("REWARM_MAX_SHARD_SIZE", "5GB")
+"""Largest safetensors file of a saved model: larger weights are split into several with their index
+(transformers' own default is 50GB, which leaves a 12B model's 48 GB in one file; 5GB is the hub's
+usual size). The environment variable REWARM_MAX_SHARD_SIZE sets it (e.g. "2GB", or "100KB" in tests)."""
+
+
 def save_model_dir(model, tokenizer_dir: str | Path, out_dir: str | Path) -> None:
-    """Weights as safetensors (sharded with an index when large, as transformers does), configuration,
-    tokenizer files and the checksums of configuration and weights: a loadable, verifiable HF directory."""
+    """Weights as safetensors (sharded with an index above MAX_SHARD_SIZE, as transformers does),
+    configuration, tokenizer files and the checksums of configuration and weights: a loadable,
+    verifiable HF directory."""
     out_dir = Path(out_dir)
-    unwrap(model).save_pretrained(str(out_dir), safe_serialization=True)
+    unwrap(model).save_pretrained(str(out_dir), safe_serialization=True, max_shard_size=MAX_SHARD_SIZE)
     copy_tokenizer(tokenizer_dir, out_dir)
     write_checksums(out_dir)
 

@@ -258,6 +258,12 @@ class Optimization:
     """auto: CUDA when available (bf16 autocast, fused AdamW), else CPU (float32)."""
     compile: bool = False
     """torch.compile the model (GPU runs)."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """How several processes (torchrun) share a run. `ddp`: DistributedDataParallel, every process holds
+    the whole model, its gradients and both Adam moments (16 bytes per parameter). `fsdp`: PyTorch's
+    FSDP (`fully_shard`, one unit per transformer block), which shards those across the processes, with
+    a sharded resumable state (torch.distributed.checkpoint): for models that do not fit one GPU
+    (`rewarm plan --gpus N` says which do). Results agree up to floating-point order."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Arithmetic of training: `fp16` autocast with dynamic loss scaling (Gupta et al. 2023's), `bf16`
     autocast, `fp32`. auto: bf16 on a GPU that supports it, fp16 on one that does not, fp32 on the CPU.

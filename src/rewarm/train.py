@@ -159,13 +159,18 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def setup_device(choice: str) -> tuple[torch.device, int, int]:
-    """(device, rank, world size). Under torchrun, one process per GPU (or CPU process with gloo)."""
+def setup_device(choice: str, group: bool = False) -> tuple[torch.device, int, int]:
+    """(device, rank, world size). Under torchrun, one process per GPU (or CPU process with gloo).
+    `group`: a process group even for one process (FSDP shards over one)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = process_rank()
     use_cuda = pick_device(choice).type == "cuda"
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if not dist.is_initialized():
+        backend = "nccl" if use_cuda else "gloo"
+        if world > 1:
+            dist.init_process_group(backend=backend)
+        elif group:  # one process, no torchrun: a store of its own, no port to agree on
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
@@ -192,6 +197,35 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """Dynamic loss scaling for fp16 (a step whose gradients overflow is skipped and the scale lowered);
     disabled, a pass-through, for the other precisions."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def shard_model(model, precision: str) -> None:
+    """FSDP (`fully_shard`): each transformer block a unit, then the root (embeddings, final LayerNorm,
+    output layer). Parameters stay float32 shards (the optimizer's copy); with bf16 or fp16 each unit
+    is gathered in that dtype for its forward and backward, and gradients are reduce-scattered in
+    float32 (MixedPrecisionPolicy), as DDP's bf16 autocast computes and all-reduces them."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None)
+    for block in unwrap(model).gpt_neox.layers:
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+
+
+def gather_model(model):
+    """The whole model on rank 0's CPU as a plain (unsharded) module, gathered from the FSDP shards;
+    a collective: every process calls it, the others get None."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from transformers import GPTNeoXForCausalLM
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.get_rank() != 0:
+        return None
+    with torch.device("meta"):
+        plain = GPTNeoXForCausalLM._from_config(unwrap(model).config, dtype=torch.float32)
+    plain.load_state_dict(full, assign=True)
+    return plain
 
 
 # -- state ----------------------------------------------------------------------------------------
@@ -242,14 +276,22 @@ def save_state(state_dir: Path, model, optimizer, step: int, history: History, f
 
 
 def _state_files(state_dir: Path) -> list[Path]:
-    return sorted(state_dir.glob(STATE_FILE.format(step="*")))
+    """Saved states: files (`state-<step>.pt`) and sharded directories (`state-<step>`), not partials."""
+    return sorted(p for p in state_dir.glob(SHARDED_STATE.format(step="*")) if PARTIAL not in p.name)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _prune_states(state_dir: Path, keep: str) -> None:
-    """Remove the state files the index no longer names."""
+    """Remove the states the index no longer names."""
     for path in _state_files(state_dir):
         if path.name != keep:
-            path.unlink(missing_ok=True)
+            _remove(path)
 
 
 def load_state(state_dir: Path, fingerprint: str) -> dict | None:
@@ -269,6 +311,92 @@ def load_state(state_dir: Path, fingerprint: str) -> dict | None:
         raise StateError(f"{state_path}: checksum does not match {index_path} (truncated or altered state); delete {state_dir} to start afresh")
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     state["history"] = History(**json.loads(state["history"]))
+    return state
+
+
+SHARDED_STATE = "state-{step}"
+"""A sharded state (FSDP): a directory written by every process through torch.distributed.checkpoint."""
+SHARDED_EXTRA = "extra.pt"
+"""In a sharded state: what is not sharded (step, history, RNG, loss scale), written by rank 0."""
+
+
+def save_sharded_state(state_dir: Path, model, optimizer, step: int, history: History, fingerprint: str, scaler=None) -> None:
+    """FSDP's resumable state, atomically as `save_state`'s: every process writes its shards of the
+    model and optimizer (torch.distributed.checkpoint) into `state-<step>.partial`, and hashes its own
+    files; rank 0 adds the rest (`extra.pt`), renames the directory into place, then the index,
+    which names it and every file's checksum, then removes older states. A kill at any point leaves
+    the index naming a complete state. A collective: every process calls it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    rank = dist.get_rank()
+    name = SHARDED_STATE.format(step=step)
+    tmp = state_dir / f"{name}{PARTIAL}sharded"
+    if rank == 0:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed save's (no process is writing it: this run holds the lock)
+    dist.barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(tmp))
+    own = {path.name: file_sha256(path) for path in sorted(tmp.glob(f"__{rank}_*"))}
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, own)
+    if rank == 0:
+        extra = {"step": step, "rng_cpu": torch.get_rng_state(),
+                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "history": json.dumps(dataclasses.asdict(history)), "fingerprint": fingerprint,
+                 "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}}
+        with open(tmp / SHARDED_EXTRA, "wb") as f:
+            torch.save(extra, f)
+            f.flush()
+            os.fsync(f.fileno())
+        files = {k: v for part in every for k, v in part.items()}
+        files.update({n: file_sha256(tmp / n) for n in (".metadata", SHARDED_EXTRA)})
+        os.replace(tmp, state_dir / name)
+        write_json(state_dir / STATE_INDEX, {"step": step, "fingerprint": fingerprint, "file": name, "sharded": True,
+                                             "processes": dist.get_world_size(), "files": files})
+        _prune_states(state_dir, keep=name)
+    dist.barrier()
+
+
+def load_sharded_state(state_dir: Path, fingerprint: str, model, optimizer) -> dict | None:
+    """Load a sharded state into the FSDP `model` and its `optimizer` (torch.distributed.checkpoint
+    reshards it when it was saved by another number of processes); return the rest as `load_state`
+    does, or None to start afresh. Each process verifies its share of the files' checksums.
+    A collective: every process calls it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    index_path = state_dir / STATE_INDEX
+    if not index_path.exists():
+        return None
+    try:
+        index = json.loads(index_path.read_text())
+    except json.JSONDecodeError as error:
+        raise StateError(f"{index_path}: unreadable state index ({error})") from None
+    if index.get("fingerprint") != fingerprint or not index.get("sharded"):
+        if dist.get_rank() == 0:
+            log.warning("%s: saved state belongs to other settings or inputs; starting afresh", state_dir)
+        return None
+    path = state_dir / str(index["file"])
+    rank, world = dist.get_rank(), dist.get_world_size()
+    names = sorted(index["files"])
+    bad = [n for n in names[rank::world] if not (path / n).is_file() or file_sha256(path / n) != index["files"][n]]
+    every: list = [None] * world
+    dist.all_gather_object(every, bad)
+    bad = sorted(n for part in every for n in part)
+    if bad:
+        raise StateError(f"{path}: {', '.join(bad)}: checksum does not match {index_path} (truncated or altered state); "
+                         f"delete {state_dir} to start afresh")
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    loaded = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(loaded, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
+    state = torch.load(path / SHARDED_EXTRA, map_location="cpu", weights_only=True)
+    state["history"] = History(**json.loads(state["history"]))
+    if index.get("processes") != world and rank == 0:
+        log.warning("%s: state saved by %s processes, resumed on %d: resharded; the run continues as it would have "
+                    "up to floating-point order (the order of the gradient reductions changes)", state_dir, index.get("processes"), world)
     return state
 
 
@@ -403,16 +531,20 @@ def train_loop(
     stops: tuple[int, ...] = (),
     initial_optimizer: dict | None = None,
     on_end: Callable[[dict], None] | None = None,
+    snapshot_steps: frozenset = frozenset(),
 ) -> dict:
     """Train `model` for the run's steps; returns the final evaluation row. `on_step(step, model,
     history)` is called on the main process after each step (and at step 0) for snapshots; `stops`
     are further steps to evaluate (where shorter cells of the same run stop). `initial_optimizer`: an
     optimizer state_dict to start from (a continued cell's) instead of a fresh state; `on_end(state)`
-    receives the final optimizer state_dict on the main process. The state directory
-    is locked for the run: a second run of the same cell refuses to start."""
+    receives the final optimizer state_dict on the main process. Under FSDP (`run.parallel`), the
+    model is sharded in place and `on_step` is called only at `snapshot_steps`, with the model gathered
+    whole on rank 0's CPU. The state directory is locked for the run: a second run of the same cell
+    refuses to start."""
     main = process_rank() == 0
     with exclusive(state_dir, f"training of {label}") if main else nullcontext():
-        return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer, on_end)
+        return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer, on_end,
+                           snapshot_steps)
 
 
 def start_optimizer(optimizer: torch.optim.Optimizer, saved: dict, label: str) -> None:
@@ -428,21 +560,32 @@ def start_optimizer(optimizer: torch.optim.Optimizer, saved: dict, label: str) -
     optimizer.load_state_dict({"state": saved["state"], "param_groups": current["param_groups"]})
 
 
-def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer=None, on_end=None) -> dict:
-    device, rank, world = setup_device(run.device)
+def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer=None, on_end=None,
+                snapshot_steps=None) -> dict:
+    sharded = run.parallel == "fsdp"
+    if sharded and (initial_optimizer is not None or on_end is not None):
+        raise cfg.ConfigError(f"{label}: parallel: fsdp does not carry optimizer state from one cell to the next (the "
+                              f"continued cells of a sequence of datasets); train these cells with parallel: ddp")
+    device, rank, world = setup_device(run.device, group=sharded)
     seq_len = data.train.seq_len
     plan = Plan.of(run, seq_len, data.replay_fraction, world, stops)
     if plan.replays and data.replay is None:
         raise cfg.ConfigError("replay_fraction > 0 needs the upstream train split (--replay)")
     precision = resolve_precision(run.precision, device)
     model = model.to(device)
+    if sharded:
+        shard_model(model, precision)
     optimizer = build_optimizer(model, run, device)
     scaler = grad_scaler(precision, device)
-    state = load_state(state_dir, fingerprint)
+    if sharded:
+        state = load_sharded_state(state_dir, fingerprint, model, optimizer)
+    else:
+        state = load_state(state_dir, fingerprint)
+        if state is not None:
+            unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
     history, start = History(), 0
     if state is not None:
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"])
@@ -456,9 +599,18 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     autocast = autocast_for(precision, device)
     if run.compile:
         model = torch.compile(model)
-    if world > 1:
+    if world > 1 and not sharded:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     main = rank == 0
+
+    def snapshot(done: int) -> None:
+        # on_step on rank 0; under FSDP only at the snapshot steps, where every process gathers the model.
+        if on_step is None or (sharded and done not in snapshot_steps):
+            return
+        current = gather_model(model) if sharded else model
+        if main:
+            on_step(done, current, history)
+
     metrics = MetricsLog(out_dir, history) if main else None
     streams = (ShuffledStream(data.train, run.seed), ShuffledStream(data.replay, run.seed + 1) if data.replay else None)
 
@@ -468,8 +620,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
         history.evals.append(row)
         if main:
             metrics.log_step({"step": 0}, row)
-            if on_step:
-                on_step(0, model, history)
+        snapshot(0)
     model.train()
     bar = tqdm(total=plan.total_steps, initial=start, desc=label, unit="step", disable=not main, mininterval=1.0, dynamic_ncols=True)
     tokens_per_step = run.batch_sequences * seq_len
@@ -483,8 +634,11 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
         step_loss = torch.zeros((), device=device)
         for micro in range(plan.accumulation):
             chunk = batch[micro * run.micro_batch_sequences : (micro + 1) * run.micro_batch_sequences]
-            # DDP all-reduces gradients on the last micro-batch only.
-            with nullcontext() if world == 1 or micro == plan.accumulation - 1 else model.no_sync():
+            # DDP all-reduces (FSDP reduce-scatters) gradients on the last micro-batch only.
+            last = micro == plan.accumulation - 1
+            if sharded:
+                model.set_requires_gradient_sync(last)
+            with nullcontext() if world == 1 or sharded or last else model.no_sync():
                 with autocast or nullcontext():
                     loss = model(input_ids=chunk, labels=chunk).loss / plan.accumulation
                 scaler.scale(loss).backward()
@@ -520,9 +674,11 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             clock, clock_step = time.perf_counter(), done
         if main:
             metrics.log_step(step_row, evaluation)
-            if on_step:
-                on_step(done, model, history)
-            if (done % run.save_every == 0 or stop) and done < plan.total_steps:
+        snapshot(done)
+        if (done % run.save_every == 0 or stop) and done < plan.total_steps:
+            if sharded:
+                save_sharded_state(state_dir, model, optimizer, done, history, fingerprint, scaler)
+            elif main:
                 save_state(state_dir, model, optimizer, done, history, fingerprint, scaler)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
@@ -628,7 +784,12 @@ def train_cell(
         })
     snapshots = state_dir / "stops"
 
+    total = cfg.total_steps(run, data.train.seq_len)
+    final_model: list = []
+
     def record_stop(step: int, current, history: History) -> None:
+        if step == total:  # the final model (under FSDP, gathered: the run's own `model` is sharded)
+            final_model.append(current)
         # What a shorter cell of this run needs at its stopping point: the model and the curve so far.
         if step in stops.values():
             with atomic_dir(snapshots / f"step{step}") as tmp:
@@ -640,7 +801,8 @@ def train_cell(
         extra = {"stops": sorted(stops.values()), "optimizer_state": carried is not None}
         final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data, extra),
                            on_step=record_stop, label=name, stops=tuple(stops.values()), initial_optimizer=carried,
-                           on_end=kept.update if grid.keeps_optimizer(config, name) else None)
+                           on_end=kept.update if grid.keeps_optimizer(config, name) else None,
+                           snapshot_steps=frozenset(stops.values()) | {total})
     except TrainingDiverged as error:
         if main:  # kept beside the run's outputs (which the workflow removes), for the report to list
             write_json(failure, {"cell": name, "error": str(error)})
@@ -652,7 +814,7 @@ def train_cell(
                 shutil.copytree(snapshots / f"step{step}", tmp / f"step{step}")
             write_json(tmp / "stops.json", {"run": name, "stops": stops})
         with atomic_dir(out_dir / "model") as tmp:
-            checkpoints.save_model_dir(model, base_dir, tmp)
+            checkpoints.save_model_dir(final_model[-1], base_dir, tmp)
             if kept:  # a later cell continues this one with its optimizer state
                 checkpoints.save_optimizer_state(kept, tmp)
         write_json(out_dir / "metrics.json", final)
@@ -715,5 +877,5 @@ def _remove_state(state_dir: Path) -> None:
     the stops (now in the run directory) are no longer needed."""
     (state_dir / STATE_INDEX).unlink(missing_ok=True)
     for path in _state_files(state_dir):
-        path.unlink(missing_ok=True)
+        _remove(path)
     shutil.rmtree(state_dir / STOPS, ignore_errors=True)
