@@ -807,3 +807,78 @@ def test_two_agents_rendezvous_like_two_nodes(tmp_path, prepared_project, torchr
     run_dir = project / "runs" / cell
     assert [comparable(r) for r in read_rows(run_dir)] == [comparable(r) for r in read_rows(torchrun_run)]
     assert (run_dir / "model/model.safetensors").read_bytes() == (torchrun_run / "model/model.safetensors").read_bytes()
+
+
+@pytest.fixture
+def one_process_group():
+    """A process group of this one process (FSDP shards over it), destroyed afterwards."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("point", ["while writing the shards", "before the index", "before removing the old state"])
+def test_a_kill_while_saving_a_sharded_state_leaves_the_previous_one(tmp_path, monkeypatch, one_process_group, point):
+    """save_sharded_state is atomic as save_state is: killed anywhere, the index names a complete state
+    that loads into the sharded model; a shard altered afterwards is refused by name."""
+    import torch.distributed.checkpoint as dcp
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from rewarm import train
+
+    config = GPTNeoXConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                           max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(config)
+    train.shard_model(model, "fp32")
+    optimizer = train.build_optimizer(model, cfg.TrainConfig(), torch.device("cpu"))
+    state_dir = tmp_path / "state"
+
+    def step() -> None:
+        batch = torch.randint(0, 64, (2, 8))
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    train.save_sharded_state(state_dir, model, optimizer, 5, train.History(), "run")
+    at_five = {k: v.full_tensor().clone() for k, v in model.state_dict().items()}
+    step()
+
+    def kill(*args, **kwargs):
+        raise Killed(point)
+
+    if point == "while writing the shards":
+        real_save = dcp.save
+        def half_written(state, checkpoint_id):  # some shards reach the disk, then the process dies
+            real_save(state, checkpoint_id=checkpoint_id)
+            (Path(checkpoint_id) / ".metadata").write_bytes(b"half")
+            raise Killed(point)
+        monkeypatch.setattr(dcp, "save", half_written)
+    elif point == "before the index":
+        monkeypatch.setattr(train, "write_json", kill)
+    else:
+        monkeypatch.setattr(train, "_prune_states", kill)
+    with pytest.raises(Killed):
+        train.save_sharded_state(state_dir, model, optimizer, 10, train.History(), "run")
+    monkeypatch.undo()
+    loaded = train.load_sharded_state(state_dir, "run", model, optimizer)
+    if point == "before removing the old state":
+        assert loaded["step"] == 10
+    else:
+        assert loaded["step"] == 5
+        for name, value in model.state_dict().items():
+            assert torch.equal(value.full_tensor(), at_five[name]), name
+    train.save_sharded_state(state_dir, model, optimizer, 15, train.History(), "run")
+    assert sorted(p.name for p in state_dir.iterdir()) == ["state-15", "state.json"]
+    shard = state_dir / "state-15" / "__0_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte altered
+    shard.write_bytes(bytes(data))
+    with pytest.raises(train.StateError, match=r"state-15: __0_0\.distcp: checksum does not match"):
+        train.load_sharded_state(state_dir, "run", model, optimizer)

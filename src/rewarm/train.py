@@ -334,7 +334,8 @@ def save_sharded_state(state_dir: Path, model, optimizer, step: int, history: Hi
     tmp = state_dir / f"{name}{PARTIAL}sharded"
     if rank == 0:
         state_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)  # a killed save's (no process is writing it: this run holds the lock)
+        for stale in state_dir.glob(f"*{PARTIAL}sharded"):  # killed saves' (none is being written: this run holds the lock)
+            shutil.rmtree(stale, ignore_errors=True)
     dist.barrier()
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(tmp))
