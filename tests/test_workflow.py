@@ -491,3 +491,13 @@ def test_training_jobs_with_several_gpus_launch_torchrun(tmp_path):
     planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:gpu=1", cwd=project)
     commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
     assert len(commands) == 26 and not any("torchrun" in c for c in commands)
+    # Several nodes: srun starts one torchrun agent per node; the agents meet on the job's first node.
+    planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:nodes=2", "train:tasks=2", "train:mpi=srun",
+                        "train:gres=gpu:8", "train:gpu=0", cwd=project)
+    commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
+    launch = ('srun --nodes 2 --ntasks-per-node 1 torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint '
+              '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${REWARM_RDZV_PORT:-29500} --rdzv-id $SLURM_JOB_ID '
+              '-m rewarm train')
+    assert len(commands) == 26 and all(launch in c for c in commands), commands[:1]
+    refused = snakemake("-n", "--set-resources", "train:nodes=2", "train:gpu=8", cwd=project, check=False)
+    assert refused.returncode != 0 and "needs its GPUs per node as gres: gpu:<count>" in refused.stdout + refused.stderr

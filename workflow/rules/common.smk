@@ -129,8 +129,20 @@ def prefix_run_records(wildcards):
 
 
 def train_launcher(wildcards, resources):
-    """`rewarm`, or `torchrun` with one process per GPU when the job has more than one
-    (resources.gpu, e.g. --set-resources train:gpu=4): DistributedDataParallel inside the job."""
+    """`rewarm`; `torchrun` with one process per GPU when the job has more than one (resources.gpu,
+    e.g. --set-resources train:gpu=4); on several nodes (resources.nodes, with gres: gpu:<per node>),
+    one `torchrun` agent per node started by `srun`, the agents meeting at a rendezvous (c10d) on
+    the job's first node, named by the job's id. DDP or FSDP inside the job: train.parallel."""
+    nodes = int(resources.get("nodes", 1) or 1)
+    if nodes > 1:
+        gres = str(resources.get("gres", "") or "")
+        per_node = gres.rsplit(":", 1)[-1] if gres.startswith("gpu:") else ""
+        if not per_node.isdigit():
+            raise ValueError(f"train: a job on {nodes} nodes needs its GPUs per node as gres: gpu:<count> "
+                             f"(and gpu: 0, since the plugin's gpu is the job's total), not gres={gres!r}")
+        head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+        return (f"srun --nodes {nodes} --ntasks-per-node 1 torchrun --nnodes {nodes} --nproc_per_node {per_node}"
+                f" --rdzv-backend c10d --rdzv-endpoint {head}:${{REWARM_RDZV_PORT:-29500}} --rdzv-id $SLURM_JOB_ID -m rewarm")
     gpus = int(resources.get("gpu", 0) or 0)
     if gpus > 1:
         return f"torchrun --standalone --nproc_per_node {gpus} -m rewarm"
