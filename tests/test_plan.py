@@ -108,6 +108,48 @@ def test_plan_command_prints_every_cell(tmp_path):
     assert "total, 16 runs" in out and "disk: shards" in out
 
 
+# Pythia's published parameter counts (the EleutherAI/pythia README's table) and its shapes:
+# (layers, model dimension, vocabulary rows); Ibrahim et al.'s 10B is not published with a count.
+PYTHIA = {"pythia-410m": (405_334_016, 24, 1024, 50304), "pythia-1b": (1_011_781_632, 16, 2048, 50304),
+          "pythia-1.4b": (1_414_647_808, 24, 2048, 50304), "pythia-2.8b": (2_775_208_960, 32, 2560, 50304),
+          "pythia-6.9b": (6_857_302_016, 32, 4096, 50432), "pythia-12b": (11_846_072_320, 36, 5120, 50688)}
+
+
+def test_memory_per_gpu_under_ddp_and_fsdp_for_the_published_sizes(tmp_path):
+    """`rewarm plan --sizes`: every Pythia size with its published parameter count, the memory per GPU
+    under DDP and FSDP by the formulas written out here, and which one fits on 8 GPUs of 80 GB."""
+    seq, micro, gpus, budget = 2048, 6, 8, 80e9
+    verdicts = {}
+    for name, (count, layers, d, vocab) in PYTHIA.items():
+        model, rows = plan.size_model(name)
+        assert plan.parameter_count(model, rows) == count == layers * (12 * d * d + 13 * d) + 2 * d + 2 * vocab * d
+        activations_and_logits = 34 * seq * micro * d * layers + 6 * seq * micro * vocab
+        ddp = 16 * count + activations_and_logits
+        root, block = 2 * vocab * d + 2 * d, 12 * d * d + 13 * d
+        fsdp = -(-16 * count // gpus) + 2 * root + 4 * block + 6 * block + activations_and_logits
+        assert plan.peak_memory(count, model, rows, seq, micro) == ddp
+        assert plan.fsdp_memory(count, model, rows, seq, micro, gpus) == fsdp
+        verdicts[name] = "DDP and FSDP" if ddp <= budget else "FSDP (train.parallel: fsdp)" if fsdp <= budget else "other"
+    # 16 bytes per parameter: DDP stops below 2.8B on an 80 GB GPU; FSDP over 8 takes 6.9B.
+    assert verdicts == {"pythia-410m": "DDP and FSDP", "pythia-1b": "DDP and FSDP", "pythia-1.4b": "DDP and FSDP",
+                        "pythia-2.8b": "FSDP (train.parallel: fsdp)", "pythia-6.9b": "FSDP (train.parallel: fsdp)",
+                        "pythia-12b": "other"}
+    out = rewarm("plan", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--sizes", cwd=tmp_path).stdout
+    assert "micro-batch of 6 x 2048 tokens, DDP and FSDP over 8 GPUs of 80.0 GB" in out
+    for name, verdict in verdicts.items():
+        line = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
+        assert f"{PYTHIA[name][0]:,}" in line and (verdict in line if verdict != "other" else "micro_batch_sequences <=" in line)
+    assert "ibrahim-10b" in out
+    # The grid's own verdict: Pythia-410M fits under DDP on one GPU; a 6.9B model at the same settings needs FSDP.
+    grid_out = rewarm("plan", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--gpus", "1", cwd=tmp_path).stdout
+    assert "with 1 GPU of 80.0 GB per cell, the grid fits under DDP" in grid_out and "FSDP mem/GPU" in grid_out
+    big = tmp_path / "6.9b.yaml"
+    big.write_text(yaml.safe_dump({"model": {"num_layers": 32, "hidden_size": 4096, "num_heads": 32, "intermediate_size": 16384}}))
+    big_out = rewarm("plan", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--params", str(big), "--vocab-size", "50432",
+                     cwd=tmp_path).stdout
+    assert "6,857,302,016 parameters" in big_out and "with 8 GPUs of 80.0 GB per cell, the grid needs FSDP" in big_out
+
+
 def test_merged_configuration_for_dvc(tmp_path):
     rewarm("params", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--write", "merged.yaml", cwd=tmp_path)
     assert cfg.load(tmp_path / "merged.yaml") == cfg.load(PAPER)

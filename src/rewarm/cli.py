@@ -300,8 +300,13 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
     config = _load(args)
     vocab = args.vocab_size or config.tokenizer.vocab_size
-    result = plan.plan(config, vocab, args.mfu, args.peak_tflops, args.concurrent)
-    print(plan.render(result, args.mfu, args.peak_tflops, "per GPU for each cell's micro_batch_sequences"), end="")
+    gpu_bytes = int(args.gpu_memory * 1e9)
+    if args.sizes:
+        print(plan.render_sizes(config.prepare.seq_len, config.train.micro_batch_sequences, args.gpus, gpu_bytes), end="")
+        return
+    result = plan.plan(config, vocab, args.mfu, args.peak_tflops, args.concurrent, args.gpus)
+    print(plan.render(result, args.mfu, args.peak_tflops, f"per GPU for each cell's micro_batch_sequences (FSDP: over "
+                      f"{args.gpus} GPU{'s' if args.gpus > 1 else ''})", args.gpus, gpu_bytes), end="")
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -435,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="peak dense bf16 TFLOP/s of one GPU (default: 989, an H100 SXM)")
     sub.add_argument("--vocab-size", type=int, help="embedding rows (default: tokenizer.vocab_size of the configuration)")
     sub.add_argument("--concurrent", type=int, default=1, help="cells running at once, for the disk their states take (default: 1)")
+    sub.add_argument("--gpus", type=int, default=8, help="GPUs per cell, over which FSDP shards the model (default: 8, one node)")
+    sub.add_argument("--gpu-memory", type=float, default=80.0, metavar="GB",
+                     help="memory of one GPU in GB, to say whether DDP or FSDP fits (default: 80, an H100)")
+    sub.add_argument("--sizes", action="store_true",
+                     help="instead of the grid: which published sizes (Pythia 410M to 12B, Ibrahim et al.'s 10B) fit per "
+                          "GPU under DDP and FSDP, at the configuration's seq_len and train.micro_batch_sequences")
 
     sub = add("params", cmd_params, "Print (or --write) the merged and checked configuration, e.g. to give DVC the paper's.")
     sub.add_argument("--write", metavar="YAML", help="write it to this file (e.g. params.yaml) instead of printing it")
