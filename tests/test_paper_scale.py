@@ -170,3 +170,31 @@ def test_a_few_hundred_paper_steps_on_a_gpu(tmp_path):
     assert results["downstream"]["loss"] == pytest.approx(rows[-1]["val/downstream/loss"], rel=0.1)  # whole split vs sample
     print(f"evaluation on GPU: " + ", ".join(f"{corpus} {int(rate):,} tokens/s ({batch} sequences per pass)"
                                              for corpus, _, _, batch, rate in logged))
+
+
+@pytest.mark.gpu
+def test_fsdp_on_one_gpu_in_bf16(tmp_path):
+    """The paper-shaped cell under FSDP (train.parallel: fsdp) on one GPU with bf16 (units gathered in
+    bf16, gradients reduced in float32): the loss falls, a sharded state is saved on the way, the
+    gathered model loads in transformers, and the peak memory is within a factor of 1.5 of plan's
+    FSDP estimate for one GPU."""
+    from transformers import AutoModelForCausalLM
+
+    steps, batch, micro = 60, 16, 8
+    project = PaperProject(tmp_path, records=3000, train={
+        "tokens": steps * batch * 2048, "batch_sequences": batch, "micro_batch_sequences": micro, "eval_every": 30,
+        "eval_tokens": 8 * 2048, "save_every": 30, "device": "cuda", "compile": False, **ONE_SCHEDULE,
+        "precision": "bf16", "parallel": "fsdp"})
+    result = project.train()
+    rows = project.rows()
+    assert rows[-1]["step"] == steps and rows[-1]["val/downstream/loss"] < rows[0]["val/downstream/loss"] - 1.0
+    parameters, _ = project.estimate(micro)
+    estimate = plan.fsdp_memory(parameters, project.config.model, 50304, 2048, micro, 1)
+    peak = peak_gpu_memory(result.stderr)
+    rate = rows[-1]["tokens_per_s"]
+    print(f"\nFSDP on one GPU, bf16, {steps} steps of {batch} x 2048 tokens: {rate:,.0f} tokens/s, MFU "
+          f"{6 * parameters * rate / H100_BF16_PEAK:.1%}; peak GPU memory {peak / 1e9:.2f} GB, plan's FSDP estimate "
+          f"{estimate / 1e9:.2f} GB (measured / estimate {peak / estimate:.2f})")
+    assert estimate / 1.5 < peak < 1.5 * estimate
+    model = AutoModelForCausalLM.from_pretrained(str(project.run_dir / "model"))
+    assert sum(p.numel() for p in model.parameters()) == parameters

@@ -141,12 +141,14 @@ def test_memory_per_gpu_under_ddp_and_fsdp_for_the_published_sizes(tmp_path):
         assert f"{PYTHIA[name][0]:,}" in line and (verdict in line if verdict != "other" else "micro_batch_sequences <=" in line)
     assert "ibrahim-10b" in out
     # The grid's own verdict: Pythia-410M fits under DDP on one GPU; a 6.9B model at the same settings needs FSDP.
-    grid_out = rewarm("plan", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--gpus", "1", cwd=tmp_path).stdout
+    one = plan.plan(cfg.load(PAPER), 50304, 0.4, 989.0, gpus=1)
+    grid_out = plan.render(one, 0.4, 989.0, "", gpus=1, gpu_bytes=int(80e9))
     assert "with 1 GPU of 80.0 GB per cell, the grid fits under DDP" in grid_out and "FSDP mem/GPU" in grid_out
-    big = tmp_path / "6.9b.yaml"
-    big.write_text(yaml.safe_dump({"model": {"num_layers": 32, "hidden_size": 4096, "num_heads": 32, "intermediate_size": 16384}}))
-    big_out = rewarm("plan", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--params", str(big), "--vocab-size", "50432",
-                     cwd=tmp_path).stdout
+    big = ROOT / "config/pythia-6.9b.yaml"  # the README's example of switching the studies to another size
+    config = cfg.load([*PAPER, big])
+    assert config.train.parallel == "fsdp" and config.checkpoints["final"].repo_id == "EleutherAI/pythia-6.9b"
+    assert all(cell.batch_sequences % (8 * cell.micro_batch_sequences) == 0 for cell in grid.cells(config).values())
+    big_out = plan.render(plan.plan(config, config.tokenizer.vocab_size, 0.4, 989.0, gpus=8), 0.4, 989.0, "", gpus=8, gpu_bytes=int(80e9))
     assert "6,857,302,016 parameters" in big_out and "with 8 GPUs of 80.0 GB per cell, the grid needs FSDP" in big_out
 
 
