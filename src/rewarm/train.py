@@ -219,7 +219,7 @@ def gather_model(model):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from transformers import GPTNeoXForCausalLM
 
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    full = get_model_state_dict(unwrap(model), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.get_rank() != 0:
         return None
     with torch.device("meta"):
@@ -337,7 +337,7 @@ def save_sharded_state(state_dir: Path, model, optimizer, step: int, history: Hi
         for stale in state_dir.glob(f"*{PARTIAL}sharded"):  # killed saves' (none is being written: this run holds the lock)
             shutil.rmtree(stale, ignore_errors=True)
     dist.barrier()
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+    model_state, optimizer_state = get_state_dict(unwrap(model), optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(tmp))
     own = {path.name: file_sha256(path) for path in sorted(tmp.glob(f"__{rank}_*"))}
     every: list = [None] * dist.get_world_size()
@@ -389,10 +389,10 @@ def load_sharded_state(state_dir: Path, fingerprint: str, model, optimizer) -> d
     if bad:
         raise StateError(f"{path}: {', '.join(bad)}: checksum does not match {index_path} (truncated or altered state); "
                          f"delete {state_dir} to start afresh")
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+    model_state, optimizer_state = get_state_dict(unwrap(model), optimizer)
     loaded = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(loaded, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
+    set_state_dict(unwrap(model), optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
     state = torch.load(path / SHARDED_EXTRA, map_location="cpu", weights_only=True)
     state["history"] = History(**json.loads(state["history"]))
     if index.get("processes") != world and rank == 0:
@@ -638,7 +638,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             # DDP all-reduces (FSDP reduce-scatters) gradients on the last micro-batch only.
             last = micro == plan.accumulation - 1
             if sharded:
-                model.set_requires_gradient_sync(last)
+                unwrap(model).set_requires_gradient_sync(last)
             with nullcontext() if world == 1 or sharded or last else model.no_sync():
                 with autocast or nullcontext():
                     loss = model(input_ids=chunk, labels=chunk).loss / plan.accumulation
