@@ -245,6 +245,14 @@ class _HashingWriter:
         self.file.flush()
 
 
+def _unsharded_state(step: int, history: History, fingerprint: str, scaler) -> dict:
+    """A state's part besides the model and optimizer: step, RNG (rank 0's), metric history, loss scale."""
+    return {"step": step, "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "history": json.dumps(dataclasses.asdict(history)), "fingerprint": fingerprint,
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}}
+
+
 def save_state(state_dir: Path, model, optimizer, step: int, history: History, fingerprint: str, scaler=None) -> None:
     """Atomically, as a pair: the state goes to its own file, `state-<step>.pt` (written under a
     temporary name, hashed as it is written, fsynced, renamed), then the index, renamed into place,
@@ -253,16 +261,8 @@ def save_state(state_dir: Path, model, optimizer, step: int, history: History, f
     a kill leaves behind (partials of a process that is gone, older states) the next save removes."""
     state_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(state_dir, f"*{PARTIAL}*")
-    state = {
-        "step": step,
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "history": json.dumps(dataclasses.asdict(history)),
-        "fingerprint": fingerprint,
-        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
-    }
+    state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+             **_unsharded_state(step, history, fingerprint, scaler)}
     name = STATE_FILE.format(step=step)
     tmp = state_dir / f"{name}{PARTIAL}{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -294,8 +294,9 @@ def _prune_states(state_dir: Path, keep: str) -> None:
             _remove(path)
 
 
-def load_state(state_dir: Path, fingerprint: str) -> dict | None:
-    """The saved state if there is one for this very run; None to start afresh."""
+def _read_index(state_dir: Path, fingerprint: str, sharded: bool) -> dict | None:
+    """The state index if it names a state of this very run, saved the same way (sharded or not);
+    None (with a warning from rank 0 when there is another run's) to start afresh."""
     index_path = state_dir / STATE_INDEX
     if not index_path.exists():
         return None
@@ -303,8 +304,18 @@ def load_state(state_dir: Path, fingerprint: str) -> dict | None:
         index = json.loads(index_path.read_text())
     except json.JSONDecodeError as error:
         raise StateError(f"{index_path}: unreadable state index ({error})") from None
-    if index.get("fingerprint") != fingerprint:
-        log.warning("%s: saved state belongs to other settings or inputs; starting afresh", state_dir)
+    if index.get("fingerprint") != fingerprint or bool(index.get("sharded")) != sharded:
+        if process_rank() == 0:
+            log.warning("%s: saved state belongs to other settings or inputs; starting afresh", state_dir)
+        return None
+    return index
+
+
+def load_state(state_dir: Path, fingerprint: str) -> dict | None:
+    """The saved state if there is one for this very run; None to start afresh."""
+    index_path = state_dir / STATE_INDEX
+    index = _read_index(state_dir, fingerprint, sharded=False)
+    if index is None:
         return None
     state_path = state_dir / str(index.get("file"))
     if not state_path.is_file() or file_sha256(state_path) != index.get("sha256"):
@@ -343,12 +354,8 @@ def save_sharded_state(state_dir: Path, model, optimizer, step: int, history: Hi
     every: list = [None] * dist.get_world_size()
     dist.all_gather_object(every, own)
     if rank == 0:
-        extra = {"step": step, "rng_cpu": torch.get_rng_state(),
-                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                 "history": json.dumps(dataclasses.asdict(history)), "fingerprint": fingerprint,
-                 "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}}
         with open(tmp / SHARDED_EXTRA, "wb") as f:
-            torch.save(extra, f)
+            torch.save(_unsharded_state(step, history, fingerprint, scaler), f)
             f.flush()
             os.fsync(f.fileno())
         files = {k: v for part in every for k, v in part.items()}
@@ -369,15 +376,8 @@ def load_sharded_state(state_dir: Path, fingerprint: str, model, optimizer) -> d
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     index_path = state_dir / STATE_INDEX
-    if not index_path.exists():
-        return None
-    try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as error:
-        raise StateError(f"{index_path}: unreadable state index ({error})") from None
-    if index.get("fingerprint") != fingerprint or not index.get("sharded"):
-        if dist.get_rank() == 0:
-            log.warning("%s: saved state belongs to other settings or inputs; starting afresh", state_dir)
+    index = _read_index(state_dir, fingerprint, sharded=True)
+    if index is None:
         return None
     path = state_dir / str(index["file"])
     rank, world = dist.get_rank(), dist.get_world_size()
