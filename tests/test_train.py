@@ -882,3 +882,40 @@ def test_a_kill_while_saving_a_sharded_state_leaves_the_previous_one(tmp_path, m
     shard.write_bytes(bytes(data))
     with pytest.raises(train.StateError, match=r"state-15: __0_0\.distcp: checksum does not match"):
         train.load_sharded_state(state_dir, "run", model, optimizer)
+
+
+def test_a_carried_optimizer_state_round_trips_through_fsdp(prepared_project, one_process_group):
+    """A continued cell under FSDP: the optimizer state gathered from the shards is the one a plain
+    optimizer gives after the same step (parameters by index, whole tensors), and sharded into a
+    fresh run it keeps its moments and takes that run's own hyperparameters."""
+    from rewarm import checkpoints, train
+
+    before, after = cfg.TrainConfig(weight_decay=0.1, beta2=0.95), cfg.TrainConfig(weight_decay=0.0, beta2=0.99)
+    batch = torch.randint(0, 100, (2, 16))
+    models, optimizers = [], []
+    for shard in (False, True):
+        model = checkpoints.load_model(prepared_project / "checkpoints/base/scratch")
+        if shard:
+            train.shard_model(model, "fp32")
+        optimizer = train.build_optimizer(model, before, torch.device("cpu"))
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        models.append(model)
+        optimizers.append(optimizer)
+    plain = optimizers[0].state_dict()
+    gathered = train.full_optimizer_state(models[1], optimizers[1])
+    assert gathered["param_groups"] == plain["param_groups"] and gathered["state"].keys() == plain["state"].keys()
+    for index, moments in plain["state"].items():
+        for key, value in moments.items():
+            torch.testing.assert_close(gathered["state"][index][key], value, rtol=1e-5, atol=1e-7, msg=f"{index} {key}")
+
+    fresh_model = checkpoints.load_model(prepared_project / "checkpoints/base/scratch")
+    train.shard_model(fresh_model, "fp32")
+    fresh = train.build_optimizer(fresh_model, after, torch.device("cpu"))
+    train.start_sharded_optimizer(fresh_model, fresh, plain, "cell")
+    carried = train.full_optimizer_state(fresh_model, fresh)
+    assert [g["weight_decay"] for g in carried["param_groups"]] == [0.0, 0.0]  # the new run's own
+    assert [tuple(g["betas"]) for g in carried["param_groups"]] == [(0.9, 0.99)] * 2, carried["param_groups"]
+    for index, moments in plain["state"].items():
+        assert torch.equal(carried["state"][index]["exp_avg"], moments["exp_avg"])
+        assert torch.equal(carried["state"][index]["exp_avg_sq"], moments["exp_avg_sq"])

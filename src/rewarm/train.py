@@ -548,25 +548,62 @@ def train_loop(
                            snapshot_steps)
 
 
-def start_optimizer(optimizer: torch.optim.Optimizer, saved: dict, label: str) -> None:
-    """Take the moments of a saved optimizer state (a continued cell's), keeping this run's own
-    hyperparameters (param_groups: betas, weight decay, eps)."""
-    current = optimizer.state_dict()
+def _check_fits(optimizer: torch.optim.Optimizer, saved: dict, label: str) -> None:
+    """Refuse a carried optimizer state whose moments do not have the parameters' (whole) shapes."""
     shapes = {index: param.shape for index, param in enumerate(p for group in optimizer.param_groups for p in group["params"])}
     for index, moments in saved["state"].items():
         for key, value in moments.items():
             if torch.is_tensor(value) and value.ndim and (index not in shapes or value.shape != shapes[index]):
                 raise ValueError(f"{label}: the carried optimizer state does not fit this model (parameter {index}: "
                                  f"{key} of shape {tuple(value.shape)}, the parameter's is {tuple(shapes.get(index, ()))})")
-    optimizer.load_state_dict({"state": saved["state"], "param_groups": current["param_groups"]})
+
+
+def start_optimizer(optimizer: torch.optim.Optimizer, saved: dict, label: str) -> None:
+    """Take the moments of a saved optimizer state (a continued cell's), keeping this run's own
+    hyperparameters (param_groups: betas, weight decay, eps)."""
+    _check_fits(optimizer, saved, label)
+    optimizer.load_state_dict({"state": saved["state"], "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def _parameter_names(model, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Each optimized parameter's name, in the optimizer's order: its index in a plain state_dict."""
+    names = {id(p): name for name, p in unwrap(model).named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def start_sharded_optimizer(model, optimizer: torch.optim.Optimizer, saved: dict, label: str) -> None:
+    """`start_optimizer` under FSDP: the carried state (whole tensors, parameters by index, as one
+    process saves it) is sharded into this run's optimizer, which keeps its own hyperparameters.
+    A collective: every process calls it with the same state."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    _check_fits(optimizer, saved, label)  # a sharded parameter's shape is the whole one
+    names = _parameter_names(model, optimizer)
+    groups, start = [], 0
+    for group in optimizer.param_groups:
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": names[start:start + len(group["params"])]})
+        start += len(group["params"])
+    set_optimizer_state_dict(unwrap(model), optimizer, {"state": {names[i]: m for i, m in saved["state"].items()}, "param_groups": groups},
+                             options=StateDictOptions(full_state_dict=True))
+
+
+def full_optimizer_state(model, optimizer: torch.optim.Optimizer) -> dict | None:
+    """The FSDP optimizer's state as one process's optimizer gives it (`state_dict()`: whole tensors,
+    parameters by index), gathered on rank 0's CPU, so a continued cell starts from it under DDP or
+    FSDP alike. A collective: every process calls it; the others get None."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    full = get_optimizer_state_dict(unwrap(model), optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.get_rank() != 0:
+        return None
+    index = {name: i for i, name in enumerate(_parameter_names(model, optimizer))}
+    return {"state": {index[name]: moments for name, moments in full["state"].items()},
+            "param_groups": [{**group, "params": [index[name] for name in group["params"]]} for group in full["param_groups"]]}
 
 
 def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer=None, on_end=None,
                 snapshot_steps=None) -> dict:
     sharded = run.parallel == "fsdp"
-    if sharded and (initial_optimizer is not None or on_end is not None):
-        raise cfg.ConfigError(f"{label}: parallel: fsdp does not carry optimizer state from one cell to the next (the "
-                              f"continued cells of a sequence of datasets); train these cells with parallel: ddp")
     device, rank, world = setup_device(run.device, group=sharded)
     seq_len = data.train.seq_len
     plan = Plan.of(run, seq_len, data.replay_fraction, world, stops)
@@ -595,7 +632,10 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
         history, start = state["history"], state["step"]
         log.info("%s: resuming from step %d of %d (%s)", label, start, plan.total_steps, state_dir)
     elif initial_optimizer is not None:
-        start_optimizer(optimizer, initial_optimizer, label)
+        if sharded:
+            start_sharded_optimizer(model, optimizer, initial_optimizer, label)
+        else:
+            start_optimizer(optimizer, initial_optimizer, label)
         log.info("%s: optimizer state carried over from the continued cell", label)
     autocast = autocast_for(precision, device)
     if run.compile:
@@ -690,10 +730,11 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
                 log.warning("%s: SIGTERM: state saved at step %d in %s; rerun to resume", label, done, state_dir)
             raise SystemExit(128 + signal.SIGTERM)
     bar.close()
+    final_optimizer = full_optimizer_state(model, optimizer) if sharded and on_end else None  # every process
     if main:
         metrics.close()
         if on_end:
-            on_end(optimizer.state_dict())
+            on_end(final_optimizer if sharded else optimizer.state_dict())
         if device.type == "cuda":
             # What `rewarm plan` estimates as the peak per GPU: the figure to compare it with.
             log.info("%s: peak GPU memory %.2f GB (torch.cuda.max_memory_allocated on rank 0)", label,
