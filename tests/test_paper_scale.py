@@ -1,7 +1,7 @@
 """config/paper.yaml with its real shapes, offline: a randomly initialised Pythia-410M-shaped model
 (built by `select` from a local config.json with Pythia-410M's published dimensions), a local
 tokenizer loaded through the `pretrained` path, and stand-ins for the corpora made of demo text.
-On CPU: one training step of 2 x 2048 tokens, peak memory against `rewarm plan`'s estimate. On a
+On CPU: one training step of one 2048-token sequence, peak memory against `rewarm plan`'s estimate. On a
 GPU (tests marked `gpu`, left out loudly where there is none): a few hundred steps of a paper
 cell's shape, with tokens/s, MFU and peak GPU memory against plan."""
 
@@ -105,14 +105,14 @@ ONE_SCHEDULE = {"schedule_tokens": None, "decay_end_tokens": None, "early_eval_e
 
 def test_one_step_of_the_paper_config_on_cpu(tmp_path):
     project = PaperProject(tmp_path, records=400, train={
-        "tokens": 2 * 2048, "batch_sequences": 2, "micro_batch_sequences": 1, "eval_every": 1, "eval_tokens": 2048,
+        "tokens": 2048, "batch_sequences": 1, "micro_batch_sequences": 1, "eval_every": 1, "eval_tokens": 2048,
         "device": "cpu", "compile": False, **ONE_SCHEDULE, "precision": "fp32"})
     project.train("--threads", "2")
     # The largest resident set of any child so far: the training step's (select holds one copy of the weights).
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
     check_paper_shapes(project)
     rows = project.rows()
-    assert [r["step"] for r in rows] == [0, 1] and rows[1]["tokens"] == 4096
+    assert [r["step"] for r in rows] == [0, 1] and rows[1]["tokens"] == 2048
     assert 8.0 < rows[0]["val/downstream/loss"] < 12.0  # a random model over 50,304 ids: about ln(50304) = 10.8
     parameters, estimate = project.estimate(1)
     print(f"\npaper-scale step on CPU: peak RSS {peak / 1e9:.2f} GB; plan's GPU estimate for micro-batch 1: {estimate / 1e9:.2f} GB "
