@@ -43,6 +43,34 @@ def test_scratch_is_seeded_and_complete(prepared_copy):
     assert not state_dicts_equal(base / "scratch", base / "other-seed")
 
 
+def test_scratch_with_gpt_neox_init_is_initialised_as_the_authors_runs(prepared_copy):
+    """`init: gpt-neox` through `rewarm select`: GPT-NeoX's small_init, std sqrt(2 / (5 d)), on every weight matrix
+    and wang_init, std 2 / (L sqrt(d)), on the attention and MLP output projections ([NX] 410M.yml). A Pythia-like
+    shape large enough for the sample std to be within 3% (d = 128, L = 4: 0.0559 and 0.0442 by hand); biases 0,
+    LayerNorms 1 and 0. The Hugging Face default (0.02 everywhere) is far from both."""
+    import math
+
+    params = small_params()
+    params["model"] = {**params["model"], "hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 512}
+    params["checkpoints"]["scratch"]["init"] = "gpt-neox"
+    write_params(prepared_copy / "params.yaml", params)
+    select(prepared_copy, "scratch", "checkpoints/base/neox-init")
+    model = GPTNeoXForCausalLM.from_pretrained(prepared_copy / "checkpoints/base/neox-init")
+    small, wang = math.sqrt(2 / (5 * 128)), 2 / 4 / math.sqrt(128)
+    assert (round(small, 4), round(wang, 4)) == (0.0559, 0.0442)
+    matrices = 0
+    for name, parameter in model.named_parameters():
+        if name.endswith("bias"):
+            assert torch.count_nonzero(parameter) == 0, name
+        elif "layernorm" in name or "layer_norm" in name:
+            assert torch.all(parameter == 1), name
+        else:
+            expected = wang if name.endswith(("attention.dense.weight", "mlp.dense_4h_to_h.weight")) else small
+            assert parameter.std().item() == pytest.approx(expected, rel=0.03), name
+            matrices += 1
+    assert matrices == 2 + 4 * 4  # input and output embeddings, four matrices per block
+
+
 @pytest.mark.bad_input
 def test_local_directory_is_copied_and_checked(prepared_copy, tmp_path):
     source = prepared_copy / "checkpoints/base/scratch"

@@ -21,8 +21,10 @@ def test_paper_config_is_the_papers_grid():
     config = cfg.load(PAPER)
     assert list(config.corpora) == ["upstream", "downstream"]  # the demo's extra corpus is removed
     assert config.corpora["upstream"].train.type == "hf" and config.corpora["downstream"].val.path == "cerebras/SlimPajama-627B"
-    assert config.checkpoints["final"] == cfg.HubCheckpoint(type="hub", repo_id="EleutherAI/pythia-410m", revision="step143000")
-    assert config.prepare.seq_len == 2048 and config.tokenizer.name_or_path == "EleutherAI/pythia-410m"
+    # The deduplicated model, as the authors' run names say (config/paper.yaml says why)
+    assert config.checkpoints["final"] == cfg.HubCheckpoint(type="hub", repo_id="EleutherAI/pythia-410m-deduped", revision="step143000")
+    assert config.prepare.seq_len == 2048 and config.tokenizer.name_or_path == "EleutherAI/pythia-410m-deduped"
+    assert config.checkpoints["scratch"].init == "gpt-neox" and config.train.loss_scale_window == 1000
     assert cfg.min_lr(config.train) == pytest.approx(0.1 * config.train.max_lr)
     assert config.train.weight_decay == 0.1 and config.train.batch_sequences == 1104 and config.train.precision == "fp16"
     cells = grid.cells(config)
@@ -41,21 +43,23 @@ def test_the_five_studies_expand_to_the_papers_cells():
         return sorted((cells[n].checkpoint, cells[n].max_lr, cells[n].schedule, cells[n].warmup_fraction, cells[n].train_corpus,
                        steps_per(cells[n].tokens)) for n in names)
     s50, s240 = 22_114, 106_148  # 50B and 240B tokens in steps of 1104 x 2048
-    assert described(studies["warmup"]) == sorted(("final", 3e-4, "cosine", w, "downstream", s50) for w in (0.0, 0.005, 0.01, 0.02))
-    assert described(studies["max_lr"]) == sorted([("final", lr, "cosine", 0.01, "downstream", s240) for lr in (1.5e-4, 3e-4, 6e-4)]
+    assert described(studies["warmup"]) == sorted(("final", 3e-4, "neox-floored-cosine", w, "downstream", s50) for w in (0.0, 0.005, 0.01, 0.02))
+    assert described(studies["max_lr"]) == sorted([("final", lr, "neox-floored-cosine", 0.01, "downstream", s240) for lr in (1.5e-4, 3e-4, 6e-4)]
                                                   + [("final", 3e-5, "constant", 0.0, "downstream", s240)])
-    assert described(studies["scratch"]) == sorted(("scratch" if i else "final", 3e-4, "cosine", 0.01, "downstream", s240) for i in (0, 1))
-    assert described(studies["same_data"]) == sorted([("final", lr, "cosine", 0.01, "upstream", s50) for lr in (1.5e-4, 3e-4, 6e-4)]
+    assert described(studies["scratch"]) == sorted(("scratch" if i else "final", 3e-4, "neox-floored-cosine", 0.01, "downstream", s240) for i in (0, 1))
+    assert described(studies["same_data"]) == sorted([("final", lr, "neox-floored-cosine", 0.01, "upstream", s50) for lr in (1.5e-4, 3e-4, 6e-4)]
                                                      + [("final", 3e-5, "constant", 0.0, "upstream", s50)])
-    assert described(studies["checkpoints"]) == sorted((c, 3e-4, "cosine", w, "downstream", s50)
+    assert described(studies["checkpoints"]) == sorted((c, 3e-4, "neox-floored-cosine", w, "downstream", s50)
                                                        for c in ("step10000", "step27000", "final") for w in (0.0, 0.01))
-    # Every cell: one schedule of 131,296 steps over the 296.86B-token dataset, decaying until 240B tokens.
+    # Every cell: one schedule of 131,296 steps over the 296.86B-token dataset ([NX] train-iters), no separate decay
+    # end; the Pile runs: 181,793 steps, as their names say ([NX] configs/load/wu_001_lr*_pile.yml).
     for run in cells.values():
-        assert cfg.schedule_steps(run, 2048) == 131_296 and cfg.decay_steps(run, 2048) == s240
+        length = 181_793 if run.train_corpus == "upstream" else 131_296
+        assert cfg.schedule_steps(run, 2048) == length and cfg.decay_steps(run, 2048) == length
     # The warm-up study's 1% cell is the max-LR study's 3e-4 cell stopped at 50B: trained once.
     shared = {n: r for n, r in grid.trained_by(config).items() if n != r}
-    assert shared == {"ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-50B":
-                      "ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-240B"}
+    assert shared == {"ckpt-final_lr-3e-4_warm-1e-2_sched-neox-floored-cosine_replay-0_tokens-50B":
+                      "ckpt-final_lr-3e-4_warm-1e-2_sched-neox-floored-cosine_replay-0_tokens-240B"}
 
 
 def test_plan_matches_hand_computed_numbers_for_pythia_410m():
@@ -104,7 +108,7 @@ def test_plan_command_prints_every_cell(tmp_path):
     for study in ("warmup", "max_lr", "scratch", "same_data", "checkpoints"):
         assert f"study {study}\n" in out
     # 50B cells (22,114 steps of 1104 x 2048), listed once per study they are in; the shared one says where it is read from.
-    assert out.count("49,999,577,088") == 4 + 4 + 6 and out.count("(read from ckpt-final_lr-3e-4_warm-1e-2_sched-cosine_replay-0_tokens-240B)") == 2
+    assert out.count("49,999,577,088") == 4 + 4 + 6 and out.count("(read from ckpt-final_lr-3e-4_warm-1e-2_sched-neox-floored-cosine_replay-0_tokens-240B)") == 2
     assert "total, 16 runs" in out and "disk: shards" in out
 
 
@@ -146,7 +150,7 @@ def test_memory_per_gpu_under_ddp_and_fsdp_for_the_published_sizes(tmp_path):
     assert "with 1 GPU of 80.0 GB per cell, the grid fits under DDP" in grid_out and "FSDP mem/GPU" in grid_out
     big = ROOT / "config/pythia-6.9b.yaml"  # the README's example of switching the studies to another size
     config = cfg.load([*PAPER, big])
-    assert config.train.parallel == "fsdp" and config.checkpoints["final"].repo_id == "EleutherAI/pythia-6.9b"
+    assert config.train.parallel == "fsdp" and config.checkpoints["final"].repo_id == "EleutherAI/pythia-6.9b-deduped"
     assert all(cell.batch_sequences % (8 * cell.micro_batch_sequences) == 0 for cell in grid.cells(config).values())
     big_out = plan.render(plan.plan(config, config.tokenizer.vocab_size, 0.4, 989.0, gpus=8), 0.4, 989.0, "", gpus=8, gpu_bytes=int(80e9))
     assert "6,857,302,016 parameters" in big_out and "with 8 GPUs of 80.0 GB per cell, the grid needs FSDP" in big_out
@@ -236,10 +240,18 @@ def test_ibrahim_config_is_their_studies():
     studies = grid.studies(config)
     assert [cells[n].replay_fraction for n in studies["replay"]] == [0.0, 0.005, 0.01, 0.05, 0.1, 0.5, 0.5]
     union = cells[studies["replay"][-1]]
-    assert union.checkpoint == "scratch" and union.tokens == 2 * cells[studies["replay"][0]].tokens == 600_000_000_000
+    # [NX] train-iters: 132,366 per 300B dataset, 264,732 for the union, 44,229 per 100B split (1104 x 2048 tokens each)
+    assert union.checkpoint == "scratch" and union.tokens == 2 * cells[studies["replay"][0]].tokens == 264_732 * 1104 * 2048
+    assert cells[studies["replay"][0]].tokens == 132_366 * 1104 * 2048
+    assert {cells[n].tokens for s in ("infinite_cosine", "infinite_inv_sqrt") for n in studies[s]} == {44_229 * 1104 * 2048}
+    # [NX] slim_pajama_300B.yml: the SlimPajama weights of their runs
+    weights = config.corpora["downstream"].train.mixture.weights
+    assert {k: round(v, 2) for k, v in weights.items()} == {
+        "RedPajamaCommonCrawl": 52.09, "RedPajamaC4": 26.69, "RedPajamaGithub": 5.22, "RedPajamaArXiv": 4.43,
+        "RedPajamaBook": 4.20, "RedPajamaWikipedia": 4.00, "RedPajamaStackExchange": 3.37}
     for name in studies["replay"]:
         run = cells[name]
-        assert (run.max_lr, run.min_lr, run.warmup_fraction, run.schedule) == (3e-4, 3e-5, 0.01, "cosine")
+        assert (run.max_lr, run.min_lr, run.warmup_fraction, run.schedule) == (3e-4, 3e-5, 0.01, "neox-cosine")
         assert run.schedule_tokens is None and run.decay_end_tokens is None  # re-decayed over the run itself
     for study, shape in (("infinite_cosine", "infinite-cosine"), ("infinite_inv_sqrt", "infinite-inv-sqrt")):
         first, second, third = (cells[n] for n in studies[study])
@@ -253,12 +265,12 @@ def test_ibrahim_config_is_their_studies():
 
 
 def test_ibrahim_plan_and_dry_run(tmp_path):
-    """300B tokens of 1104 x 2048 = 132,685 steps (by hand: 300e9 // 2,260,992); the union 265,370; a
-    100B dataset 44,228. 13 runs. The dry run chains the datasets: 4 select_cell jobs."""
+    """The authors' iteration counts ([NX]): 132,366 steps per 300B dataset, the union 264,732, a 100B split
+    44,229. 13 runs. The dry run chains the datasets: 4 select_cell jobs."""
     args = [a for path in IBRAHIM for a in ("--params", str(path))]
     out = rewarm("plan", *args, cwd=tmp_path).stdout
     assert "405,334,016 parameters; 13 cells in 3 studies, 13 training runs" in out
-    assert out.count(" 132,685 ") == 6 and out.count(" 265,370 ") == 1 and out.count(" 44,228 ") == 6
+    assert out.count(" 132,366 ") == 6 and out.count(" 264,732 ") == 1 and out.count(" 44,229 ") == 6
     ten_b = rewarm("plan", *args, "--params", str(ROOT / "config/ibrahim2024-10b.yaml"), cwd=tmp_path).stdout
     # By hand: 36 layers x (QKV 4608 x 13824 + 13824, out 4608^2 + 4608, MLP 2 x 4608 x 18432 + 18432 + 4608,
     # 2 LayerNorms 4 x 4608) = 36 x 254,863,872, + final LayerNorm 9,216 + untied in/out embeddings 2 x 50,304 x 4608.

@@ -167,6 +167,23 @@ def test_curve_fit_recovers_a_known_law_and_predicts_another_schedule():
     assert report.fit_curve([0, 10], [3.0, 2.0], lrs) is None  # too few points
 
 
+def test_curve_fit_leaves_out_points_before_any_learning():
+    """GPT-NeoX's warm-up runs its first update at LR 0 (neox- schedules): after one step S1 is 0 and the
+    law's S1^-alpha undefined. The fit leaves that point out and still recovers the law (it failed with an
+    SVD error in the demo's report)."""
+    from rewarm import schedules
+
+    truth = report.CurveFit(l0=2.0, a=3.0, alpha=0.5, c=40.0, rmse=0.0)
+    neox = schedules.build("neox-floored-cosine", max_lr=1e-2, min_lr=1e-3, total_steps=200, warmup_steps=2.5)
+    lrs = [neox(i) for i in range(200)]
+    s1, s2 = report.lr_areas(lrs)
+    assert lrs[0] == 0.0 and s1[0] == 0.0
+    steps = [0, 1, 2, 3, *range(10, 201, 10)]
+    losses = [0.0, 9.9] + [truth.predict(s1[s - 1], s2[s - 1]) for s in steps[2:]]
+    fit = report.fit_curve(steps, losses, lrs)
+    assert fit.rmse < 1e-6 and fit.alpha == pytest.approx(0.5, abs=0.02)
+
+
 def test_warm_up_is_not_annealing():
     from rewarm import schedules
 

@@ -537,6 +537,13 @@ def test_fp16_skips_an_overflowing_step_and_lowers_the_loss_scale(prepared_proje
     assert "step 5: gradients overflowed in fp16; step skipped, loss scale lowered to 32768" in caplog.text
     rows = [json.loads(line) for line in (tmp_path / "out/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 10]
+    # As DeepSpeed under GPT-NeoX: the skipped step does not advance the schedule, so the update after it
+    # runs at the skipped step's learning rate and every later one a step behind.
+    schedule = Plan.of(run, 64, 0.0, world=1).schedule
+    lines = (tmp_path / "out/dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()
+    logged = [float(line.split("\t")[1]) for line in lines[1:]]
+    assert logged == pytest.approx([schedule(u) for u in (0, 1, 2, 3, 4, 5, 5, 6, 7, 8)], rel=1e-12)
+    assert schedule(5) != schedule(6)
 
 
 @pytest.mark.parametrize("early_every, early_steps, stops, expected", [

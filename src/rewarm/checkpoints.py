@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -94,13 +95,39 @@ def weights_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
 
 
-def init_model(gpt_config, seed: int):
-    """A freshly initialised GPT-NeoX causal LM; the same seed gives the same weights."""
+def init_model(gpt_config, seed: int, init: str = "hf"):
+    """A freshly initialised GPT-NeoX causal LM; the same seed gives the same weights. `init`: hf
+    (Hugging Face's normal(0, 0.02)) or gpt-neox (`gpt_neox_init`)."""
     from transformers import GPTNeoXForCausalLM
 
     torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(gpt_config)
-    return model.float()
+    model = GPTNeoXForCausalLM(gpt_config).float()
+    if init == "gpt-neox":
+        gpt_neox_init(model)
+    return model
+
+
+OUTPUT_PROJECTIONS = ("attention.dense", "mlp.dense_4h_to_h")
+"""The layers GPT-NeoX initialises with its `output_layer_init_method`: each block's writes to the residual stream."""
+
+
+def gpt_neox_init(model) -> None:
+    """GPT-NeoX's initialisation as the papers' 410M runs set it ([NX] configs/iclr_models/410M.yml: init_method
+    small_init, output_layer_init_method wang_init; megatron/model/init_functions.py), with d the hidden size
+    and L the layers: every weight matrix (embeddings, attention input, MLP input, output layer) normal(0,
+    sqrt(2 / (5 d))) (small_init, Nguyen and Salazar 2019); the attention and MLP output projections normal(0,
+    2 / (L sqrt(d))) (wang_init); biases 0, LayerNorms 1 and 0."""
+    d, layers = model.config.hidden_size, model.config.num_hidden_layers
+    small, wang = math.sqrt(2 / (5 * d)), 2 / layers / math.sqrt(d)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.normal_(0.0, wang if name.endswith(OUTPUT_PROJECTIONS) else small)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
 
 
 def unwrap(model):
@@ -410,4 +437,4 @@ def init_scratch(spec: cfg.ScratchCheckpoint, model_cfg: cfg.ModelConfig, tokeni
         gpt_config = AutoConfig.from_pretrained(spec.config, revision=spec.revision, trust_remote_code=False)
         if gpt_config.model_type != "gpt_neox":
             raise CheckpointError(f"{spec.config}: model_type {gpt_config.model_type!r}, expected 'gpt_neox'")
-    save_model_dir(init_model(gpt_config, spec.seed), tokenizer_dir, out_dir)
+    save_model_dir(init_model(gpt_config, spec.seed, spec.init), tokenizer_dir, out_dir)

@@ -20,6 +20,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from rewarm.schedules import GPT_NEOX as GPT_NEOX_SCHEDULES
+
 # Names that become directory names, Snakemake wildcards and DVC stage keys: no path
 # separators, no `..`, no shell metacharacters (names cannot escape the project), and no
 # dots, which DVC reads as key separators in `params: - corpora.<name>`.
@@ -201,8 +203,12 @@ class Optimization:
     """Global batch in sequences; the global batch in tokens, not the hardware, defines the run."""
     micro_batch_sequences: int = 16
     """Sequences per forward pass per process; gradient accumulation makes up the global batch."""
-    schedule: Literal["cosine", "constant", "linear", "wsd", "infinite-cosine", "infinite-inv-sqrt", "rex"] = "cosine"
-    """Learning-rate schedule (src/rewarm/schedules.py); the paper's is cosine."""
+    schedule: Literal["cosine", "constant", "linear", "wsd", "infinite-cosine", "infinite-inv-sqrt", "rex", "neox-floored-cosine",
+                      "neox-cosine"] = "cosine"
+    """Learning-rate schedule (src/rewarm/schedules.py). The papers' runs are GPT-NeoX's own cosine, update by update:
+    neox-floored-cosine (Gupta et al. 2023: a cosine over the whole schedule, floored at min_lr, which it meets near
+    80% of it) and neox-cosine (Ibrahim et al. 2024: max_lr to min_lr over the schedule); both warm up from LR 0.
+    Neither takes decay_end_tokens."""
     max_lr: float = 3e-4
     """Peak learning rate after warm-up (Pythia-410M's own: 3e-4)."""
     min_lr: Optional[float] = None
@@ -240,6 +246,9 @@ class Optimization:
     """Decoupled weight decay (Pythia: 0.01)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (Pythia: 1.0); 0 disables."""
+    loss_scale_window: int = 2000
+    """fp16: steps without overflow after which the dynamic loss scale doubles (torch's default 2000; the
+    papers' runs: DeepSpeed's loss_scale_window 1000)."""
     seed: int = 0
     """Seed of the data order (and of anything random in training)."""
     eval_every: int = 20
@@ -380,6 +389,10 @@ class ScratchCheckpoint:
     """Take the architecture from this model (hub id or directory); None: the `model` section."""
     revision: Optional[str] = None
     """Revision of `config` on the hub."""
+    init: Literal["hf", "gpt-neox"] = "hf"
+    """hf: Hugging Face's initialisation, normal(0, 0.02) for every weight matrix. gpt-neox: GPT-NeoX's small_init
+    for every weight matrix, normal(0, sqrt(2 / (5 d))), and wang_init for the attention and MLP output
+    projections, normal(0, 2 / (L sqrt(d))), as the papers' from-scratch runs were initialised."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -673,7 +686,7 @@ def replay_in_step(replay_fraction: float, batch_sequences: int, step: int) -> i
 
 def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[str]:
     problems: list[str] = []
-    for field in ("tokens", "batch_sequences", "micro_batch_sequences", "eval_every", "eval_tokens", "save_every"):
+    for field in ("tokens", "batch_sequences", "micro_batch_sequences", "eval_every", "eval_tokens", "save_every", "loss_scale_window"):
         _positive(problems, f"{section}.{field}", getattr(run, field))
     for field in ("schedule_tokens", "decay_end_tokens", "early_eval_every"):
         _positive(problems, f"{section}.{field}", getattr(run, field), optional=True)
@@ -697,6 +710,9 @@ def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[s
         problems.append(f"{section}.decay_end_tokens: {run.decay_end_tokens} must be within the schedule: at least one "
                         f"batch and at most schedule_tokens ({schedule * run.batch_sequences * seq_len})")
         decay = schedule
+    if run.schedule in GPT_NEOX_SCHEDULES and run.decay_end_tokens is not None:
+        problems.append(f"{section}.decay_end_tokens: schedule {run.schedule} has no separate decay end (GPT-NeoX's cosine spans "
+                        f"the schedule, schedule_tokens); set it to null")
     if run.max_lr <= 0:
         problems.append(f"{section}.max_lr: {run.max_lr} must be > 0")
     if run.min_lr is not None and not 0 <= run.min_lr <= run.max_lr:
@@ -799,6 +815,14 @@ def warmup_steps(run: Optimization, seq_len: int) -> int:
     from rewarm import schedules
 
     return schedules.warmup_steps_for(schedule_steps(run, seq_len), run.warmup_steps, run.warmup_fraction)
+
+
+def warmup_exact(run: Optimization, seq_len: int) -> float:
+    """The warm-up as GPT-NeoX counts it, a real number of steps (the `neox-` schedules): warmup_steps, or
+    warmup_fraction x the schedule's length unrounded (1% of 131,296 steps: 1312.96)."""
+    from rewarm import schedules
+
+    return schedules.warmup_exact(schedule_steps(run, seq_len), run.warmup_steps, run.warmup_fraction)
 
 
 def decay_steps(run: Optimization, seq_len: int) -> int:

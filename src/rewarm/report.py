@@ -98,13 +98,14 @@ def fit_curve(steps: list[int], losses: list[float], lrs: list[float]) -> CurveF
     """Least squares for L0, A, C >= 0 (the law's constants are positive: a negative L0 would let a
     near-logarithm fit the points and extrapolate badly) at each alpha of a grid; the best alpha
     wins. `lrs[i]` is the rate of update i, so the loss logged at step s follows updates 0..s-1.
-    None if too few points."""
+    Points where no learning has happened yet (S1 = 0: GPT-NeoX's warm-up runs its first update at LR 0) are
+    left out, since the law's S1^-alpha is undefined there. None if too few points."""
     import itertools
 
     import numpy as np
 
     s1, s2 = lr_areas(lrs)
-    points = [(s1[s - 1], s2[s - 1], loss) for s, loss in zip(steps, losses) if 0 < s <= len(lrs)]
+    points = [(s1[s - 1], s2[s - 1], loss) for s, loss in zip(steps, losses) if 0 < s <= len(lrs) and s1[s - 1] > 0]
     if len(points) < 4:
         return None
     x1, x2, y = (np.array(v, dtype=float) for v in zip(*points))

@@ -14,6 +14,12 @@ without a wasted zero-LR update (as nanoGPT's `get_lr`). After warm-up each
 schedule has its own shape and reaches `min_lr` at `decay_steps - 1`.
 Bind the parameters with `functools.partial` (`build`).
 
+The two `neox-` schedules are GPT-NeoX's `AnnealingLR` exactly, warm-up included, as the papers' authors
+ran it: `neox-floored-cosine` as it was until pull request 1008 (Gupta et al. 2023's runs, and Pythia's
+pre-training), `neox-cosine` as it is since pull requests 1008 and 1011 (Ibrahim et al. 2024's runs).
+Their warm-up is GPT-NeoX's, not the one above: `warmup_steps` is a real number (warm-up fraction x
+train-iters: 1% of 131,296 is 1312.96) and update s < W runs at max_lr x s / W, the first at LR 0.
+
 The infinite schedules (`infinite-cosine`, `infinite-inv-sqrt`) are Ibrahim et al. 2024's, phase for
 phase and with the authors' parameters (their GPT-NeoX names beside ours in `infinite`). They replace
 rewarm's earlier `infinite` (a cooldown to plateau_ratio x max_lr and a linear annealing, rewarm's own
@@ -28,7 +34,10 @@ from collections.abc import Callable
 
 Schedule = Callable[[int], float]
 
-NAMES = ("cosine", "constant", "linear", "wsd", "infinite-cosine", "infinite-inv-sqrt", "rex")
+NAMES = ("cosine", "constant", "linear", "wsd", "infinite-cosine", "infinite-inv-sqrt", "rex", "neox-floored-cosine", "neox-cosine")
+GPT_NEOX = ("neox-floored-cosine", "neox-cosine")
+"""GPT-NeoX's own cosine (`AnnealingLR`), update by update: warm-up from LR 0 over a real number of steps, a
+cosine laid over the whole schedule (its train-iters, or lr-decay-iters where set); no separate decay end."""
 INFINITE = {"infinite-cosine": "cosine", "infinite-inv-sqrt": "inverse_sqrt"}
 """The infinite schedules by name, with their cooldown's shape (the authors' lr-decay-style:
 `cosine_cooldown_infinite`, `inverse_sqrt_infinite`)."""
@@ -154,13 +163,42 @@ def rex(step: int, *, max_lr: float, min_lr: float, total_steps: int, decay_step
     return min_lr + (max_lr - min_lr) * remaining / (0.5 + 0.5 * remaining)
 
 
+def neox_floored_cosine(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: float) -> float:
+    """GPT-NeoX's `AnnealingLR` "cosine" until pull request 1008 (megatron/learning_rates.py at commit 8b3f1c28,
+    2023-07-27), as Gupta et al. 2023 ran it: T = total_steps (their train-iters, 131,296; no lr-decay-iters),
+    W = warmup_steps (real), s the 0-based update:
+    1) n = min(s, T - W);
+    2) warm-up while W > 0 and s <= W: max_lr x n / W (0 at s = 0);
+    3) after it, a cosine over the whole schedule from max_lr: max_lr / 2 x (1 + cos(pi (n - W) / T)), which
+       would reach 0 only at n - W = T;
+    4) floored at min_lr: the cosine meets 0.1 x max_lr at n - W = 0.795 T (239B tokens of the 297B with 1%
+       warm-up: the paper's "minimum at 240B, constant thereafter"), and the LR stays there."""
+    n = min(step, total_steps - warmup_steps)
+    if warmup_steps > 0 and step <= warmup_steps:
+        return max_lr * n / warmup_steps
+    lr = max_lr / 2.0 * (math.cos(math.pi * (n - warmup_steps) / total_steps) + 1)
+    return max(lr, min_lr)
+
+
+def neox_cosine(step: int, *, max_lr: float, min_lr: float, total_steps: int, warmup_steps: float) -> float:
+    """GPT-NeoX's `AnnealingLR` "cosine" since pull requests 1008 and 1011 (August 2023), as Ibrahim et al. 2024
+    ran it: T = total_steps (their lr-decay-iters = train-iters, 132,366 per 300B tokens), W = warmup_steps (real):
+    1) warm-up while W > 0 and s <= W: max_lr x s / W (0 at s = 0);
+    2) a cosine from max_lr at W to min_lr at T: min_lr + (max_lr - min_lr) / 2 x (1 + cos(pi (s - W) / (T - W)));
+    3) floored at min_lr (kept from the code before; the cosine does not go below it before T)."""
+    if warmup_steps > 0 and step <= warmup_steps:
+        return max_lr * step / warmup_steps
+    lr = min_lr + (max_lr - min_lr) / 2.0 * (math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps)) + 1)
+    return max(lr, min_lr)
+
+
 def build(
     name: str,
     *,
     max_lr: float,
     min_lr: float,
     total_steps: int,
-    warmup_steps: int,
+    warmup_steps: float,
     decay_steps: int | None = None,
     decay_fraction: float = 0.2,
     decay_shape: str = "1-sqrt",
@@ -170,7 +208,15 @@ def build(
     timescale: float = 10.0,
 ) -> Schedule:
     """The schedule `name` with its parameters bound: a function of the step alone. `total_steps`
-    is the schedule's length; the decay ends at `decay_steps` (None: at the end of the schedule)."""
+    is the schedule's length; the decay ends at `decay_steps` (None: at the end of the schedule). The GPT-NeoX
+    schedules take no decay end (their cosine spans the schedule) and a real `warmup_steps`."""
+    if name in GPT_NEOX:
+        if decay_steps is not None and decay_steps != total_steps:
+            raise ValueError(f"schedule {name} has no separate decay end: its cosine spans the schedule's {total_steps} steps")
+        if not 0 <= warmup_steps < total_steps:
+            raise ValueError(f"warm-up {warmup_steps} must be in [0, total_steps = {total_steps})")
+        function = neox_floored_cosine if name == "neox-floored-cosine" else neox_cosine
+        return functools.partial(function, max_lr=max_lr, min_lr=min_lr, total_steps=total_steps, warmup_steps=warmup_steps)
     decay_steps = total_steps if decay_steps is None else decay_steps
     if not 0 < decay_steps <= total_steps:
         raise ValueError(f"decay_steps {decay_steps} must be in [1, total_steps = {total_steps}]")
@@ -193,6 +239,12 @@ def build(
 def warmup_steps_for(total_steps: int, warmup_steps: int | None, warmup_fraction: float | None) -> int:
     """Warm-up in steps, given in steps or as a fraction of the schedule's length `total_steps`
     (the paper sweeps 0, 0.5%, 1%, 2% of its 297B-token schedule)."""
+    return round(warmup_exact(total_steps, warmup_steps, warmup_fraction))
+
+
+def warmup_exact(total_steps: int, warmup_steps: int | None, warmup_fraction: float | None) -> float:
+    """Warm-up as GPT-NeoX counts it: warmup_fraction x the schedule's length as a real number (its
+    `warmup_iter = warmup * num_iters`, megatron/training.py), or the steps given."""
     if warmup_steps is not None:
-        return warmup_steps
-    return round((warmup_fraction or 0.0) * total_steps)
+        return float(warmup_steps)
+    return (warmup_fraction or 0.0) * total_steps

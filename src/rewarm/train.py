@@ -94,9 +94,11 @@ class Plan:
                 f"batch_sequences {run.batch_sequences} does not split into {world} processes x micro-batches of "
                 f"{run.micro_batch_sequences}"
             )
+        neox = run.schedule in schedules.GPT_NEOX  # GPT-NeoX's own: a real warm-up, no separate decay end
         schedule = schedules.build(
             run.schedule, max_lr=run.max_lr, min_lr=cfg.min_lr(run), total_steps=length,
-            decay_steps=cfg.decay_steps(run, seq_len), warmup_steps=warmup,
+            decay_steps=None if neox else cfg.decay_steps(run, seq_len),
+            warmup_steps=cfg.warmup_exact(run, seq_len) if neox else warmup,
             decay_fraction=run.decay_fraction, decay_shape=run.decay_shape, constant_lr=run.constant_lr,
             cooldown_end_fraction=run.cooldown_end_fraction, constant_end_fraction=run.constant_end_fraction,
             timescale=run.timescale,
@@ -193,10 +195,12 @@ def build_optimizer(model, run: cfg.Optimization, device: torch.device) -> torch
     return torch.optim.AdamW(groups, lr=run.max_lr, betas=betas, eps=run.eps, fused=device.type in ("cuda", "cpu"))
 
 
-def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
-    """Dynamic loss scaling for fp16 (a step whose gradients overflow is skipped and the scale lowered);
-    disabled, a pass-through, for the other precisions."""
-    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+def grad_scaler(precision: str, device: torch.device, window: int = 2000) -> torch.amp.GradScaler:
+    """Dynamic loss scaling for fp16 (a step whose gradients overflow is skipped and the scale halved; the
+    scale doubles after `window` steps without overflow); disabled, a pass-through, for the other precisions.
+    Against DeepSpeed's scaler (the papers' runs): the same start (2^16), halving and doubling; torch has no
+    hysteresis (DeepSpeed halves only at the 2nd overflow in a row) and no minimum scale."""
+    return torch.amp.GradScaler(device.type, growth_interval=window, enabled=precision == "fp16")
 
 
 def shard_model(model, precision: str) -> None:
@@ -614,7 +618,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     if sharded:
         shard_model(model, precision)
     optimizer = build_optimizer(model, run, device)
-    scaler = grad_scaler(precision, device)
+    scaler = grad_scaler(precision, device, run.loss_scale_window)
     if sharded:
         state = load_sharded_state(state_dir, fingerprint, model, optimizer)
     else:
@@ -667,8 +671,11 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     tokens_per_step = run.batch_sequences * seq_len
     clock, clock_step = time.perf_counter(), start
     preemption = Preemption()
+    # The schedule advances once per applied update, as DeepSpeed's does under GPT-NeoX: an fp16 step skipped
+    # for overflow leaves the learning rate where it was (the papers' runs, fp16 with dynamic loss scaling).
+    skipped_steps = sum(1 for row in history.steps if row.get("skipped"))
     for step in range(start, plan.total_steps):
-        lr = plan.schedule(step)
+        lr = plan.schedule(step - skipped_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = step_batch(data, plan, run, streams, step, rank, world).to(device)
@@ -700,6 +707,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             raise TrainingDiverged(f"{label}: gradient norm is not finite at step {step} although the loss is {train_loss:.4g} "
                                    f"(lr {lr:.3g}); the step was not applied; last saved state kept in {state_dir}")
         if skipped:
+            skipped_steps += 1
             log.warning("%s: step %d: gradients overflowed in fp16; step skipped, loss scale lowered to %g (dynamic loss scaling)",
                         label, step, scaler.get_scale())
         done = step + 1
