@@ -27,10 +27,11 @@ def test_same_seed_same_bytes_other_seed_other_documents(tmp_path):
 
 
 def paper_weights(corpus: str) -> dict[str, float]:
-    """The real corpora's part weights, as config/paper.yaml declares them (from the papers' tables)."""
+    """The real corpora's part weights, as config/paper.yaml's validation mixtures declare them (from the papers'
+    tables: the Pile's component weights, SlimPajama's seven sets at Gupta et al.'s Table 1 shares; the authors'
+    training file leaves two of them out)."""
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
-    split = "val" if corpus == "upstream" else "train"
-    return paper["corpora"][corpus][split]["mixture"]["weights"]
+    return paper["corpora"][corpus]["val"]["mixture"]["weights"]
 
 
 def shares(records, key: str) -> collections.Counter:
