@@ -353,6 +353,7 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=clone).stdout
     assert "Data and pipelines are up to date" in run("dvc", "repro", cwd=clone).stdout
     assert digests(clone / "runs") == digests(project / "runs")
+    check_adopt_after_pull(project, clone, tmp_path)
 
     # DVC experiments on the same params: an override reaches the cells, `dvc exp show` lists it.
     run("git", "config", "user.name", "rewarm", cwd=clone)
@@ -363,6 +364,50 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert [row["step"] for row in rows] == [0, 20, 40]
     shown = run("dvc", "exp", "show", "--json", cwd=clone).stdout
     assert "train.eval_every" in shown or '"eval_every": 20' in shown
+
+
+def planned_jobs(project: Path) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job `snakemake -n` plans."""
+    text = snakemake("-n", "--cores", "1", cwd=project).stdout
+    blocks = re.split(r"^(?:local)?rule (\w+):$", text, flags=re.MULTILINE)
+    jobs = set()
+    for rule, body in zip(blocks[1::2], blocks[2::2]):
+        wildcards = re.search(r"^    wildcards: (.*)$", body, re.MULTILINE)
+        jobs.add((rule, wildcards.group(1) if wildcards else ""))
+    return jobs
+
+
+def check_adopt_after_pull(project: Path, clone: Path, tmp_path: Path) -> None:
+    """Issue 29: after `dvc pull`, `rewarm adopt` lets Snakemake take DVC's outputs as done. Then `snakemake -n`
+    plans nothing; adding one cell plans that cell's jobs and the report; a clone that pulled one cell's
+    stage with its dependencies plans only what it lacks. Nothing is changed in the files."""
+    assert len(planned_jobs(clone)) > 20  # without it: pulled files have the times of the pull and no metadata
+    rewarm("adopt", cwd=clone)
+    assert planned_jobs(clone) == set()
+    assert digests(clone / "runs") == digests(project / "runs") and digests(clone / "evals") == digests(project / "evals")
+    assert "Data and pipelines are up to date" in run("dvc", "status", cwd=clone).stdout
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["grid"]["studies"]["extra"] = {"vary": {"max_lr": [1e-3]}}
+    write_params(clone / "params.yaml", params)
+    (added,) = set(json.loads(rewarm("grid", "--format", "json", cwd=clone).stdout)) - set(grid_file(clone)["cells"])
+    assert planned_jobs(clone) == {("train", f"cell={added}"), ("evaluate", f"cell={added}"), ("benchmark", f"cell={added}"),
+                                   ("report", ""), ("all", "")}
+    run("git", "checkout", "params.yaml", cwd=clone)
+
+    partial = tmp_path / "partial"
+    run("git", "clone", "-q", str(project), str(partial), cwd=tmp_path)
+    listing = grid_file(partial)
+    cell = next(iter(listing["trained"]))
+    run("dvc", "pull", "--with-deps", f"train@{cell}", cwd=partial)
+    rewarm("adopt", cwd=partial)
+    planned = planned_jobs(partial)
+    assert {w.removeprefix("cell=") for rule, w in planned if rule == "train"} == set(listing["trained"]) - {cell}
+    assert ("evaluate", f"cell={cell}") in planned  # not pulled: its stage comes after train@<cell>
+    assert not {job for job in planned if job[0] in ("generate", "tokenizer", "pretrain")}  # pulled as train@<cell>'s deps
+    # An output that differs from dvc.lock is never taken as done.
+    (partial / "runs" / cell / "metrics.json").write_text("{}")
+    refused = rewarm("adopt", cwd=partial, check=False)
+    assert refused.returncode == 1 and f"train@{cell}: output runs/{cell}/metrics.json differs from dvc.lock" in refused.stderr
 
 
 def git_commit(project: Path, message: str) -> None:

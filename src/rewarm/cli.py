@@ -36,6 +36,7 @@ Stages, in pipeline order (Snakemake rules and DVC stages of the same names call
   grid       list the grid's cells and their parameters (and write the file dvc.yaml reads)
   plan       what the grid costs before it runs: tokens, steps, FLOPs, GPU-hours, disk, GPU memory
   params     the merged, checked configuration (e.g. params.yaml + config/paper.yaml for DVC)
+  adopt      after `dvc pull`: Snakemake takes DVC's outputs as done (snakemake --touch, checked by dvc status)
 
 Every stage reads the configuration from --params (default: params.yaml) and
 refuses to start if any key is wrong, listing every problem at once.
@@ -324,6 +325,12 @@ def cmd_params(args: argparse.Namespace) -> None:
         print(text, end="")
 
 
+def cmd_adopt(args: argparse.Namespace) -> None:
+    from rewarm import adopt
+
+    adopt.main([a for a in args.snakemake_args if a != "--"], args.cores)
+
+
 def _pair(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
@@ -454,6 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")
     sub.add_argument("--write", metavar="YAML", help="write the cells as YAML for dvc.yaml's `vars` (workflow/grid.yaml), and "
                      "the studies' `dvc plots` overlays to plots/dvc.yaml beside it (workflow/plots/dvc.yaml)")
+
+    sub = commands.add_parser(
+        "adopt", help="After `dvc pull` or `dvc checkout`: Snakemake takes DVC's outputs as done and reruns none of them.",
+        description="After `dvc pull` (all of it, or `dvc pull --with-deps <stages>`) or `dvc checkout`: checks with `dvc "
+                    "status` that the outputs present are the ones dvc.lock records, then runs `snakemake --touch`, which "
+                    "records their jobs as done in Snakemake's metadata without running them. `snakemake` then makes only "
+                    "what is absent, and what a changed configuration asks for.")
+    sub.set_defaults(func=cmd_adopt)
+    sub.add_argument("--cores", type=int, default=1, help="cores for Snakemake's bookkeeping (default: 1; nothing is run)")
+    sub.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- SNAKEMAKE_ARGS",
+                     help="further arguments for Snakemake after `--`, e.g. `-- --configfile config/paper.yaml`")
     return parser
 
 
