@@ -353,7 +353,6 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=clone).stdout
     assert "Data and pipelines are up to date" in run("dvc", "repro", cwd=clone).stdout
     assert digests(clone / "runs") == digests(project / "runs")
-    check_adopt_after_pull(project, clone, tmp_path)
 
     # DVC experiments on the same params: an override reaches the cells, `dvc exp show` lists it.
     run("git", "config", "user.name", "rewarm", cwd=clone)
@@ -387,7 +386,7 @@ def check_adopt_after_pull(project: Path, clone: Path, tmp_path: Path) -> None:
     assert digests(clone / "runs") == digests(project / "runs") and digests(clone / "evals") == digests(project / "evals")
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=clone).stdout
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["grid"]["studies"]["extra"] = {"vary": {"max_lr": [1e-3]}}
+    params["grid"]["studies"]["extra"] = {"vary": {"max_lr": [7e-4]}}  # a learning rate no cell has
     write_params(clone / "params.yaml", params)
     (added,) = set(json.loads(rewarm("grid", "--format", "json", cwd=clone).stdout)) - set(grid_file(clone)["cells"])
     assert planned_jobs(clone) == {("train", f"cell={added}"), ("evaluate", f"cell={added}"), ("benchmark", f"cell={added}"),
@@ -426,6 +425,14 @@ def test_dvc_commit_after_snakemake_leaves_nothing_to_do(snakemake_run, tmp_path
     run("dvc", "commit", "--force", cwd=project)
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=project).stdout
     assert "Data and pipelines are up to date" in run("dvc", "repro", cwd=project).stdout
+    # The round trip of issue 29: the lock and a remote, then a fresh clone that pulls and adopts.
+    run("dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"), cwd=project)
+    git_commit(project, "results")
+    run("dvc", "push", cwd=project)
+    clone = tmp_path / "clone"
+    run("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
+    run("dvc", "pull", cwd=clone)
+    check_adopt_after_pull(project, clone, tmp_path)
 
 
 def snakemake_outputs(project: Path) -> set[tuple[str, str]]:
