@@ -343,3 +343,21 @@ def test_corrupt_weights_are_refused_naming_the_file(prepared_copy, damage):
         result = select(prepared_copy, "mine", "checkpoints/base/mine", check=False)
         assert result.returncode == 1 and f"{weights}: unreadable safetensors file" in result.stderr, result.stderr[-2000:]
         assert not (prepared_copy / "checkpoints/base/mine").exists()
+
+
+@pytest.mark.bad_input
+def test_a_pickle_with_code_is_refused_as_unsafe_not_loaded(tmp_path):
+    """An optimizer state whose checksum matches but that pickles a function (loading it would have to run code):
+    refused naming the file as unsafe, and the message does not suggest loading it with weights_only=False."""
+    import subprocess
+
+    from rewarm.data.sources import file_sha256
+    from rewarm.io import UnsafeFileError
+
+    path = tmp_path / checkpoints.OPTIMIZER_STATE
+    torch.save({"state": {}, "hook": subprocess.run}, path)
+    (tmp_path / checkpoints.OPTIMIZER_CHECKSUM).write_text(file_sha256(path) + "\n")
+    with pytest.raises(UnsafeFileError) as caught:
+        checkpoints.load_optimizer_state(tmp_path)
+    assert str(caught.value).startswith(f"{path}: refused as unsafe") and "weights_only=False" not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # torch's advice is not chained in

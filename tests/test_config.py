@@ -165,3 +165,20 @@ def test_bad_training_parameters(train, expected):
 def test_model_must_hold_the_sequence_length():
     with pytest.raises(cfg.ConfigError, match=r"model.max_position_embeddings: 32 is shorter than prepare.seq_len \(64\)"):
         cfg.from_dict(small_params(model={"max_position_embeddings": 32}))
+
+
+@pytest.mark.bad_input
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  max_lr: 1.0e-3\nprepare:\n  seq_len: 64\ntrain:\n  tokens: 100\n")
+    with pytest.raises(cfg.ConfigError, match=r"key 'train' is given twice \(first on line 1, again on line 5\)"):
+        cfg.load(path)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("section, name", [("checkpoints", "scratch\n"), ("corpora", "news\n")])
+def test_a_name_ending_in_a_newline_is_refused(section, name):
+    """A newline would split Snakemake's shell commands and file names; `$` in a regular expression lets one through."""
+    entry = {"type": "scratch"} if section == "checkpoints" else {"val": {"type": "demo", "domain": "news", "documents": 1}}
+    with pytest.raises(cfg.ConfigError, match=f"{section}.{name.strip()}\n: .* name must match"):
+        cfg.from_dict(small_params(**{section: {name: entry}}))

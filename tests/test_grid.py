@@ -118,6 +118,7 @@ def test_without_studies_the_grid_is_the_reference_cell():
          "grid.studies.s.vary[0]: schedule_tokens: 5120 is shorter than the run"),
         ({"s": {"settings": {"unknown_key": 1}, "vary": {"max_lr": [1e-3]}}}, "grid.studies.s.vary[0].unknown_key: unknown key"),
         ({"a.b": {"vary": {"max_lr": [1e-3]}}}, "grid.studies.a.b: study name must match"),
+        ({"a\n": {"vary": {"max_lr": [1e-3]}}}, "grid.studies.a\n: study name must match"),
     ],
 )
 def test_bad_grid_is_refused_naming_the_cell(studies, expected):

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from rewarm import config as cfg
-from rewarm.io import atomic_dir, check_free_space
+from rewarm.io import atomic_dir, check_free_space, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ def load_optimizer_state(model_dir: Path) -> dict | None:
     """The optimizer state kept in a model directory (None when it has none), checked against its
     checksum and read with torch.load(weights_only=True): tensors and numbers only, no code."""
     path = _verified_optimizer_state(model_dir)
-    return None if path is None else torch.load(path, map_location="cpu", weights_only=True)
+    return None if path is None else load_tensors(path)
 
 
 def copy_optimizer_state(source: Path, out_dir: Path) -> None:

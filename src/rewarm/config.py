@@ -25,7 +25,8 @@ from rewarm.schedules import GPT_NEOX as GPT_NEOX_SCHEDULES
 # Names that become directory names, Snakemake wildcards and DVC stage keys: no path
 # separators, no `..`, no shell metacharacters (names cannot escape the project), and no
 # dots, which DVC reads as key separators in `params: - corpora.<name>`.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""Used with `fullmatch` only: `match` with `$` would let a name end in a newline."""
 
 
 class ConfigError(ValueError):
@@ -476,6 +477,25 @@ class Config:
 # -- loading -----------------------------------------------------------------------------------
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last silently, so a
+    second `train:` section would replace the first), naming both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (first on line {first[key] + 1}, again on line "
+                                    f"{key_node.start_mark.line + 1})", key_node.start_mark)
+                first[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: YAML's own error follows
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(paths: list[str | Path] | str | Path, base_dir: str | Path = ".") -> Config:
     """Read one or more YAML files (later ones deep-merged over earlier ones, as Snakemake's
     `--configfile` does) and validate them."""
@@ -484,7 +504,7 @@ def load(paths: list[str | Path] | str | Path, base_dir: str | Path = ".") -> Co
     merged: dict = {}
     for path in paths:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.load(Path(path).read_text(), Loader=UniqueKeyLoader) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: configuration file not found") from None
         except yaml.YAMLError as error:
@@ -620,7 +640,7 @@ def _check(config: Config, base_dir: Path) -> list[str]:
         elif corpus.train is None or corpus.val is None:
             problems.append(f"corpora.{name}: needs both a `train` and a `val` source")
     for name, corpus in config.corpora.items():
-        if not SAFE_NAME.match(str(name)):
+        if not SAFE_NAME.fullmatch(str(name)):
             problems.append(f"corpora.{name}: corpus name must match {SAFE_NAME.pattern} (letters, digits, _ -)")
         if corpus is not None and not corpus.splits():
             problems.append(f"corpora.{name}: needs at least one of `train`, `val`")
@@ -760,7 +780,7 @@ def _check_checkpoints(config: Config, base_dir: Path) -> list[str]:
     revisions = {f"step{s}" for s in config.pretrain.checkpoint_steps} | {"final"}
     for name, spec in config.checkpoints.items():
         key = f"checkpoints.{name}"
-        if not SAFE_NAME.match(str(name)):
+        if not SAFE_NAME.fullmatch(str(name)):
             problems.append(f"{key}: checkpoint name must match {SAFE_NAME.pattern} (letters, digits, _ -)")
         if isinstance(spec, PretrainCheckpoint) and spec.revision not in revisions:
             problems.append(f"{key}.revision: {spec.revision!r} is not one of {', '.join(sorted(revisions))} (pretrain.checkpoint_steps)")
@@ -778,7 +798,7 @@ def _check_benchmark(spec: BenchmarkConfig | None) -> list[str]:
         return []
     problems = []
     for name, shots in spec.tasks.items():
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", str(name)):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)):
             problems.append(f"benchmark.tasks.{name}: not a harness task name (letters, digits, _ . -)")
         if not isinstance(shots, int) or isinstance(shots, bool) or shots < 0:
             problems.append(f"benchmark.tasks.{name}: few-shot examples must be an integer >= 0, got {_show(shots)}")

@@ -209,7 +209,7 @@ def _declared(config: cfg.Config, problems: list[str] | None = None):
     reference = cfg.to_dict(config.train)
     for study_name, study in declared_studies(config).items():
         base = f"grid.studies.{study_name}"
-        if not cfg.SAFE_NAME.match(str(study_name)):
+        if not cfg.SAFE_NAME.fullmatch(str(study_name)):
             problems.append(f"{base}: study name must match {cfg.SAFE_NAME.pattern} (letters, digits, _ -)")
         for where, overrides in _study_overrides(study, base):
             unknown = [axis for axis in overrides if axis not in AXES]

@@ -25,6 +25,25 @@ FAILURE = "failure.json"
 log = logging.getLogger(__name__)
 
 
+class UnsafeFileError(ValueError):
+    """A pickled file that holds more than tensors and numbers: it is not loaded."""
+
+
+def load_tensors(path: str | Path):
+    """torch.load(weights_only=True) on the CPU. A file holding anything else (objects whose loading would run
+    code) is refused as unsafe, without torch's own advice to retry with weights_only=False."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UnsafeFileError(f"{path}: refused as unsafe: it holds objects other than tensors and numbers, which only "
+                              f"code from the file could rebuild; it was not loaded (rewarm writes no such file: "
+                              f"restore it from the run that made it, or delete it)") from None
+
+
 class DiskSpaceError(OSError):
     """Not enough free disk space for an output, found before writing it."""
 

@@ -36,7 +36,7 @@ from rewarm.checkpoints import unwrap
 from rewarm.data.shards import DATA_ORDER, ShardReader, ShuffledStream, VerifiedStamp
 from rewarm.data.sources import file_sha256
 from rewarm.evaluate import autocast_for, mean_loss, perplexity, pick_device, resolve_precision
-from rewarm.io import FAILURE, PARTIAL, atomic_dir, check_free_space, exclusive, remove_stale_partials, write_json, write_text
+from rewarm.io import FAILURE, PARTIAL, atomic_dir, check_free_space, exclusive, load_tensors, remove_stale_partials, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def load_state(state_dir: Path, fingerprint: str) -> dict | None:
     state_path = state_dir / str(index.get("file"))
     if not state_path.is_file() or file_sha256(state_path) != index.get("sha256"):
         raise StateError(f"{state_path}: checksum does not match {index_path} (truncated or altered state); delete {state_dir} to start afresh")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = load_tensors(state_path)
     state["history"] = History(**json.loads(state["history"]))
     return state
 
@@ -397,7 +397,7 @@ def load_sharded_state(state_dir: Path, fingerprint: str, model, optimizer) -> d
     loaded = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(loaded, checkpoint_id=str(path))
     set_state_dict(unwrap(model), optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
-    state = torch.load(path / SHARDED_EXTRA, map_location="cpu", weights_only=True)
+    state = load_tensors(path / SHARDED_EXTRA)
     state["history"] = History(**json.loads(state["history"]))
     if index.get("processes") != world and rank == 0:
         log.warning("%s: state saved by %s processes, resumed on %d: resharded; the run continues as it would have "
