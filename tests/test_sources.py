@@ -182,3 +182,26 @@ def test_fingerprint_follows_content(tmp_path):
     assert sources.fingerprint(source, [path]) == before
     write_zst(path, lines_of(SLIMPAJAMA))
     assert sources.fingerprint(source, [path]) != before
+
+
+def test_gzip_jsonl_as_some_pile_mirrors_ship_it(tmp_path):
+    import gzip
+
+    path = tmp_path / "00.jsonl.gz"
+    path.write_bytes(gzip.compress(lines_of(PILE * 50)))
+    texts, stats = read(path)
+    assert texts == [r["text"] for r in PILE * 50] and stats.documents == 150
+
+
+@pytest.mark.bad_input
+def test_truncated_or_corrupt_gzip_names_file(tmp_path):
+    import gzip
+
+    full = gzip.compress(lines_of(PILE * 200))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(full[: len(full) // 2])
+    with pytest.raises(CorpusError, match=rf"{path}:\d+: corrupt or truncated gzip data"):
+        read(path)
+    path.write_bytes(b"this is not gzip at all")
+    with pytest.raises(CorpusError, match=rf"{path}:1: corrupt or truncated gzip data"):
+        read(path)

@@ -114,7 +114,7 @@ def read_parts(
 
 
 def read_jsonl(path: str | Path, text_field: str, stats: ReadStats, on_bad_record: str = "error") -> Iterator[str]:
-    """Texts of a `.jsonl` or `.jsonl.zst` file. Bad records raise CorpusError naming file and
+    """Texts of a `.jsonl`, `.jsonl.zst` or `.jsonl.gz` file. Bad records raise CorpusError naming file and
     line, or are counted and skipped with on_bad_record='skip'."""
     return (text for text, _ in read_jsonl_parts(path, text_field, stats, on_bad_record))
 
@@ -182,7 +182,7 @@ def _bad(message: str, stats: ReadStats, on_bad_record: str) -> Iterator[str]:
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of a text file, decompressing `.zst` on the fly.
+    """(line number, bytes) of a text file, decompressing `.zst` (and `.gz`) on the fly.
 
     A truncated or corrupt zstd stream raises CorpusError naming the file and the
     line reached: `zstandard`'s stream reader ends silently on a truncated frame,
@@ -203,6 +203,9 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _decoded_chunks(path: Path, line_reached) -> Iterator[bytes]:
+    if path.suffix == ".gz":  # gzip, as some of the Pile's mirrors ship it
+        yield from _gzip_chunks(path, line_reached)
+        return
     with open(path, "rb") as f:
         if path.suffix != ".zst":
             while chunk := f.read(_CHUNK_BYTES):
@@ -226,6 +229,22 @@ def _decoded_chunks(path: Path, line_reached) -> Iterator[bytes]:
                     in_frame = False
         if in_frame:
             raise CorpusError(f"{path}:{line_reached()}: truncated zstd stream (file ends inside a frame)")
+
+
+def _gzip_chunks(path: Path, line_reached) -> Iterator[bytes]:
+    """A gzip file's decompressed bytes; a corrupt or truncated one raises CorpusError naming the file and line."""
+    import gzip
+    import zlib
+
+    with gzip.open(path, "rb") as f:
+        while True:
+            try:
+                chunk = f.read(_CHUNK_BYTES)
+            except (OSError, EOFError, zlib.error) as error:
+                raise CorpusError(f"{path}:{line_reached()}: corrupt or truncated gzip data ({error})") from None
+            if not chunk:
+                return
+            yield chunk
 
 
 def read_hf(source: HfSource) -> Iterator[dict]:
