@@ -74,8 +74,8 @@ class DemoSource:
 
 @dataclasses.dataclass(frozen=True)
 class JsonlSource:
-    """JSON lines with a text field, plain (`.jsonl`) or zstd-compressed
-    (`.jsonl.zst`, as the Pile and SlimPajama ship; or `.jsonl.gz`), one file or a glob."""
+    """JSON lines with a text field, plain (`.jsonl`), zstd-compressed (`.jsonl.zst`, as the Pile and
+    SlimPajama ship) or gzip-compressed (`.jsonl.gz`), one file or a glob."""
 
     type: Literal["jsonl"]
     path: str
