@@ -24,6 +24,14 @@ def test_missing_params_file_is_a_clear_error(tmp_path):
     assert "params.yaml: configuration file not found" in result.stderr
 
 
+@pytest.mark.bad_input
+@pytest.mark.parametrize("stage", ["evaluate", "train"])
+def test_a_val_without_its_name_is_a_usage_error(stage, tmp_path):
+    result = rewarm(stage, "--val", "data/tokens/upstream/val", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "argument --val: expected NAME=PATH, got 'data/tokens/upstream/val'" in result.stderr
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.DOTALL)

@@ -130,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"cell {args.cell!r} is not in the grid (cells: {', '.join(cells)}); after changing the grid or the "
             f"`train` section, regenerate DVC's list of cells: rewarm grid --write workflow/grid.yaml"
         )
-    val = dict(_pair(v) for v in args.val)
+    val = dict(args.val)
     final = train.train_cell(config, cells[args.cell], Path(args.base), Path(args.train), val, Path(args.out), Path(args.state),
                              Path(args.replay) if args.replay else None)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("val/") and k.endswith("/ppl"))
@@ -153,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
     config = _load(args)
     val = {name: f"{args.tokens}/{name}/val" for name in config.eval_corpora()} if args.tokens else {}
-    val.update(_pair(v) for v in args.val or [])
+    val.update(args.val or [])
     if not val:
         raise cfg.ConfigError("nothing to evaluate: give --tokens DIR (every corpus with a `val` split) or --val NAME=PATH")
     results = evaluate_model(args.model, val, args.batch, config.train.device, config.train.precision)
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("train", cmd_train, "Re-warm a base checkpoint on downstream shards (one grid cell); resumes after a kill.")
     sub.add_argument("--base", required=True, help="base model directory (from `rewarm select`)")
     sub.add_argument("--train", required=True, help="downstream train shards (e.g. data/tokens/downstream/train)")
-    sub.add_argument("--val", action="append", required=True, metavar="NAME=PATH",
+    sub.add_argument("--val", action="append", required=True, metavar="NAME=PATH", type=_pair,
                      help="validation shards to evaluate during training; repeat (e.g. upstream=data/tokens/upstream/val)")
     sub.add_argument("--replay", help="upstream train shards for replay (needed when replay_fraction > 0)")
     sub.add_argument("--state", required=True, help="resumable state directory, kept outside the output (e.g. state/runs/<cell>)")
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--model", required=True, help="a Hugging Face model directory (runs/<cell>/model or checkpoints/base/<name>)")
     sub.add_argument("--tokens", metavar="DIR", help="evaluate every corpus of the configuration with a `val` split: "
                      "DIR/<corpus>/val (upstream, downstream and any extra held-out corpus; e.g. data/tokens)")
-    sub.add_argument("--val", action="append", metavar="NAME=PATH", help="validation shards, in addition to --tokens; repeat")
+    sub.add_argument("--val", action="append", metavar="NAME=PATH", type=_pair, help="validation shards, in addition to --tokens; repeat")
     sub.add_argument("--batch", type=int, default=None, help="sequences per forward pass; results do not depend on it (default: what fills the GPU, 16 on the CPU)")
     sub.add_argument("--threads", type=int, help="CPU threads for torch")
     sub.add_argument("--out", required=True, help="JSON file to write")
