@@ -232,6 +232,27 @@ def test_a_corrupt_record_fails_its_part_and_nothing_is_assembled(project_copy):
     assert wrong.returncode == 2 and "--part: 2 is not a part of this configuration (prepare.parts is 2: 0 to 1)" in wrong.stderr
 
 
+@pytest.mark.bad_input
+def test_a_part_naming_a_shard_outside_its_directory_is_refused(project_copy):
+    """A `part.json` edited to name `../../../../x.arrow`: assemble refuses it naming the file, links nothing
+    from outside the part, and writes no output."""
+    common = ("--corpus", "news", "--tokenizer", "data/tokenizer")
+    for part in (0, 1):
+        rewarm("prepare", *common, "--part", str(part), "--out", f"data/parts/news/{part}", cwd=project_copy)
+    # news ships in one file: the part that holds it has the shard
+    record_path, record, shard = next((path, record, shard) for path in sorted(project_copy.glob("data/parts/news/*/val/part.json"))
+                                      for record in [json.loads(path.read_text())]
+                                      for unit in record["units"] for shard in unit["shards"])
+    (project_copy / "x.arrow").write_bytes((record_path.parent / shard["file"]).read_bytes())
+    shard["file"] = "../../../../x.arrow"
+    record_path.write_text(json.dumps(record))
+    refused = rewarm("assemble", "--corpus", "news", "--parts", "data/parts/news/0", "data/parts/news/1", "--out",
+                     "data/tokens/news", cwd=project_copy, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"{record_path.relative_to(project_copy)}: shard '../../../../x.arrow' is not a file name inside" in refused.stderr
+    assert not (project_copy / "data/tokens/news").exists()
+
+
 def with_extra_corpus(project: Path, content: bytes, **overrides) -> None:
     """Add a held-out corpus `extra` read from a JSON-lines file with this content."""
     (project / "extra.jsonl").write_bytes(content)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -145,3 +146,15 @@ def test_resident_memory_does_not_grow_with_corpus_size(tmp_path):
     assert sequences == 100_000
     assert anon_grown < 8 * 2**20, f"private memory grew by {anon_grown / 2**20:.1f} MiB reading a 200 MB split"
     assert file_mapped > 2000 * seq_len * 2  # the sequences read really came through the mapping
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("name", ["../../outside.arrow", "/etc/passwd", "sub/shard.arrow", ".."])
+def test_a_manifest_naming_a_file_outside_its_directory_is_refused(split, tmp_path, name):
+    path, _ = split
+    (tmp_path / "outside.arrow").write_bytes((path / "shard-00001.arrow").read_bytes())
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["shards"][0]["file"] = name
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match=rf"{path / MANIFEST}: shard '{re.escape(name)}' is not a file name inside"):
+        ShardReader(path)

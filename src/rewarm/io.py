@@ -25,6 +25,13 @@ FAILURE = "failure.json"
 log = logging.getLogger(__name__)
 
 
+def plain_file_name(name: object) -> bool:
+    """Whether `name` names a file in the directory it is read from, and nowhere else: no separator, not `.` or
+    `..`, nothing absolute (a manifest naming `../../x.arrow` must not reach outside its directory)."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "\\" not in name
+            and "\0" not in name)
+
+
 class UnsafeFileError(ValueError):
     """A pickled file that holds more than tensors and numbers: it is not loaded."""
 

@@ -31,7 +31,7 @@ from rewarm.data import sources
 from rewarm.data import tokenizer as tok
 from rewarm.data.packing import SCHEMA_VERSION, MixtureBudget, Packer, ShardWriter, token_dtype
 from rewarm.data.shards import MANIFEST
-from rewarm.io import atomic_dir, check_free_space, write_json
+from rewarm.io import atomic_dir, check_free_space, plain_file_name, write_json
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,11 @@ def assemble(config: cfg.Config, corpus: str, part_dirs: list[str | Path], out_d
                 raise sources.CorpusError(
                     f"{path}: a part of {record.get('corpus')!r} in {record.get('parts')} parts (schema {record.get('schema_version')}); "
                     f"expected {corpus!r} in {parts} parts (prepare.parts), schema {SCHEMA_VERSION}")
+            outside = [shard.get("file") for unit in record.get("units", []) for shard in unit.get("shards", [])
+                       if not plain_file_name(shard.get("file"))]
+            if outside:
+                raise sources.CorpusError(f"{path}: shard {outside[0]!r} is not a file name inside {path.parent} (refused: a "
+                                          f"part names only the shards beside it)")
             if found.setdefault(record["part"], part_dir) != part_dir:
                 raise sources.CorpusError(f"{part_dir}: part {record['part']} is also {found[record['part']]}")
             partials[split].append({**record, "dir": str(part_dir / split)})

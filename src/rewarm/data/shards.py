@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from rewarm.data.packing import COLUMN, READABLE_SCHEMAS
 from rewarm.data.sources import file_sha256
+from rewarm.io import plain_file_name
 
 MANIFEST = "manifest.json"
 DATA_ORDER = 2
@@ -64,6 +65,9 @@ class ShardReader:
         self._starts: list[int] = []
         total = 0
         for shard in self.manifest["shards"]:
+            if not plain_file_name(shard.get("file")):
+                raise ShardError(f"{self.split_dir / MANIFEST}: shard {shard.get('file')!r} is not a file name inside "
+                                 f"{self.split_dir} (refused: a manifest names only the shards beside it)")
             path = self.split_dir / shard["file"]
             if isinstance(verify, VerifiedStamp):
                 verify.verify(path, shard)
