@@ -361,3 +361,15 @@ def test_a_pickle_with_code_is_refused_as_unsafe_not_loaded(tmp_path):
         checkpoints.load_optimizer_state(tmp_path)
     assert str(caught.value).startswith(f"{path}: refused as unsafe") and "weights_only=False" not in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__  # torch's advice is not chained in
+
+
+@pytest.mark.bad_input
+def test_weights_missing_a_layer_are_refused_naming_the_tensors(prepared_copy):
+    """config.json says 3 layers, the weights hold 2 (checksums rewritten, as a careless copy would): loading it
+    is an error naming the missing tensors, not a model with a randomly initialised third layer."""
+    base = prepared_copy / edited_base(prepared_copy, "short", num_hidden_layers=3)
+    with pytest.raises(checkpoints.CheckpointError) as caught:
+        checkpoints.load_model(base)
+    message = str(caught.value)
+    assert message.startswith(f"{base}: its weights do not match config.json: tensors missing: gpt_neox.layers.2.")
+    assert "(12)" in message  # layer 2's 12 tensors: 2 LayerNorms (weight, bias) and 4 linear layers (weight, bias)

@@ -254,7 +254,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", verify: boo
     check_model_dir(path)
     if verify:
         verify_weights(path)
-    model = GPTNeoXForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa")
+    model, info = GPTNeoXForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa",
+                                                     output_loading_info=True)
+    # transformers only reports these and initialises missing tensors at random: a model with a layer missing
+    # would be trained and evaluated as if it were whole.
+    wrong = {kind: sorted(map(str, info.get(key) or ())) for kind, key in
+             (("missing", "missing_keys"), ("unexpected", "unexpected_keys"), ("of the wrong shape", "mismatched_keys"))}
+    if any(wrong.values()):
+        listed = "; ".join(f"{kind}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''} ({len(names)})"
+                           for kind, names in wrong.items() if names)
+        raise CheckpointError(f"{path}: its weights do not match config.json: tensors {listed}")
     return model.to(device)
 
 
