@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from rewarm.schedules import GPT_NEOX as GPT_NEOX_SCHEDULES
+from rewarm import schedules
 
 # Names that become directory names, Snakemake wildcards and DVC stage keys: no path
 # separators, no `..`, no shell metacharacters (names cannot escape the project), and no
@@ -730,7 +730,7 @@ def _check_optimization(run: Optimization, section: str, seq_len: int) -> list[s
         problems.append(f"{section}.decay_end_tokens: {run.decay_end_tokens} must be within the schedule: at least one "
                         f"batch and at most schedule_tokens ({schedule * run.batch_sequences * seq_len})")
         decay = schedule
-    if run.schedule in GPT_NEOX_SCHEDULES and run.decay_end_tokens is not None:
+    if run.schedule in schedules.GPT_NEOX and run.decay_end_tokens is not None:
         problems.append(f"{section}.decay_end_tokens: schedule {run.schedule} has no separate decay end (GPT-NeoX's cosine spans "
                         f"the schedule, schedule_tokens); set it to null")
     if run.max_lr <= 0:
@@ -832,16 +832,12 @@ def schedule_steps(run: Optimization, seq_len: int) -> int:
 
 def warmup_steps(run: Optimization, seq_len: int) -> int:
     """The run's warm-up in steps: warmup_steps, or warmup_fraction of the schedule's length."""
-    from rewarm import schedules
-
     return schedules.warmup_steps_for(schedule_steps(run, seq_len), run.warmup_steps, run.warmup_fraction)
 
 
 def warmup_exact(run: Optimization, seq_len: int) -> float:
     """The warm-up as GPT-NeoX counts it, a real number of steps (the `neox-` schedules): warmup_steps, or
     warmup_fraction x the schedule's length unrounded (1% of 131,296 steps: 1312.96)."""
-    from rewarm import schedules
-
     return schedules.warmup_exact(schedule_steps(run, seq_len), run.warmup_steps, run.warmup_fraction)
 
 

@@ -94,11 +94,10 @@ class Plan:
                 f"batch_sequences {run.batch_sequences} does not split into {world} processes x micro-batches of "
                 f"{run.micro_batch_sequences}"
             )
-        neox = run.schedule in schedules.GPT_NEOX  # GPT-NeoX's own: a real warm-up, no separate decay end
+        neox = run.schedule in schedules.GPT_NEOX  # GPT-NeoX's own warm-up: a real number of steps
         schedule = schedules.build(
             run.schedule, max_lr=run.max_lr, min_lr=cfg.min_lr(run), total_steps=length,
-            decay_steps=None if neox else cfg.decay_steps(run, seq_len),
-            warmup_steps=cfg.warmup_exact(run, seq_len) if neox else warmup,
+            decay_steps=cfg.decay_steps(run, seq_len), warmup_steps=cfg.warmup_exact(run, seq_len) if neox else warmup,
             decay_fraction=run.decay_fraction, decay_shape=run.decay_shape, constant_lr=run.constant_lr,
             cooldown_end_fraction=run.cooldown_end_fraction, constant_end_fraction=run.constant_end_fraction,
             timescale=run.timescale,
