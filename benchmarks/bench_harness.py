@@ -26,10 +26,11 @@ def build_model(work: Path, params: Path) -> Path:
     """A demo-shaped model, untrained, with its tokenizer (what `rewarm select` makes of a scratch checkpoint)."""
     from rewarm import checkpoints
     from rewarm import config as cfg
+    from rewarm import grid
     from rewarm.data import demo
     from rewarm.data import tokenizer as tok
 
-    config = cfg.load(params)
+    config = grid.load(params)
     tokenizer_dir = work / "tokenizer"
     texts = (r["text"] for r in demo.generate_records("upstream", 2000, seed=0))
     tok.save_trained(tok.train_bpe(texts, vocab_size=config.tokenizer.vocab_size), tokenizer_dir)
@@ -68,13 +69,13 @@ def main() -> None:
     import torch
 
     from rewarm import benchmark
-    from rewarm import config as cfg
+    from rewarm import grid
 
     torch.set_num_threads(1)  # as the pipeline's jobs run (threads: 1)
     work = Path(tempfile.mkdtemp(prefix="bench-harness-"))
     params = Path(args.params).resolve()
     model = Path(args.model).resolve() if args.model else build_model(work, params)
-    config = cfg.load(params)
+    config = grid.load(params)
     config = dataclasses.replace(config, benchmark=dataclasses.replace(config.benchmark, limit=args.limit))
     tasks = Path(args.tasks).resolve() if args.tasks else work / "tasks"
     if not args.tasks:

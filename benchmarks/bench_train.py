@@ -40,7 +40,7 @@ SIZES = {
 def make_shards(root: Path, rows: int, seq_len: int, vocab: int) -> Path:
     """Random token sequences as a prepared split (the loop's speed does not depend on the text)."""
     from rewarm.data.packing import SCHEMA_VERSION, ShardWriter
-    from rewarm.data.sources import file_sha256
+    from rewarm.io import file_sha256
 
     root.mkdir(parents=True)
     tokens = np.random.default_rng(0).integers(0, vocab, size=(rows, seq_len), dtype=np.uint16)
@@ -48,7 +48,7 @@ def make_shards(root: Path, rows: int, seq_len: int, vocab: int) -> Path:
     writer.add(tokens)
     files = writer.close()
     manifest = {"schema_version": SCHEMA_VERSION, "tokenizer": {"fingerprint": "bench"}, "seq_len": seq_len,
-                "shards": [{"file": n, "rows": r, "sha256": file_sha256(root / n)} for n, r in files]}
+                "shards": [{"file": n, "rows": r, "bytes": (root / n).stat().st_size, "sha256": file_sha256(root / n)} for n, r in files]}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 
@@ -93,7 +93,9 @@ def loop_overheads(size: dict, steps: int, work: Path) -> dict[str, float]:
     DVCLive's summary, are every eval_every steps and are left out)."""
     from rewarm import config as cfg
     from rewarm.data.shards import ShardReader, ShuffledStream
-    from rewarm.train import Data, History, MetricsLog, Plan, step_batch
+    from rewarm.config import Plan
+    from rewarm.metrics import History, MetricsLog
+    from rewarm.train import Data, step_batch
 
     split = make_shards(work / "shards", size["batch"] * steps, size["seq_len"], size["vocab"])
     reader = ShardReader(split, verify=False)

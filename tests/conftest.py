@@ -1,56 +1,23 @@
 """Shared fixtures: a throwaway tokenizer trained in-process (as nanochat's tests do), demo
-corpora written to temporary files, and a helper that runs the real `rewarm` command."""
+corpora written to temporary files, the small project prepared once, the whole pipeline run once
+under Snakemake; and the markers' hooks. Helpers live in tests/project.py (no test module here)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from rewarm import config as cfg
-from rewarm import grid
 from rewarm.data import demo
 from rewarm.data import tokenizer as tok
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.project import SECRET, TEST_PARAMS, copy_of, copy_project, rewarm, run_env, small_params, snakemake, write_params
 
 # No test may reach the network: the hub clients fail fast instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-
-
-def small_params(**overrides) -> dict:
-    """The reduced configuration of `.test/params.yaml` (the demo's shape, tiny sizes), with overrides."""
-    params = yaml.safe_load((ROOT / ".test/params.yaml").read_text())
-    return cfg.deep_merge(params, overrides)
-
-
-def write_params(path: Path, params: dict) -> Path:
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
-
-
-def run_env() -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def rewarm(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real `rewarm` command line in `cwd`."""
-    result = subprocess.run(
-        [sys.executable, "-m", "rewarm", *args], cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"rewarm {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return result
 
 
 @pytest.fixture(scope="session")
@@ -80,12 +47,6 @@ def small_project(tmp_path_factory) -> Path:
     return root
 
 
-def copy_of(source: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "project"
-    shutil.copytree(source, dest)
-    return dest
-
-
 @pytest.fixture
 def project_copy(tmp_path, small_project) -> Path:
     """A writable copy of the small project."""
@@ -109,29 +70,10 @@ def prepared_copy(tmp_path, prepared_project) -> Path:
     return copy_of(prepared_project, tmp_path)
 
 
-def train_args(cell: str, base: str = "checkpoints/base/scratch", out: str | None = None, state: str | None = None) -> list[str]:
-    return [
-        "train", "--cell", cell, "--base", base,
-        "--train", "data/tokens/downstream/train", "--replay", "data/tokens/upstream/train",
-        "--val", "upstream=data/tokens/upstream/val", "--val", "downstream=data/tokens/downstream/val",
-        "--state", state or f"state/runs/{cell}", "--out", out or f"runs/{cell}",
-    ]
-
-
-def cell_of(project: Path) -> str:
-    return next(iter(grid.cells(cfg.load(project / "params.yaml"))))
-
-
-# A hub token and remote credentials set for the whole-pipeline run: no file it writes may hold them.
-SECRET = "hf_rewarmTestSecret0123456789"
-
-
 @pytest.fixture(scope="session")
 def snakemake_run(tmp_path_factory) -> Path:
     """The whole pipeline under Snakemake on the small configuration (same stages, tiny sizes),
     with secrets in the environment, as a user logged in to the hub and a DVC remote has."""
-    from tests.test_workflow import TEST_PARAMS, copy_project, snakemake
-
     project = copy_project(tmp_path_factory.mktemp("snakemake"), TEST_PARAMS)
     env = {**run_env(), "HF_TOKEN": SECRET, "HUGGING_FACE_HUB_TOKEN": SECRET, "AWS_SECRET_ACCESS_KEY": SECRET}
     result = snakemake("--cores", "2", cwd=project, env=env)
@@ -156,10 +98,18 @@ NEEDS = {
 }
 
 
+# Fixtures that run a whole pipeline or several training processes: a test that uses one is `slow`.
+HEAVY_FIXTURES = {"snakemake_run", "torchrun_run", "fsdp_run"}
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `slurm` need a SLURM installation (scripts/setup.sh --with-slurm installs one
     where apt-get and root are at hand), tests marked `gpu` a CUDA device; without them they are
-    left out, and the summary says so in capitals."""
+    left out, and the summary says so in capitals. A test that uses one of the HEAVY_FIXTURES or runs
+    SLURM is `slow`: the fast tier (`-m "not slow"`) leaves it out."""
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())) or "slurm" in item.keywords:
+            item.add_marker(pytest.mark.slow)
     for marker, (missing, _) in NEEDS.items():
         left_out = [item for item in items if marker in item.keywords]
         if left_out and missing():

@@ -13,8 +13,9 @@ import yaml
 
 from rewarm import benchmark
 from rewarm import config as cfg
+from rewarm import grid
 from rewarm.data import demo
-from tests.conftest import rewarm, small_params
+from tests.project import rewarm, small_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def demo_config(**benchmark_overrides) -> cfg.Config:
     params = small_params()
     params["benchmark"] = {**params["benchmark"], **benchmark_overrides}
-    return cfg.from_dict(params)
+    return grid.from_dict(params)
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +53,10 @@ def test_demo_tasks_are_written_in_the_harness_format(task_dir, monkeypatch, tmp
     for example in cloze:
         assert any(text.rstrip(".").endswith(f"{example['context']} {example['target']}") for text in texts), example
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-    assert set(benchmark.DEMO_TASKS) <= set(manager.all_tasks)
+    assert set(cfg.DEMO_TASKS) <= set(manager.all_tasks)
     # The same files again, byte for byte (a pure function of the configuration).
     benchmark.write_demo_tasks(demo_config(), tmp_path / "again")
-    for name in benchmark.DEMO_TASKS:
+    for name in cfg.DEMO_TASKS:
         assert (tmp_path / "again" / f"{name}.jsonl").read_bytes() == (task_dir / f"{name}.jsonl").read_bytes()
         task = yaml.safe_load((task_dir / f"{name}.yaml").read_text())
         assert task["task"] == name and task["dataset_kwargs"]["data_files"]["test"] == f"{task_dir.as_posix()}/{name}.jsonl"
@@ -122,7 +123,7 @@ def test_pipeline_scores_match_a_direct_computation(snakemake_run):
     assert metrics["acc"] == pytest.approx(sum(greedy for _, greedy in pairs) / len(pairs))
     assert metrics["perplexity"] == pytest.approx(math.exp(-sum(ll for ll, _ in pairs) / len(pairs)), rel=1e-5)
     # What makes the scores comparable is recorded with them.
-    from rewarm.data.sources import file_sha256
+    from rewarm.io import file_sha256
     import lm_eval
 
     assert recorded["weights_sha256"] == {name: file_sha256(model_dir / name) for name in ("config.json", "model.safetensors")}
@@ -146,6 +147,30 @@ def test_scores_are_identical_across_reruns_and_batch_sizes(prepared_project, ta
         assert task["examples"] == 12
         for metric, value in task["metrics"].items():
             assert one["tasks"][name]["metrics"][metric] == pytest.approx(value, rel=1e-5), (name, metric)
+
+
+def test_the_harness_own_files_are_kept_in_its_format(prepared_project, task_dir, monkeypatch, tmp_path):
+    """Beside the summary, the harness's own results (lm_eval.utils.make_table reads them, as its
+    leaderboards do) and every example's outputs (log_samples), the same bytes on a rerun."""
+    from lm_eval.utils import make_table
+
+    monkeypatch.chdir(task_dir.parents[1])
+    config = demo_config(limit=6, tasks={"demo_next_word": 0, "demo_cloze": 2})
+    model = prepared_project / "checkpoints/base/scratch"
+    summary = benchmark.run_benchmark(config, model, task_dir, harness_out=tmp_path / "first")
+    harness = json.loads((tmp_path / "first/results.json").read_text())
+    table = make_table(harness)
+    for name, task in summary["tasks"].items():
+        row = next(line for line in table.splitlines() if line.startswith(f"|{name}"))
+        assert f"{task['metrics']['acc']:.4f}" in row and f"|{task['num_fewshot']}|" in row.replace(" ", "")
+    assert harness["n-shot"] == {"demo_next_word": 0, "demo_cloze": 2}
+    for name in summary["tasks"]:
+        samples = [json.loads(line) for line in (tmp_path / f"first/samples_{name}.jsonl").read_text().splitlines()]
+        assert len(samples) == 6 and {"doc", "target", "resps"} <= set(samples[0])
+    benchmark.run_benchmark(config, model, task_dir, harness_out=tmp_path / "again")
+    for path in sorted((tmp_path / "first").iterdir()):
+        if path.name != ".rewarm-output":
+            assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_tasks_with_different_few_shot_counts_each_get_theirs(prepared_project, task_dir, monkeypatch):
@@ -222,18 +247,49 @@ def test_bad_benchmark_settings_are_refused(section, message):
     params = small_params()
     params["benchmark"] = section
     with pytest.raises(cfg.ConfigError) as refused:
-        cfg.from_dict(params)
+        grid.from_dict(params)
     assert message in str(refused.value)
 
 
 def test_benchmarks_switch_off():
     """`benchmark: null` or no tasks: no benchmark jobs listed for either front end."""
-    from rewarm.cli import grid_listing
+    from rewarm.dvcfile import grid_listing
 
     for section in (None, {"tasks": {}}):
         params = small_params()
         params["benchmark"] = section
-        listing = grid_listing(cfg.from_dict(params))
+        listing = grid_listing(grid.from_dict(params))
         assert listing["benchmarking"] == [] and listing["benchmarked"] == [] and listing["benchmarked_base"] == []
-    listing = grid_listing(cfg.from_dict(small_params()))
+    listing = grid_listing(grid.from_dict(small_params()))
     assert listing["benchmarking"] == ["tasks"] and len(listing["benchmarked"]) == len(listing["cells"])
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("task_extra, other, refused", [
+    ({}, None, None),
+    ({"include": "base.yaml"}, "metric_list:\n  - metric: acc\n", None),  # another plain file of the directory: fine
+    ({"include": "/etc/evil.yaml"}, None, "include '/etc/evil.yaml' refused"),
+    ({"include": "../evil.yaml"}, None, "include '../evil.yaml' refused"),
+    ({"include": "base.yaml"}, "process_results: !function evil.run\n", "base.yaml: not valid YAML, or a tag such as !function"),
+    ({"include": "demo_cloze.yaml"}, None, "include 'demo_cloze.yaml' refused"),  # itself
+])
+def test_task_files_include_only_plain_files_of_the_directory_and_run_no_code(tmp_path, task_extra, other, refused):
+    """The harness imports and runs the Python a `!function` tag names, in a task file or in one it
+    includes: a task may include only another plain file of the tasks directory, and no file may carry
+    a tag. Checked before the harness is imported."""
+    (tmp_path / "demo_cloze.jsonl").write_text(json.dumps({"text": "a", "target": "b"}) + "\n")
+    task = {**benchmark.demo_task_config("demo_cloze", str(tmp_path / "demo_cloze.jsonl")), **task_extra}
+    (tmp_path / "demo_cloze.yaml").write_text(yaml.safe_dump(task))
+    if other is not None:
+        (tmp_path / "base.yaml").write_text(other)
+    problems = benchmark.check_task_dir(tmp_path, ["demo_cloze"])
+    if refused is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and refused in problems[0], problems
+
+
+def test_a_task_file_with_a_function_tag_is_refused(tmp_path):
+    (tmp_path / "t.yaml").write_text("task: t\nprocess_results: !function evil.run\n")
+    problems = benchmark.check_task_dir(tmp_path, ["t"])
+    assert len(problems) == 1 and "t.yaml: not valid YAML, or a tag such as !function" in problems[0]

@@ -13,8 +13,9 @@ from transformers import AutoModelForCausalLM, GPTNeoXForCausalLM
 
 from rewarm import checkpoints
 from rewarm import config as cfg
+from rewarm import grid
 from rewarm.data import tokenizer as tok
-from tests.conftest import cell_of, rewarm, small_params, write_params
+from tests.project import cell_of, rewarm, small_params, write_params
 
 
 def select(project: Path, name: str, out: str, check: bool = True, extra: tuple[str, ...] = ()):
@@ -27,6 +28,7 @@ def state_dicts_equal(a: Path, b: Path) -> bool:
     return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
 
 
+@pytest.mark.slow
 def test_scratch_is_seeded_and_complete(prepared_copy):
     select(prepared_copy, "scratch", "checkpoints/base/again")
     base = prepared_copy / "checkpoints/base"
@@ -135,6 +137,7 @@ def test_hub_revision_from_the_cache(prepared_copy, tmp_path, monkeypatch):
     assert AutoModelForCausalLM.from_pretrained(str(out)).config.model_type == "gpt_neox"
 
 
+@pytest.mark.slow
 def test_pretrain_series_and_selecting_from_it(prepared_copy):
     rewarm("pretrain", "--tokenizer", "data/tokenizer", "--train", "data/tokens/upstream/train",
            "--val", "data/tokens/upstream/val", "--state", "state/pretrain", "--out", "checkpoints/pretrain",
@@ -159,7 +162,7 @@ def test_pretrain_revision_must_exist():
     params = small_params()
     params["checkpoints"]["mid"] = {"type": "pretrain", "revision": "step30"}
     with pytest.raises(cfg.ConfigError, match=r"checkpoints.mid.revision: 'step30' is not one of final, step0, step20"):
-        cfg.from_dict(params)
+        grid.from_dict(params)
 
 
 class PickleBomb:
@@ -224,7 +227,7 @@ def edited_base(project: Path, name: str, **changes) -> str:
     ({"model_type": "gpt2"}, "model_type 'gpt2', expected 'gpt_neox'"),
 ])
 def test_checkpoint_that_cannot_train_on_the_shards_is_refused(prepared_copy, changes, message):
-    from tests.conftest import train_args
+    from tests.project import train_args
 
     base = edited_base(prepared_copy, "edited", **changes)
     cell = cell_of(prepared_copy)
@@ -232,12 +235,18 @@ def test_checkpoint_that_cannot_train_on_the_shards_is_refused(prepared_copy, ch
     assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (prepared_copy / "runs" / cell / "metrics.json").exists()
+    # `evaluate` refuses it too, before loading the weights (it failed with an IndexError deep in the forward pass)
+    evaluated = rewarm("evaluate", "--model", base, "--val", "upstream=data/tokens/upstream/val", "--out", "evals/edited.json",
+                       cwd=prepared_copy, check=False)
+    assert evaluated.returncode == 1 and "Traceback" not in evaluated.stderr, evaluated.stderr[-2000:]
+    assert message.replace("the shards' sequences", "the sequences of data/tokens/upstream/val") in evaluated.stderr, evaluated.stderr[-2000:]
+    assert not (prepared_copy / "evals/edited.json").exists()
 
 
 @pytest.mark.bad_input
 def test_tokenizer_other_than_the_shards_is_refused(prepared_copy, tmp_path):
     """A base checkpoint whose tokenizer is not the one the shards were made with."""
-    from tests.conftest import cell_of, train_args
+    from tests.project import cell_of, train_args
 
     base = prepared_copy / "checkpoints/base/other-tokenizer"
     shutil.copytree(prepared_copy / "checkpoints/base/scratch", base)
@@ -315,6 +324,7 @@ def test_hub_revision_with_bin_and_sharded_safetensors_takes_the_safetensors(pre
     assert checkpoints.hub_download_bytes(planned, patterns) == 700 + 4_000_000_000 + 1_500_000_000 + 30_000  # the cached tokenizer is not counted
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 @pytest.mark.parametrize("damage", ["truncated", "altered"])
 def test_corrupt_weights_are_refused_naming_the_file(prepared_copy, damage):
@@ -351,7 +361,7 @@ def test_a_pickle_with_code_is_refused_as_unsafe_not_loaded(tmp_path):
     refused naming the file as unsafe, and the message does not suggest loading it with weights_only=False."""
     import subprocess
 
-    from rewarm.data.sources import file_sha256
+    from rewarm.io import file_sha256
     from rewarm.io import UnsafeFileError
 
     path = tmp_path / checkpoints.OPTIMIZER_STATE
@@ -373,3 +383,41 @@ def test_weights_missing_a_layer_are_refused_naming_the_tensors(prepared_copy):
     message = str(caught.value)
     assert message.startswith(f"{base}: its weights do not match config.json: tensors missing: gpt_neox.layers.2.")
     assert "(12)" in message  # layer 2's 12 tensors: 2 LayerNorms (weight, bias) and 4 linear layers (weight, bias)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("changes, listed", [
+    ({"num_hidden_layers": 3}, "tensors missing: gpt_neox.layers.2."),
+    ({"intermediate_size": 1024}, "tensors of the wrong shape: gpt_neox.layers.0.mlp.dense_4h_to_h.weight"),
+])
+def test_a_local_checkpoint_whose_weights_disagree_with_its_config_is_refused_at_select(prepared_copy, changes, listed):
+    """Checked when it is selected, on the meta device (no weight loaded, whatever its size), not first in
+    `evaluate` or `train`: the select job fails naming the tensors and writes no checkpoint."""
+    source = edited_base(prepared_copy, "elsewhere", **changes)
+    params = small_params(checkpoints={"mine": {"type": "local", "path": source}})
+    write_params(prepared_copy / "params.yaml", params)
+    result = rewarm("select", "--name", "mine", "--tokenizer", "data/tokenizer", "--out", "checkpoints/base/mine",
+                    cwd=prepared_copy, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "its weights do not match config.json: " + listed in result.stderr, result.stderr[-2000:]
+    assert not (prepared_copy / "checkpoints/base/mine").exists()
+
+
+def test_model_directories_ask_for_no_key_value_cache(prepared_project, tmp_path):
+    """What select and training write says `use_cache: false` (Pythia's says true: the harness's log-likelihood
+    passes built a cache at their batch), its checksum updated: a forward pass with the defaults, as the harness
+    makes, builds none, and the directory still verifies."""
+    base = prepared_project / "checkpoints/base/scratch"
+    assert json.loads((base / "config.json").read_text())["use_cache"] is False
+    checkpoints.verify_weights(base)
+    model = checkpoints.load_model(base)
+    assert model(input_ids=torch.zeros((1, 8), dtype=torch.long)).past_key_values is None
+    # A directory from elsewhere that asks for the cache: disabled, its checksum rewritten, its weights not re-hashed.
+    other = tmp_path / "pythia-like"
+    shutil.copytree(base, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "use_cache": True}))
+    checkpoints.write_checksums(other)
+    checkpoints.disable_cache(other)
+    assert json.loads((other / "config.json").read_text())["use_cache"] is False
+    checkpoints.verify_weights(other)

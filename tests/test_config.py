@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from rewarm import config as cfg
-from tests.conftest import ROOT, small_params
+from rewarm import grid
+from rewarm.io import resolve_glob
+from tests.project import ROOT, small_params
 
 
 def test_shipped_params_load_into_dataclasses():
@@ -74,6 +76,48 @@ def test_bad_value_names_key_and_allowed(override, expected):
 
 
 @pytest.mark.bad_input
+@pytest.mark.parametrize("override, expected", [
+    # a number YAML reads as something else is a type error, reported before any cross-check can trip on it
+    ({"train": {"max_lr": "3e-4"}}, "train.max_lr: expected float, got '3e-4' (str)"),
+    ({"prepare": {"seq_len": "64"}}, "prepare.seq_len: expected int, got '64' (str)"),
+    ({"train": {"tokens": "20k"}}, "train.tokens: expected int, got '20k' (str)"),
+    ({"train": {"warmup_fraction": "1%"}}, "train.warmup_fraction: expected float, got '1%' (str)"),
+    # every number is finite: NaN and infinity are refused wherever a number goes
+    ({"train": {"grad_clip": float("nan")}}, "train.grad_clip: nan is not a finite number"),
+    ({"train": {"max_lr": float("nan")}}, "train.max_lr: nan is not a finite number"),
+    ({"train": {"eps": float("inf")}}, "train.eps: inf is not a finite number"),
+    ({"train": {"weight_decay": float("-inf")}}, "train.weight_decay: -inf is not a finite number"),
+    ({"corpora": {"downstream": {"train": {"max_tokens": 1000, "mixture": {"field": "meta.redpajama_set_name",
+                                                                          "weights": {"RedPajamaC4": float("inf")}}}}}},
+     "corpora.downstream.train.mixture.weights.RedPajamaC4: inf is not a finite number"),
+    ({"train": {"seed": -1}}, "train.seed: -1 must be >= 0 (a seed)"),
+    ({"checkpoints": {"scratch": {"type": "scratch", "seed": -3}}}, "checkpoints.scratch.seed: -3 must be >= 0 (a seed)"),
+    # a name YAML reads as a number
+    ({"corpora": {123: {"val": {"type": "demo", "domain": "news", "documents": 1}}}}, "corpora.123: the name 123 is a int, not a string"),
+])
+def test_wrong_types_and_non_finite_numbers_are_named_not_tracebacks(override, expected):
+    with pytest.raises(cfg.ConfigError) as caught:
+        grid.from_dict(small_params(**override))
+    assert expected in str(caught.value), str(caught.value)
+
+
+@pytest.mark.bad_input
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    """Nine levels of nine aliases each expand to 9^9 (387 million) values: refused by size, in well under
+    a second, with a bounded message."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("train:\n  bomb:\n" + "".join(f"    {line}\n" for line in levels))
+    with pytest.raises(cfg.ConfigError) as caught:
+        grid.load([ROOT / "params.yaml", path], base_dir=ROOT)
+    message = str(caught.value)
+    assert "bomb.yaml: expands to " in message and "values through YAML aliases (at most 1,000,000): refused" in message
+    assert len(message) < 500
+    assert cfg.expanded_size({"a": [1, [2, 3]], "b": "c"}) == 1 + 2 + (1 + 1 + (1 + 2)) + 1  # by hand: keys count too
+
+
+@pytest.mark.bad_input
 def test_upstream_and_downstream_are_required():
     params = small_params()
     del params["corpora"]["downstream"]
@@ -101,7 +145,7 @@ def test_jsonl_glob_resolves_relative_to_project(tmp_path):
     config = cfg.from_dict(params, base_dir=tmp_path)
     source = config.corpora["upstream"].train
     assert source.max_tokens == 1_000_000 and isinstance(source.max_tokens, int)
-    assert [p.name for p in cfg.resolve_glob(source.path, tmp_path)] == ["a.jsonl.zst", "b.jsonl.zst"]
+    assert [p.name for p in resolve_glob(source.path, tmp_path)] == ["a.jsonl.zst", "b.jsonl.zst"]
 
 
 def test_later_files_override_earlier(tmp_path):

@@ -10,9 +10,10 @@ import re
 
 import yaml
 
+from rewarm import grid
 from rewarm.data import demo
 from rewarm.data.sources import ReadStats, read_jsonl, read_jsonl_parts
-from tests.conftest import ROOT
+from tests.project import ROOT
 
 
 def test_same_seed_same_bytes_other_seed_other_documents(tmp_path):
@@ -118,10 +119,9 @@ def test_train_splits_share_documents_validation_splits_do_not():
 
 
 def test_generate_stage_writes_every_demo_source_with_readable_parts(tmp_path):
-    from rewarm import config as cfg
-    from tests.conftest import small_params
+    from tests.project import small_params
 
-    config = cfg.from_dict(small_params())
+    config = grid.from_dict(small_params())
     counts = demo.generate(config, tmp_path / "raw")
     assert counts == {"upstream/train": 600, "upstream/val": 60, "downstream/train": 600, "downstream/val": 60, "news/val": 30}
     path = tmp_path / "raw" / "downstream" / "val.jsonl.zst"

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rewarm import config as cfg
 from rewarm import grid
-from tests.conftest import SECRET, rewarm, run_env, small_params, write_params
-from tests.test_workflow import FRONT_END_PARAMS, copy_project, digests, git_commit, reference_report, run, snakemake
+from rewarm.io import made_by
+from tests.project import (
+    FRONT_END_PARAMS, SECRET, copy_project, digests, git_commit, reference_report, rewarm, run, run_env, small_params, snakemake,
+    write_params,
+)
 
 pytestmark = pytest.mark.fault
 
@@ -114,6 +116,7 @@ def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path)
     assert_same_results(project, snakemake_run, cells)
 
 
+@pytest.mark.slow
 def test_diverging_cell_fails_and_the_report_lists_it(tmp_path):
     """A cell whose loss becomes infinite fails naming the step and value; with --keep-going the
     other cells finish and the report (written when the run ends with errors) lists it as failed."""
@@ -123,7 +126,7 @@ def test_diverging_cell_fails_and_the_report_lists_it(tmp_path):
     params["benchmark"] = None  # training's failure is the point: no harness jobs
     project = copy_project(tmp_path / "diverging", params)
     cells = list(cells_of(project))
-    bad = grid.cell_name(grid.cells(cfg.from_dict(params))[cells[-1]])
+    bad = grid.cell_name(grid.cells(grid.from_dict(params))[cells[-1]])
     assert "lr-1000000" in bad
     result = snakemake("--cores", "2", "--keep-going", cwd=project, check=False)
     assert result.returncode != 0
@@ -140,6 +143,7 @@ def test_diverging_cell_fails_and_the_report_lists_it(tmp_path):
     assert all(f"| {cell} |" in report for cell in cells[:-1])
 
 
+@pytest.mark.slow
 def test_two_dvc_runs_at_once_the_second_is_refused(tmp_path):
     """DVC's repository lock: a second `dvc repro` while the first runs fails with DVC's message."""
     project = copy_project(tmp_path / "dvc-lock", {**small_params(grid={"studies": {}}), "benchmark": None})  # DVC tracks the `grid` key
@@ -157,9 +161,10 @@ def test_two_dvc_runs_at_once_the_second_is_refused(tmp_path):
     assert first.returncode == 0, (project / "first.log").read_text()[-2000:]
 
 
+@pytest.mark.slow
 def test_two_trainings_of_one_cell_at_once(prepared_copy):
     """Without a front end, the cell's state directory is locked: a second `rewarm train` refuses."""
-    from tests.conftest import cell_of, train_args
+    from tests.project import cell_of, train_args
 
     write_params(prepared_copy / "params.yaml", small_params(train={"tokens": 20480 * 20}))  # long enough to overlap
     cell = cell_of(prepared_copy)
@@ -178,6 +183,40 @@ def test_two_trainings_of_one_cell_at_once(prepared_copy):
     assert first.returncode == 143 and json.loads((prepared_copy / "state/runs" / cell / "state.json").read_text())["step"] > 0
 
 
+NO_FLOCK = (  # a file system without flock (Lustre mounted without it): flock fails with ENOSYS
+    "import errno, fcntl, sys, time\n"
+    "def missing(*args):\n"
+    "    raise OSError(errno.ENOSYS, 'Function not implemented')\n"
+    "fcntl.flock = missing\n"
+    "from rewarm.io import BusyError, exclusive\n"
+    "try:\n"
+    "    with exclusive(sys.argv[1], 'training of the cell'):\n"
+    "        print('held', flush=True)\n"
+    "        time.sleep(float(sys.argv[2]))\n"
+    "except BusyError as error:\n"
+    "    print(error, flush=True)\n"
+)
+
+
+@pytest.mark.fault
+def test_the_state_lock_works_without_flock_and_is_taken_over_from_a_dead_holder(tmp_path):
+    """Where the file system has no flock, the lock is a marker file naming its holder: a second
+    process is refused while the holder lives, and takes the lock once the holder was killed."""
+    state = tmp_path / "state"
+    holder = subprocess.Popen([sys.executable, "-c", NO_FLOCK, str(state), "600"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = subprocess.run([sys.executable, "-c", NO_FLOCK, str(state), "0"], capture_output=True, text=True, timeout=60)
+        assert refused.stdout.strip() == f"{state}: training of the cell is already running in another process; wait for it " \
+                                         "to finish or stop it", refused.stderr
+    finally:
+        holder.kill()  # SIGKILL: the marker stays behind, naming a process that is gone
+        holder.wait()
+    assert (state / ".rewarm-lock").exists()
+    taken = subprocess.run([sys.executable, "-c", NO_FLOCK, str(state), "0"], capture_output=True, text=True, timeout=60)
+    assert taken.stdout.strip() == "held", taken.stderr
+
+
 def test_disk_too_small_for_shards_stops_before_writing(project_copy):
     """A source far larger than the free space (a sparse file: its size is real, its blocks are not)."""
     free = os.statvfs(project_copy).f_bavail * os.statvfs(project_copy).f_frsize
@@ -194,6 +233,7 @@ def test_disk_too_small_for_shards_stops_before_writing(project_copy):
     assert not list((project_copy / "data").glob("tokens/extra*"))
 
 
+@pytest.mark.slow
 def test_disk_too_small_for_a_checkpoint_stops_before_writing(project_copy):
     """A scratch model of trillions of bytes: refused before any weight is allocated."""
     params = small_params(model={"hidden_size": 16384, "num_heads": 64, "intermediate_size": 65536, "num_layers": 400})
@@ -213,3 +253,39 @@ def test_no_secret_reaches_logs_metrics_or_tracked_files(snakemake_run):
     assert (snakemake_run / "snakemake-output.log").stat().st_size > 1000
     leaks = [str(p.relative_to(snakemake_run)) for p in written if SECRET.encode() in p.read_bytes()]
     assert leaks == []
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("args, victim, owner", [
+    # the corpus's name left off: data/tokens holds every corpus's shards
+    (["prepare", "--corpus", "upstream", "--tokenizer", "data/tokenizer", "--out", "data/tokens"], "data/tokens", "not an output of rewarm's"),
+    (["tasks", "--out", "data"], "data", "not an output of rewarm's"),
+    (["tasks", "--out", "."], ".", "not an output of rewarm's"),
+    # another stage's output
+    (["select", "--name", "scratch", "--tokenizer", "data/tokenizer", "--out", "data/tokens/upstream"], "data/tokens/upstream",
+     "`rewarm prepare`'s output"),
+    (["tokenizer", "--out", "checkpoints/base/scratch"], "checkpoints/base/scratch", "`rewarm select`'s output"),
+])
+def test_an_out_that_is_not_the_stages_own_is_refused_and_left_as_it_was(prepared_copy, args, victim, owner):
+    """A stage replaces only a directory it made (its marker, .rewarm-output, says so) or an empty one: an --out
+    given by mistake is refused before any work, naming the directory and whose it is, and nothing in it changes."""
+    before = digests(prepared_copy / victim)
+    result = rewarm(*args, cwd=prepared_copy, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"{victim}: exists and is {owner}" in result.stderr and "refusing to replace it" in result.stderr, result.stderr[-2000:]
+    assert digests(prepared_copy / victim) == before
+
+
+def test_a_stage_replaces_its_own_output(prepared_copy):
+    """A stage's own output (or an empty directory) it replaces, as a rerun does."""
+    (prepared_copy / "empty").mkdir()
+    rewarm("tasks", "--out", "empty", cwd=prepared_copy)
+    assert json.loads((prepared_copy / "empty/.rewarm-output").read_text()) == {"made_by": "tasks"}
+    (prepared_copy / "empty/stale.yaml").write_text("left by an earlier run\n")
+    rewarm("tasks", "--out", "empty", cwd=prepared_copy)
+    assert not (prepared_copy / "empty/stale.yaml").exists()
+    # what Snakemake leaves before a job (an output's parent directories) and after one (its timestamp) is not content
+    (prepared_copy / "made/curves").mkdir(parents=True)
+    (prepared_copy / "made/.snakemake_timestamp").touch()
+    rewarm("tasks", "--out", "made", cwd=prepared_copy)
+    assert made_by(prepared_copy / "made") == "tasks"

@@ -3,20 +3,33 @@ earlier than another with the same settings are read from that run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rewarm import config as cfg
 from rewarm import grid
-from tests.conftest import ROOT, small_params
+from tests.project import ROOT, small_params
 
 # .test/params.yaml: 8 x 64 = 512 tokens per step; train.tokens 20480 = 40 steps.
 STEP_TOKENS = 512
 
 
-@pytest.mark.parametrize("path", ["params.yaml", ".test/params.yaml", "config/paper.yaml"])
+# What each shipped configuration is merged after (its header says so): params.yaml, then these.
+MERGED_AFTER = {"config/paper.yaml": [], "config/ibrahim2024.yaml": ["config/paper.yaml"],
+                "config/ibrahim2024-10b.yaml": ["config/paper.yaml", "config/ibrahim2024.yaml"],
+                "config/pythia-6.9b.yaml": ["config/paper.yaml"]}
+
+
+@pytest.mark.parametrize("path", ["params.yaml", ".test/params.yaml", *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("config/*.yaml"))])
 def test_shipped_configurations_expand(path):
-    files = [ROOT / "params.yaml", ROOT / path] if path == "config/paper.yaml" else [ROOT / path]
-    config = cfg.load(files, base_dir=ROOT)
+    """Every shipped configuration (every file in config/, as litgpt tests its config hub) loads, with the
+    files its header says it is merged after, and expands to cells."""
+    if path.startswith("config/"):
+        assert path in MERGED_AFTER, f"{path}: say in MERGED_AFTER which files it is merged after"
+        assert all(f"config/{Path(p).name}" in (ROOT / path).read_text() for p in MERGED_AFTER[path]), "its header names them"
+    files = [ROOT / "params.yaml", *(ROOT / p for p in MERGED_AFTER.get(path, [])), ROOT / path] if path.startswith("config/") else [ROOT / path]
+    config = grid.load(files, base_dir=ROOT)
     assert grid.cells(config)
 
 
@@ -24,8 +37,8 @@ def test_demo_grid_is_the_papers_studies_in_miniature():
     """The demo declares config/paper.yaml's five studies with the same axes, the same warm-up fractions,
     the same learning rates relative to pre-training's, and the same ratios of stopping point, end of
     decay and schedule length (50B and 240B of 297B tokens)."""
-    config = cfg.load(ROOT / "params.yaml", base_dir=ROOT)
-    paper = cfg.load([ROOT / "params.yaml", ROOT / "config/paper.yaml"], base_dir=ROOT)
+    config = grid.load(ROOT / "params.yaml", base_dir=ROOT)
+    paper = grid.load([ROOT / "params.yaml", ROOT / "config/paper.yaml"], base_dir=ROOT)
     assert set(paper.grid.studies) == {"warmup", "max_lr", "scratch", "same_data", "checkpoints"}
     assert set(config.grid.studies) == set(paper.grid.studies) | {"replay", "union", "infinite"}  # and Ibrahim et al. 2024's
     seq = config.prepare.seq_len, paper.prepare.seq_len
@@ -60,8 +73,8 @@ def test_demo_runs_ibrahim_et_al_in_miniature():
     """The demo's replay shares are config/ibrahim2024.yaml's; its union baseline mixes the upstream tokens of
     pre-training with a replay cell's downstream tokens in proportion (999,424 and 51,200 by hand: 976 and 50
     steps of 8 x 128); its infinite schedule keeps the authors' constant LR ratio (1.65e-4 / 3e-4) and phases."""
-    demo = cfg.load(ROOT / "params.yaml", base_dir=ROOT)
-    ibrahim = cfg.load([ROOT / "params.yaml", ROOT / "config/paper.yaml", ROOT / "config/ibrahim2024.yaml"], base_dir=ROOT)
+    demo = grid.load(ROOT / "params.yaml", base_dir=ROOT)
+    ibrahim = grid.load([ROOT / "params.yaml", ROOT / "config/paper.yaml", ROOT / "config/ibrahim2024.yaml"], base_dir=ROOT)
     cells, theirs = grid.cells(demo), grid.cells(ibrahim)
     replay = [cells[n].replay_fraction for n in grid.studies(demo)["replay"]]
     assert replay == [theirs[n].replay_fraction for n in grid.studies(ibrahim)["replay"]][:-1]  # theirs ends with the union
@@ -83,7 +96,7 @@ def test_a_study_has_settings_crossed_axes_and_baselines():
         "crossed": {"settings": {"max_lr": 1e-3}, "vary": {"schedule": ["cosine", "wsd"], "replay_fraction": [0.0, 0.5]}},
         "other": {"vary": {"max_lr": [1e-3, 2e-3]}, "baselines": [{"optimizer": "radam", "warmup_fraction": 0.0}]},
     }
-    config = cfg.from_dict(small_params(grid={"studies": studies}))
+    config = grid.from_dict(small_params(grid={"studies": studies}))
     assert grid.studies(config) == {
         "crossed": ["ckpt-scratch_lr-1e-3_warm-5e-2_sched-cosine_replay-0_tokens-20480", "ckpt-scratch_lr-1e-3_warm-5e-2_sched-cosine_replay-5e-1_tokens-20480",
                     "ckpt-scratch_lr-1e-3_warm-5e-2_sched-wsd_replay-0_tokens-20480", "ckpt-scratch_lr-1e-3_warm-5e-2_sched-wsd_replay-5e-1_tokens-20480"],
@@ -96,7 +109,7 @@ def test_a_study_has_settings_crossed_axes_and_baselines():
 
 
 def test_without_studies_the_grid_is_the_reference_cell():
-    config = cfg.from_dict(small_params())
+    config = grid.from_dict(small_params())
     assert list(grid.cells(config)) == [grid.cell_name(config.train)]
 
 
@@ -123,7 +136,7 @@ def test_without_studies_the_grid_is_the_reference_cell():
 )
 def test_bad_grid_is_refused_naming_the_cell(studies, expected):
     with pytest.raises(cfg.ConfigError) as caught:
-        cfg.from_dict(small_params(grid={"studies": studies}))
+        grid.from_dict(small_params(grid={"studies": studies}))
     assert expected in str(caught.value)
 
 
@@ -144,10 +157,10 @@ def test_every_axis_sweeps_and_crosses():
     """Each axis gives one cell per value, named apart and differing in that setting only; crossed with
     max_lr (or checkpoint), every combination is a cell of its own."""
     assert set(AXIS_VALUES) == set(grid.AXES)
-    reference = cfg.from_dict(small_params()).train
+    reference = grid.from_dict(small_params()).train
     for axis, values in AXIS_VALUES.items():
         settings = AXIS_SETTINGS.get(axis, {})
-        config = cfg.from_dict(small_params(grid={"studies": {"sweep": {"settings": settings, "vary": {axis: values}}}}))
+        config = grid.from_dict(small_params(grid={"studies": {"sweep": {"settings": settings, "vary": {axis: values}}}}))
         cells = grid.cells(config)
         assert [getattr(c, axis) for c in cells.values()] == values, axis
         for cell in cells.values():
@@ -155,10 +168,10 @@ def test_every_axis_sweeps_and_crosses():
             # a warm-up in steps replaces the fraction
             assert changed <= {axis, "warmup_fraction", "warmup_steps", *settings}, (axis, changed)
         other = {"checkpoint": ["early", "final"]} if axis == "max_lr" else {"max_lr": [1e-3, 3e-3]}
-        crossed = cfg.from_dict(small_params(grid={"studies": {"cross": {"settings": settings, "vary": {axis: values, **other}}}}))
+        crossed = grid.from_dict(small_params(grid={"studies": {"cross": {"settings": settings, "vary": {axis: values, **other}}}}))
         assert len(grid.cells(crossed)) == 4, axis
     assert "_lr-2e-3_min-1e-5_warm" in grid.cell_name(
-        grid.cells(cfg.from_dict(small_params(grid={"studies": {"s": {"vary": {"min_lr": [1e-5]}}}}))).popitem()[1])
+        grid.cells(grid.from_dict(small_params(grid={"studies": {"s": {"vary": {"min_lr": [1e-5]}}}}))).popitem()[1])
 
 
 @pytest.mark.parametrize(
@@ -177,7 +190,7 @@ def test_every_axis_sweeps_and_crosses():
     ],
 )
 def test_cell_names_are_readable_stable_and_dot_free(train, name):
-    config = cfg.from_dict(small_params(train=train))
+    config = grid.from_dict(small_params(train=train))
     assert grid.cell_name(config.train) == name
     assert list(grid.cells(config)) == [name]
     assert cfg.SAFE_NAME.match(name.replace("_", "-")[:64]) and "." not in name
@@ -199,7 +212,7 @@ def paper_like_studies(schedule_tokens: int) -> dict:
 
 
 def test_cells_that_only_stop_earlier_are_read_from_the_longer_run():
-    config = cfg.from_dict(small_params(grid={"studies": paper_like_studies(40 * STEP_TOKENS)}))
+    config = grid.from_dict(small_params(grid={"studies": paper_like_studies(40 * STEP_TOKENS)}))
     cells = grid.cells(config)
     by = grid.trained_by(config)
     short = "ckpt-final_lr-2e-3_warm-5e-2_sched-cosine_replay-0_tokens-5120"
@@ -219,7 +232,7 @@ def test_cells_with_different_schedules_are_separate_runs():
     studies = paper_like_studies(40 * STEP_TOKENS)
     for study in studies.values():
         study["settings"].pop("schedule_tokens")
-    config = cfg.from_dict(small_params(grid={"studies": studies}))
+    config = grid.from_dict(small_params(grid={"studies": studies}))
     assert all(run == name for name, run in grid.trained_by(config).items())
 
 
@@ -228,7 +241,7 @@ def test_cells_differing_only_in_schedule_length_are_refused():
     studies = {"a": {"settings": {"schedule_tokens": 40960}, "vary": {"max_lr": [1e-3]}},
                "b": {"settings": {"schedule_tokens": 81920}, "vary": {"max_lr": [1e-3]}}}
     with pytest.raises(cfg.ConfigError, match=r"grid.studies.b.vary\[0\]: cell name .* is also grid.studies.a.vary\[0\]'s"):
-        cfg.from_dict(small_params(grid={"studies": studies}))
+        grid.from_dict(small_params(grid={"studies": studies}))
 
 
 SEQUENCE = {"sequence": {"settings": {"schedule": "infinite-cosine", "constant_lr": 1e-3, "tokens": 5120},
@@ -237,13 +250,13 @@ SEQUENCE = {"sequence": {"settings": {"schedule": "infinite-cosine", "constant_l
 
 
 def test_a_cell_checkpoint_resolves_where_the_cell_is_declared():
-    config = cfg.from_dict(small_params(grid={"studies": SEQUENCE},
+    config = grid.from_dict(small_params(grid={"studies": SEQUENCE},
                                         checkpoints={"after": {"type": "cell", "cell": "sequence.cells[0]", "optimizer": True}}))
     first, second = grid.studies(config)["sequence"]
     assert grid.continued(config)["after"].cell == first and grid.cells(config)[second].checkpoint == "after"
     assert grid.keeps_optimizer(config, first) and not grid.keeps_optimizer(config, second)
     # the same checkpoint given by the cell's name
-    named = cfg.from_dict(small_params(grid={"studies": SEQUENCE}, checkpoints={"after": {"type": "cell", "cell": first}}))
+    named = grid.from_dict(small_params(grid={"studies": SEQUENCE}, checkpoints={"after": {"type": "cell", "cell": first}}))
     assert grid.continued(named)["after"].cell == first and not grid.keeps_optimizer(named, first)
 
 
@@ -261,5 +274,5 @@ def test_a_cell_checkpoint_resolves_where_the_cell_is_declared():
 ])
 def test_bad_sequences_are_refused(checkpoints, studies, expected):
     with pytest.raises(cfg.ConfigError) as caught:
-        cfg.from_dict(small_params(grid={"studies": studies}, checkpoints=checkpoints))
+        grid.from_dict(small_params(grid={"studies": studies}, checkpoints=checkpoints))
     assert expected in str(caught.value)

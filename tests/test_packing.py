@@ -72,7 +72,7 @@ def test_shard_writer_splits_rows_into_files(tmp_path):
     writer.add(rows[3:])
     files = writer.close()
     assert files == [("shard-00000.arrow", 4), ("shard-00001.arrow", 4), ("shard-00002.arrow", 2)]
-    tables = [pa.ipc.open_file(str(tmp_path / name)).read_all() for name, _ in files]
+    tables = [pa.ipc.open_stream(str(tmp_path / name)).read_all() for name, _ in files]
     assert tables[0].schema.field("input_ids").type == pa.list_(pa.uint16(), 3)
     back = np.concatenate([np.array(t.column("input_ids").to_pylist()) for t in tables])
     assert back.tolist() == rows.tolist()

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rewarm import config as cfg
+from rewarm import grid
 from rewarm import plan
 from rewarm.data import demo
 from rewarm.data import tokenizer as tok
-from tests.conftest import ROOT, run_env
+from tests.project import ROOT, run_env
 
 pytestmark = pytest.mark.slow
 PYTHIA_410M = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
@@ -68,7 +68,7 @@ class PaperProject:
         self.rewarm("select", "--name", "final", "--tokenizer", "data/tokenizer", "--out", "checkpoints/base/final")
         self.cell = json.loads(self.rewarm("grid", "--format", "json").stdout).popitem()[0]
         self.run_dir = root / "runs" / self.cell
-        self.config = cfg.load([root / "params.yaml", root / "paper.yaml", root / "standin.yaml"], base_dir=root)
+        self.config = grid.load([root / "params.yaml", root / "paper.yaml", root / "standin.yaml"], base_dir=root)
 
     def rewarm(self, command: str, *args: str) -> subprocess.CompletedProcess:
         result = subprocess.run([sys.executable, "-m", "rewarm", command, *self.params, *args], cwd=self.root,

@@ -3,6 +3,7 @@ numbers for Pythia-410M, the merged configuration for DVC, and the full grid in 
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -11,14 +12,14 @@ import yaml
 from rewarm import config as cfg
 from rewarm import grid
 from rewarm import plan
-from tests.conftest import ROOT, rewarm
-from tests.test_workflow import copy_project, snakemake
+from tests.project import ROOT, rewarm
+from tests.project import copy_project, snakemake
 
 PAPER = [ROOT / "params.yaml", ROOT / "config/paper.yaml"]
 
 
 def test_paper_config_is_the_papers_grid():
-    config = cfg.load(PAPER)
+    config = grid.load(PAPER)
     assert list(config.corpora) == ["upstream", "downstream"]  # the demo's extra corpus is removed
     assert config.corpora["upstream"].train.type == "hf" and config.corpora["downstream"].val.path == "cerebras/SlimPajama-627B"
     # The deduplicated model, as the authors' run names say (config/paper.yaml says why)
@@ -36,7 +37,7 @@ def test_paper_config_is_the_papers_grid():
 
 def test_the_five_studies_expand_to_the_papers_cells():
     """Each study of [G] section 4 as the paper ran it, read off the paper by hand."""
-    config = cfg.load(PAPER)
+    config = grid.load(PAPER)
     cells, studies = grid.cells(config), grid.studies(config)
     steps_per = lambda tokens: tokens // (1104 * 2048)  # noqa: E731
     def described(names):
@@ -63,14 +64,16 @@ def test_the_five_studies_expand_to_the_papers_cells():
 
 
 def test_plan_matches_hand_computed_numbers_for_pythia_410m():
-    config = cfg.load(PAPER)
+    config = grid.load(PAPER)
     result = plan.plan(config, vocab_size=50304, mfu=0.4, peak_tflops=989.0, concurrent=2)
     d, layers, vocab, seq, micro, batch = 1024, 24, 50304, 2048, 6, 1104
     # Per layer: QKV (d x 3d + 3d), output (d x d + d), MLP (d x 4d + 4d, 4d x d + d), two LayerNorms (4d);
     # plus the final LayerNorm (2d) and untied input and output embeddings (2 V d).
     parameters = layers * (12 * d * d + 13 * d) + 2 * d + 2 * vocab * d
     assert parameters == 405_334_016 == result.parameters  # Pythia-410M's published count
-    memory = 16 * parameters + 34 * seq * micro * d * layers + 6 * seq * micro * vocab
+    # fp32 weights, gradients, Adam moments and autocast's half copies (18 bytes); activations; logits in
+    # half precision, their float32 copy for the loss and its gradient (10 bytes each).
+    memory = 18 * parameters + 34 * seq * micro * d * layers + 10 * seq * micro * vocab
     total_hours = 0.0
     for budget, steps in ((50_000_000_000, 22_114), (240_000_000_000, 106_148)):
         tokens = steps * batch * seq
@@ -112,6 +115,42 @@ def test_plan_command_prints_every_cell(tmp_path):
     assert "total, 16 runs" in out and "disk: shards" in out
 
 
+def test_plan_under_the_slurm_profile_gives_each_run_its_jobs_and_refuses_what_cannot_finish(tmp_path):
+    """The shipped SLURM profile finishes every paper run (training jobs of 24 h on 8 GPUs, 4 submissions);
+    on one GPU a 240B-token run needs 19 jobs and the plan refuses before anything runs."""
+    import math
+
+    parameters, seq, batch, eval_tokens = 405_334_016, 2048, 1104, 22_609_920
+    cell = "ckpt-final_lr-6e-4_warm-1e-2_sched-neox-floored-cosine_replay-0_tokens-240B"  # no shorter cell recorded
+    steps = 106_148
+    evaluations = len({0, *range(100, steps + 1, 100), *range(50, 2_627, 50), steps})
+    flops = 6 * parameters * steps * batch * seq + 2 * parameters * evaluations * 2 * eval_tokens
+    gpu_hours = flops / (0.4 * 989e12) / 3600
+    profile = ROOT / "workflow/profiles/slurm"
+    out = rewarm("plan", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--profile", str(profile), cwd=tmp_path).stdout
+    jobs = math.ceil(gpu_hours / 8 * 60 / (1440 - 15))  # 15 minutes of each job do not train
+    assert jobs == 3 and f"{cell} {gpu_hours / 8:.1f} {jobs}" in [" ".join(line.split()) for line in out.splitlines()], out[-3000:]
+    assert "training jobs of 1440 min on 8 GPUs, submitted up to 4 times (retries 3)" in out and "in 3 of 4 jobs" in out
+
+    settings = yaml.safe_load((profile / "config.yaml").read_text())
+    settings["set-resources"]["train"]["gpu"] = 1
+    (tmp_path / "one-gpu").mkdir()
+    (tmp_path / "one-gpu/config.yaml").write_text(yaml.safe_dump(settings))
+    refused = rewarm("plan", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--profile", str(tmp_path / "one-gpu"),
+                     cwd=tmp_path, check=False)
+    one_gpu = math.ceil(gpu_hours * 60 / (1440 - 15))
+    assert one_gpu == 19 and refused.returncode == 2
+    assert f"5 run(s) cannot finish: ckpt-final_lr-15e-5_warm-1e-2_sched-neox-floored-cosine_replay-0_tokens-240B needs {one_gpu} " \
+           "training jobs" in refused.stderr and "the profile submits a job at most 4 times" in refused.stderr, refused.stderr
+
+
+@pytest.mark.bad_input
+def test_a_profile_without_a_usable_runtime_is_refused_naming_the_key(tmp_path):
+    (tmp_path / "config.yaml").write_text("retries: 2\nset-resources:\n  train:\n    runtime: 10\n")
+    refused = rewarm("plan", "--params", str(PAPER[0]), "--profile", str(tmp_path), cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "runtime must be more than 15 minutes" in refused.stderr and "Traceback" not in refused.stderr
+
+
 # Pythia's published parameter counts (the EleutherAI/pythia README's table) and its shapes:
 # (layers, model dimension, vocabulary rows); Ibrahim et al.'s 10B is not published with a count.
 PYTHIA = {"pythia-410m": (405_334_016, 24, 1024, 50304), "pythia-1b": (1_011_781_632, 16, 2048, 50304),
@@ -127,14 +166,14 @@ def test_memory_per_gpu_under_ddp_and_fsdp_for_the_published_sizes(tmp_path):
     for name, (count, layers, d, vocab) in PYTHIA.items():
         model, rows = plan.size_model(name)
         assert plan.parameter_count(model, rows) == count == layers * (12 * d * d + 13 * d) + 2 * d + 2 * vocab * d
-        activations_and_logits = 34 * seq * micro * d * layers + 6 * seq * micro * vocab
-        ddp = 16 * count + activations_and_logits
+        activations_and_logits = 34 * seq * micro * d * layers + 10 * seq * micro * vocab
+        ddp = 18 * count + activations_and_logits
         root, block = 2 * vocab * d + 2 * d, 12 * d * d + 13 * d
         fsdp = -(-16 * count // gpus) + 2 * root + 4 * block + 6 * block + activations_and_logits
         assert plan.peak_memory(count, model, rows, seq, micro) == ddp
         assert plan.fsdp_memory(count, model, rows, seq, micro, gpus) == fsdp
         verdicts[name] = "DDP and FSDP" if ddp <= budget else "FSDP (train.parallel: fsdp)" if fsdp <= budget else "other"
-    # 16 bytes per parameter: DDP stops below 2.8B on an 80 GB GPU; FSDP over 8 takes 6.9B.
+    # 18 bytes per parameter: DDP stops below 2.8B on an 80 GB GPU; FSDP over 8 takes 6.9B.
     assert verdicts == {"pythia-410m": "DDP and FSDP", "pythia-1b": "DDP and FSDP", "pythia-1.4b": "DDP and FSDP",
                         "pythia-2.8b": "FSDP (train.parallel: fsdp)", "pythia-6.9b": "FSDP (train.parallel: fsdp)",
                         "pythia-12b": "other"}
@@ -145,11 +184,11 @@ def test_memory_per_gpu_under_ddp_and_fsdp_for_the_published_sizes(tmp_path):
         assert f"{PYTHIA[name][0]:,}" in line and (verdict in line if verdict != "other" else "micro_batch_sequences <=" in line)
     assert "ibrahim-10b" in out
     # The grid's own verdict: Pythia-410M fits under DDP on one GPU; a 6.9B model at the same settings needs FSDP.
-    one = plan.plan(cfg.load(PAPER), 50304, 0.4, 989.0, gpus=1)
+    one = plan.plan(grid.load(PAPER), 50304, 0.4, 989.0, gpus=1)
     grid_out = plan.render(one, 0.4, 989.0, "", gpus=1, gpu_bytes=int(80e9))
     assert "with 1 GPU of 80.0 GB per cell, the grid fits under DDP" in grid_out and "FSDP mem/GPU" in grid_out
     big = ROOT / "config/pythia-6.9b.yaml"  # the README's example of switching the studies to another size
-    config = cfg.load([*PAPER, big])
+    config = grid.load([*PAPER, big])
     assert config.train.parallel == "fsdp" and config.checkpoints["final"].repo_id == "EleutherAI/pythia-6.9b-deduped"
     assert all(cell.batch_sequences % (8 * cell.micro_batch_sequences) == 0 for cell in grid.cells(config).values())
     big_out = plan.render(plan.plan(config, config.tokenizer.vocab_size, 0.4, 989.0, gpus=8), 0.4, 989.0, "", gpus=8, gpu_bytes=int(80e9))
@@ -158,7 +197,7 @@ def test_memory_per_gpu_under_ddp_and_fsdp_for_the_published_sizes(tmp_path):
 
 def test_merged_configuration_for_dvc(tmp_path):
     rewarm("params", "--params", str(PAPER[0]), "--params", str(PAPER[1]), "--write", "merged.yaml", cwd=tmp_path)
-    assert cfg.load(tmp_path / "merged.yaml") == cfg.load(PAPER)
+    assert grid.load(tmp_path / "merged.yaml") == grid.load(PAPER)
 
 
 @pytest.mark.parametrize("override, check", [
@@ -170,7 +209,7 @@ def test_merged_configuration_for_dvc(tmp_path):
 ])
 def test_later_files_replace_changed_types_and_remove_null_entries(tmp_path, override, check):
     (tmp_path / "over.yaml").write_text(yaml.safe_dump(override))
-    assert check(cfg.load([ROOT / "params.yaml", tmp_path / "over.yaml"], base_dir=ROOT))
+    assert check(grid.load([ROOT / "params.yaml", tmp_path / "over.yaml"], base_dir=ROOT))
 
 
 def test_dry_run_shows_the_full_paper_grid(tmp_path):
@@ -188,6 +227,7 @@ def test_dry_run_shows_the_full_paper_grid(tmp_path):
     assert counts["benchmark"] == 17 and counts["benchmark_base"] == 4 and counts["tasks"] == 1
 
 
+@pytest.mark.slow
 def test_paper_grid_evaluates_on_gpus_under_the_slurm_profile(tmp_path):
     """Under the SLURM profile, evaluation jobs get a GPU and the training jobs' memory, with a runtime
     from their validation tokens (evaluation_minutes: 2 x 405M x 45.2M FLOPs at 100 TFLOP/s, x3, +15)."""
@@ -210,8 +250,9 @@ def test_paper_grid_evaluates_on_gpus_under_the_slurm_profile(tmp_path):
     slurm = jobs("--profile", "workflow/profiles/slurm", "--configfile", "config/paper.yaml")
     found = {rule: sum(r == rule for r, _ in slurm) for rule in ("evaluate", "evaluate_base", "benchmark", "benchmark_base", "train")}
     assert found == {"evaluate": 17, "evaluate_base": 4, "benchmark": 17, "benchmark_base": 4, "train": 16}
-    for rule, resources in slurm:
-        assert "gpu=1" in resources and "mem_mb=64000" in resources, (rule, resources)
+    for rule, resources in slurm:  # training on a node's 8 GPUs (rewarm plan --profile: every run finishes)
+        gpus, signal = ("gpu=8", "slurm_extra=--signal=TERM@600") if rule == "train" else ("gpu=1", "")
+        assert gpus in resources and signal in resources and "mem_mb=64000" in resources, (rule, resources)
     # The corpora's parts are separate cluster jobs (prepare.parts 32 each, with the profile's memory and
     # time); `assemble` joins them on the submitting node.
     text = printed[("--profile", "workflow/profiles/slurm", "--configfile", "config/paper.yaml")]
@@ -220,11 +261,14 @@ def test_paper_grid_evaluates_on_gpus_under_the_slurm_profile(tmp_path):
     assert sorted((corpus, int(part)) for corpus, part, _ in parts) == [(c, p) for c in ("downstream", "upstream") for p in range(32)]
     assert all("mem_mb=16000" in resources and "runtime=720" in resources for _, _, resources in parts), parts[0]
     assert len(re.findall(r"^(?:local)?rule assemble:", text, re.MULTILINE)) == 2  # local: the SLURM test checks it
+    # A select job holds the model in float32 and the .bin file's tensors (8 bytes a parameter) and 4 GB more.
+    selects = re.findall(r"^rule select:\n(?:    .*\n)*?    resources: (.*)$", text, re.MULTILINE)
+    assert len(selects) == 4 and all(f"mem_mb={math.ceil(8 * 405_334_016 / 1e6) + 4000}," in r for r in selects), selects[:1]
     minutes = max(60, int(3 * 2 * 405_334_016 * 2 * 22_609_920 / 100e12 / 60) + 15)
     assert all(f"runtime={minutes}" in r for rule, r in slurm if rule.startswith("evaluate"))
     import dataclasses
 
-    config = cfg.load(PAPER)
+    config = grid.load(PAPER)
     deeper = dataclasses.replace(config, model=dataclasses.replace(config.model, num_layers=24 * 40))
     assert plan.evaluation_minutes(config, 50304) == minutes < plan.evaluation_minutes(deeper, 50304)  # the limit follows the model
 
@@ -235,7 +279,7 @@ IBRAHIM = [*PAPER, ROOT / "config/ibrahim2024.yaml"]
 def test_ibrahim_config_is_their_studies():
     """config/ibrahim2024.yaml: Table 2's replay shares and the union baseline, and the infinite schedules
     with the authors' values ([NX] adam_infcos_lr3e-4_3e-5_wu-001.yml), over three datasets in sequence."""
-    config = cfg.load(IBRAHIM)
+    config = grid.load(IBRAHIM)
     cells = grid.cells(config)
     studies = grid.studies(config)
     assert [cells[n].replay_fraction for n in studies["replay"]] == [0.0, 0.005, 0.01, 0.05, 0.1, 0.5, 0.5]
@@ -283,3 +327,15 @@ def test_ibrahim_plan_and_dry_run(tmp_path):
     planned = snakemake("-n", "--quiet", "rules", "--configfile", "config/paper.yaml", "config/ibrahim2024.yaml", cwd=project).stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in planned.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert counts["train"] == 13 and counts["select_cell"] == 4 and counts["select"] == 2 and counts["prepare"] == 5 * 32
+
+
+@pytest.mark.parametrize("layers, hidden, heads, intermediate, vocab", [(2, 64, 4, 256, 320), (3, 96, 6, 200, 512), (1, 32, 2, 48, 258)])
+def test_parameter_count_by_formula_equals_the_model_transformers_builds(layers, hidden, heads, intermediate, vocab):
+    """`plan.parameter_count` counts by formula, so that planning imports no torch; transformers'
+    own GPT-NeoX, built on the meta device, counts the same (an MLP not 4 x hidden included)."""
+    from rewarm import checkpoints
+
+    model = cfg.ModelConfig(hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=intermediate,
+                            max_position_embeddings=128)
+    counted = checkpoints.parameter_count(checkpoints.neox_architecture(model, vocab))
+    assert plan.parameter_count(model, vocab) == counted

@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rewarm import config as cfg
+from rewarm import grid
 from rewarm.data import sources
 from rewarm.data import tokenizer as tok
 from rewarm.data.shards import ShardReader
-from tests.conftest import rewarm, run_env, small_params, write_params
+from rewarm.io import file_sha256
+from tests.project import rewarm, run_env, small_params, write_params
 
 
 def prepare(project: Path, corpus: str = "upstream", workers: int = 1, out: str | None = None, check: bool = True):
@@ -29,7 +32,7 @@ def prepare(project: Path, corpus: str = "upstream", workers: int = 1, out: str 
 
 
 def shard_digests(split_dir: Path) -> dict[str, str]:
-    return {p.name: sources.file_sha256(p) for p in sorted(split_dir.iterdir())}
+    return {p.name: file_sha256(p) for p in sorted(split_dir.iterdir())}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,7 @@ def test_round_trip_gives_back_the_documents_in_order(small_project, prepared):
 def test_manifest_describes_the_shards(small_project, prepared):
     manifest = json.loads((prepared / "train" / "manifest.json").read_text())
     hf = tok.load(small_project / "data/tokenizer")
-    assert manifest["schema_version"] == 2
+    assert manifest["schema_version"] == 3
     assert (manifest["corpus"], manifest["split"]) == ("upstream", "train")
     assert manifest["tokenizer"]["fingerprint"] == tok.fingerprint(hf)
     assert manifest["dtype"] == "uint16" and manifest["seq_len"] == 64
@@ -90,9 +93,8 @@ def test_manifest_describes_the_shards(small_project, prepared):
     assert manifest["source"]["config"]["type"] == "demo"
     assert all(f"upstream/train-0000{i}-of-00003.jsonl.zst" in manifest["source"]["description"] for i in range(3))
     files = [sources.demo_path(small_project / "data/raw", "upstream", "train", i, 3) for i in range(3)]
-    from rewarm import config as cfg
 
-    source = cfg.from_dict(small_params()).corpora["upstream"].train
+    source = grid.from_dict(small_params()).corpora["upstream"].train
     assert manifest["source"]["fingerprint"] == sources.fingerprint(source, files)
 
 
@@ -118,10 +120,9 @@ def test_token_budget_stops_reading(project_copy):
 
 def prepare_in_parts(project: Path, params: dict, corpus: str, out: Path, parts: int) -> dict[str, dict]:
     """`prepare --part p` for every part, then `assemble`, in this process (as the jobs run them)."""
-    from rewarm import config as cfg
     from rewarm import prepare as stage
 
-    config = cfg.from_dict(cfg.deep_merge(params, {"prepare": {"parts": parts}}))
+    config = grid.from_dict(cfg.deep_merge(params, {"prepare": {"parts": parts}}))
     part_dirs = [out.parent / f"{out.name}.parts" / str(p) for p in range(parts)]
     with contextlib.chdir(project):  # the manifests name the sources as the jobs do, from the project's root
         for p, part_dir in enumerate(reversed(part_dirs)):  # any order: the parts are independent
@@ -130,7 +131,7 @@ def prepare_in_parts(project: Path, params: dict, corpus: str, out: Path, parts:
 
 
 def tree_digests(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): sources.file_sha256(p) for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(directory)): file_sha256(p) for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_shards_are_the_same_for_1_2_and_3_parts(small_project, prepared, tmp_path):
@@ -197,9 +198,8 @@ def test_a_hub_dataset_is_read_in_its_shards(small_project, tmp_path):
         (repo / f"train-{i:05d}.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in file_docs[:40]))
     params = small_params()
     params["corpora"]["hub"] = {"val": {"type": "hf", "path": str(repo.parent), "split": "train"}}
-    from rewarm import config as cfg
 
-    split = sources.SplitSource(cfg.from_dict(params).corpora["hub"].val, "hub", "val", "data/raw")
+    split = sources.SplitSource(grid.from_dict(params).corpora["hub"].val, "hub", "val", "data/raw")
     assert [u.name for u in split.units] == ["shard 1 of 3", "shard 2 of 3", "shard 3 of 3"]
     for unit, file_docs in zip(split.units, docs):
         assert [text for text, _ in split.read(unit, sources.ReadStats())] == file_docs[:40]
@@ -250,6 +250,30 @@ def test_a_part_naming_a_shard_outside_its_directory_is_refused(project_copy):
                      "data/tokens/news", cwd=project_copy, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert f"{record_path.relative_to(project_copy)}: shard '../../../../x.arrow' is not a file name inside" in refused.stderr
+    assert not (project_copy / "data/tokens/news").exists()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("edit, where", [
+    (lambda r: r.pop("part"), "at the top level, 'part' is a required property"),
+    (lambda r: r["units"][0].pop("sequences"), "at units[0], 'sequences' is a required property"),
+    (lambda r: r["units"][0]["shards"][0].pop("sha256"), "at units[0].shards[0], 'sha256' is a required property"),
+])
+def test_an_incomplete_part_record_is_refused_naming_the_file_and_field(project_copy, edit, where):
+    """A part's record (part.json) missing what assemble reads: refused naming the file and the field (it
+    was a KeyError), and no output is written."""
+    common = ("--corpus", "news", "--tokenizer", "data/tokenizer")
+    for part in (0, 1):
+        rewarm("prepare", *common, "--part", str(part), "--out", f"data/parts/news/{part}", cwd=project_copy)
+    record_path = next(path for path in sorted(project_copy.glob("data/parts/news/*/val/part.json"))
+                       if any(unit["shards"] for unit in json.loads(path.read_text())["units"]))
+    record = json.loads(record_path.read_text())
+    edit(record)
+    record_path.write_text(json.dumps(record))
+    refused = rewarm("assemble", "--corpus", "news", "--parts", "data/parts/news/0", "data/parts/news/1", "--out",
+                     "data/tokens/news", cwd=project_copy, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert f"{record_path.relative_to(project_copy)}: part record is incomplete or altered: {where}" in refused.stderr
     assert not (project_copy / "data/tokens/news").exists()
 
 
@@ -390,6 +414,23 @@ def test_a_mixture_part_too_small_is_reported_short(project_copy):
 
 
 @pytest.mark.bad_input
+def test_a_mixture_part_that_never_occurs_is_refused_naming_the_values_found(project_copy):
+    """A misspelled set name ("gamme"): once the whole source is read without one document of it, the
+    split is refused naming it and the values that do occur, with their documents; nothing is written."""
+    with_mixture(project_copy, {"alpha": 1.0, "gamme": 1.0}, 20_000)
+    result = prepare(project_copy, corpus="extra", check=False)
+    counts = {}
+    for line in (project_copy / "mixed.jsonl").read_text().splitlines():
+        name = json.loads(line)["meta"]["redpajama_set_name"]
+        counts[name] = counts.get(name, 0) + 1
+    found = ", ".join(f"{name} ({counts[name]:,})" for name in ("beta", "gamma", "other"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert ("extra/val: mixture part 'gamme' never occurs in field meta.redpajama_set_name of " in result.stderr
+            and f", read to its end; the other values found, with their documents: {found}" in result.stderr), result.stderr[-2000:]
+    assert not (project_copy / "data/tokens/extra").exists()
+
+
+@pytest.mark.bad_input
 def test_a_record_without_the_mixture_field_is_refused_naming_file_and_line(project_copy):
     (project_copy / "mixed.jsonl").write_text('{"text": "a", "meta": {"redpajama_set_name": "alpha"}}\n{"text": "b", "meta": {}}\n')
     params = small_params()
@@ -408,10 +449,30 @@ def test_a_record_without_the_mixture_field_is_refused_naming_file_and_line(proj
     ({"field": "", "weights": {"a": 1}}, 100, "corpora.extra.val.mixture.field: must name a field"),
 ])
 def test_bad_mixtures_are_refused(mixture, max_tokens, expected):
-    from rewarm import config as cfg
 
     params = small_params()
     params["corpora"]["extra"] = {"val": {"type": "demo", "domain": "news", "documents": 10, "max_tokens": max_tokens, "mixture": mixture}}
     with pytest.raises(cfg.ConfigError) as caught:
-        cfg.from_dict(params)
+        grid.from_dict(params)
     assert expected in str(caught.value)
+
+
+def test_a_long_document_is_encoded_in_pieces_to_the_same_ids(hf_tokenizer):
+    """A document longer than the piece limit is encoded a piece at a time (memory bounded by the piece),
+    cut before a space that starts a word: the ids equal those of the whole document, for text with runs of
+    spaces, newlines, digits, punctuation and contractions at the cuts; a piece limit of 1,000 characters
+    here stands for 1,048,576."""
+    import random
+
+    from rewarm import prepare as stage
+
+    rng = random.Random(5)
+    words = ["alpha", "beta", "it's", "1999", "--", "(x)", "naïve", "  spaced", "\n", "\n\n ", "end.", "  ", "東京"]
+    text = " ".join(rng.choice(words) for _ in range(20_000))
+    backend = hf_tokenizer.backend_tokenizer
+    whole = backend.encode(text, add_special_tokens=False).ids
+    cut = stage.pieces(text, 1000)
+    assert len(cut) > 50 and "".join(cut) == text and max(map(len, cut)) <= 1000
+    _, _, (ids, short) = stage._encode(backend, [(text, None), ("short text", None)], (0, 0), limit=1000)
+    assert ids == whole and short == backend.encode("short text", add_special_tokens=False).ids
+    assert stage.pieces("x" * 2500, 1000) == ["x" * 1000, "x" * 1000, "x" * 500]  # no space at all: cut at the limit

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rewarm import config as cfg
+from rewarm import grid
 from rewarm import schedules
 
 MAX, MIN = 1.0, 0.1
@@ -297,11 +297,10 @@ def test_every_paper_cell_runs_the_authors_learning_rates(files):
     """Every learning rate of every cell (updates sampled: the first 3,000 one by one, then every 97th, and the
     last), as rewarm's training plan computes it, equals the authors' scheduler within 1e-6 relative. The infinite
     schedules (GPT-NeoX pull request 1194) are not checked here: their code is not among the stored sources."""
-    from rewarm import grid
-    from rewarm.train import Plan
-    from tests.conftest import ROOT
+    from rewarm.config import Plan
+    from tests.project import ROOT
 
-    config = cfg.load([ROOT / "params.yaml", *(ROOT / f for f in files)], base_dir=ROOT)
+    config = grid.load([ROOT / "params.yaml", *(ROOT / f for f in files)], base_dir=ROOT)
     cells, studies = grid.cells(config), grid.studies(config)
     checked = set()
     for study, names in studies.items():

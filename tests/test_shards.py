@@ -12,8 +12,8 @@ import pytest
 
 from rewarm.data.packing import SCHEMA_VERSION, ShardWriter
 from rewarm.data.shards import MANIFEST, ShardError, ShardReader
-from rewarm.data.sources import file_sha256
-from tests.conftest import run_env
+from rewarm.io import file_sha256
+from tests.project import run_env
 
 
 def make_split(path, rows: np.ndarray, shard_sequences: int, fingerprint: str = "f" * 64):
@@ -60,6 +60,60 @@ def test_altered_shard_is_detected(split):
     shard.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=r"shard-00001.arrow: checksum does not match"):
         ShardReader(path)
+
+
+@pytest.mark.fault
+def test_a_corrupt_shard_read_unverified_names_the_shard(split, tmp_path):
+    """A process that reads shards another verified (verify=False) still names the file when one is
+    unreadable: pyarrow reports a corrupt stream header, or an IPC file's footer (schemas 1 and 2),
+    as a bare error that names nothing."""
+    path, rows = split
+    shard = path / "shard-00001.arrow"
+    data = bytearray(shard.read_bytes())
+    data[8] ^= 0xFF  # inside the stream's schema message
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=r"shard-00001.arrow: not a readable shard"):
+        ShardReader(path, verify=False)
+    old = write_file_format_split(tmp_path / "v2", rows[:16])
+    footer = bytearray((old / "shard-00000.arrow").read_bytes())
+    footer[-100] ^= 0xFF
+    (old / "shard-00000.arrow").write_bytes(bytes(footer))
+    with pytest.raises(ShardError, match=r"shard-00000.arrow: not a readable shard"):
+        ShardReader(old, verify=False)
+
+
+def write_file_format_split(path, rows: np.ndarray):
+    """A split as schema 2 wrote it: the shard in Arrow's IPC file format."""
+    import pyarrow as pa
+
+    from rewarm.data.packing import rows_to_table
+
+    path.mkdir(parents=True)
+    table = rows_to_table(rows)
+    with pa.OSFile(str(path / "shard-00000.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    shard = path / "shard-00000.arrow"
+    manifest = {"schema_version": 2, "tokenizer": {"fingerprint": "f" * 64}, "seq_len": rows.shape[1],
+                "shards": [{"file": shard.name, "rows": len(rows), "bytes": shard.stat().st_size, "sha256": file_sha256(shard)}]}
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    return path
+
+
+def test_shards_open_in_datasets_and_pyarrow_without_a_copy_and_older_ones_still_read(split, tmp_path):
+    """Schema 3 writes each shard as an Arrow IPC stream: `datasets.Dataset.from_file` opens it (it could
+    not open schema 2's IPC files) and pyarrow memory-maps it; a split of schema 2 is still read."""
+    import datasets
+    import pyarrow as pa
+
+    path, rows = split
+    assert json.loads((path / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION == 3
+    dataset = datasets.Dataset.from_file(str(path / "shard-00001.arrow"))
+    assert dataset.num_rows == 16 and dataset[3]["input_ids"] == rows[16 + 3].tolist()
+    mapped = pa.ipc.open_stream(pa.memory_map(str(path / "shard-00001.arrow"), "r")).read_all()
+    values = mapped.column("input_ids").chunk(0).flatten().to_numpy(zero_copy_only=True)  # raises if it had to copy
+    assert values.reshape(-1, 8).tolist() == rows[16:32].tolist()
+    old = ShardReader(write_file_format_split(tmp_path / "v2", rows[:16]))
+    assert [old[i].tolist() for i in range(16)] == rows[:16].tolist()
 
 
 @pytest.mark.fault
@@ -158,3 +212,22 @@ def test_a_manifest_naming_a_file_outside_its_directory_is_refused(split, tmp_pa
     (path / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ShardError, match=rf"{path / MANIFEST}: shard '{re.escape(name)}' is not a file name inside"):
         ShardReader(path)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("edit, where", [
+    (lambda m: m.pop("seq_len"), "at the top level, 'seq_len' is a required property"),
+    (lambda m: m["shards"][1].pop("sha256"), "at shards[1], 'sha256' is a required property"),
+    (lambda m: m["shards"][0].update(rows="many"), "at shards[0].rows, 'many' is not of type 'integer'"),
+    (lambda m: m["tokenizer"].pop("fingerprint"), "at tokenizer, 'fingerprint' is a required property"),
+])
+def test_an_incomplete_manifest_is_refused_naming_the_file_and_field(split, edit, where):
+    """A manifest one stage wrote for others, edited or cut short, is refused on read naming the file and the
+    field (checked against a JSON Schema by jsonschema), not a KeyError wherever it is used."""
+    path, _ = split
+    manifest = json.loads((path / MANIFEST).read_text())
+    edit(manifest)
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError) as caught:
+        ShardReader(path)
+    assert str(caught.value) == f"{path / MANIFEST}: manifest is incomplete or altered: {where}"

@@ -12,9 +12,9 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_env
+from tests.project import ROOT, run_env
 from tests.test_faults import WITHOUT_BENCHMARKS, assert_same_results
-from tests.test_workflow import copy_project
+from tests.project import copy_project
 
 pytestmark = [pytest.mark.slurm, pytest.mark.fault]
 CLUSTER = ROOT / "tests/slurm_cluster.sh"

@@ -92,6 +92,9 @@ BAD_LINES = [
     (b'{"text": null}\n', 1, "field 'text' is NoneType, expected a string"),
     (b'{"text": "ok"}\n{"text": "ok"}\n{"text": "\xff\xfe bad"}\n', 3, "invalid UTF-8"),
     (b'["text", "a list"]\n', 1, "expected a JSON object, got list"),
+    (b'{"text": "ok"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n", 2, "JSON nested too deeply to read"),
+    (b'{"text": "big", "n": 1' + b"0" * 5000 + b"}\n", 1, "not readable JSON (Exceeds the limit (4300 digits)"),
+    (b'{"text": "a\\ud800b"}\n', 1, "field 'text' holds a lone surrogate (\\ud800): not Unicode text"),
 ]
 
 
@@ -115,7 +118,7 @@ def test_skip_mode_counts_bad_records(tmp_path):
     assert texts[-3:] == [r["text"] for r in PILE]
     # Each BAD_LINES case holds one bad record; the good ones among them are kept.
     assert stats.bad == len(BAD_LINES)
-    assert len(texts) == 3 + 4
+    assert len(texts) == 3 + 5  # by hand: 5 good lines among the BAD_LINES cases ("ok" x 4, and the one before the deep one)
 
 
 @pytest.mark.bad_input

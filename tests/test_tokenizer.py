@@ -11,7 +11,7 @@ import sys
 from transformers import AutoTokenizer
 
 from rewarm.data import tokenizer as tok
-from tests.conftest import run_env
+from tests.project import run_env
 
 TRAIN_IN_SUBPROCESS = """
 import sys

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,10 +21,12 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from rewarm import config as cfg
+from rewarm import grid, metrics, runtime, state
 from rewarm.checkpoints import write_checksums
+from rewarm.config import Plan
 from rewarm.data.shards import ShardReader, ShuffledStream
-from rewarm.train import Data, Plan, step_batch
-from tests.conftest import cell_of, rewarm, run_env, small_params, train_args, write_params
+from rewarm.train import Data, step_batch
+from tests.project import cell_of, rewarm, run_env, small_params, train_args, write_params
 
 
 def comparable(row: dict) -> dict:
@@ -67,6 +70,7 @@ def test_run_directory_holds_metrics_model_and_logs(reference_run):
     assert not list(state_dir.glob("state*"))  # the state files and their index are removed once complete
 
 
+@pytest.mark.slow
 def test_rerun_from_a_clean_state_is_bit_identical(prepared_copy, reference_run):
     cell = cell_of(prepared_copy)
     rewarm(*train_args(cell), cwd=prepared_copy)
@@ -83,6 +87,7 @@ def test_lr_follows_the_schedule(reference_run):
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_bit_exact(prepared_copy, reference_run, sig):
@@ -114,6 +119,75 @@ def test_killed_run_resumes_bit_exact(prepared_copy, reference_run, sig):
     assert (run_dir / "model/model.safetensors").read_bytes() == (reference_run / "model/model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
+@pytest.mark.fault
+def test_a_killed_rerun_of_a_finished_cell_leaves_nothing_that_looks_finished(prepared_copy, reference_run):
+    """The run directory is replaced whole: a rerun of a finished cell, killed part-way, leaves neither the
+    earlier run's metrics.json and model beside its own partial curve (which would look like a finished
+    run of the new settings) nor a curve longer than it trained."""
+    write_params(prepared_copy / "params.yaml", small_params(train={"tokens": 2000 * STEP_TOKENS}))  # long enough to kill
+    cell = cell_of(prepared_copy)
+    run_dir = prepared_copy / "runs" / cell
+    shutil.copytree(reference_run, run_dir)  # a finished run in its place
+    state_index = prepared_copy / "state/runs" / cell / "state.json"
+    process = subprocess.Popen([sys.executable, "-m", "rewarm", *train_args(cell)], cwd=prepared_copy, env=run_env(),
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not state_index.exists():
+        assert process.poll() is None, "training finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    saved = json.loads(state_index.read_text())["step"]
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "model").exists()
+    assert all(row["step"] <= saved + 10 for row in read_rows(run_dir)) and saved < 2000
+
+
+@pytest.mark.fault
+def test_a_state_that_cannot_be_written_stops_with_a_message_and_no_traceback(prepared_copy):
+    """A write that fails while saving the state (here a file size limit, RLIMIT_FSIZE, as a full disk
+    does): the run stops naming the state directory and the operating system's reason, says the earlier
+    state is kept, leaves no partial file, and prints no traceback (a RuntimeError and ImportErrors before)."""
+    import resource
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    cell = cell_of(prepared_copy)
+    result = subprocess.run([sys.executable, "-m", "rewarm", *train_args(cell)], cwd=prepared_copy, env=run_env(),
+                            capture_output=True, text=True, timeout=600, preexec_fn=limited)
+    state_dir = prepared_copy / "state/runs" / cell
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "ImportError" not in result.stderr, result.stderr[-3000:]
+    assert f"rewarm train: error: {state_dir.relative_to(prepared_copy)}: writing the training state of step" in result.stderr
+    assert "failed (File too large); the state saved before it is kept" in result.stderr
+    assert not list(state_dir.glob("*.partial-*"))
+
+
+@pytest.mark.fault
+def test_ctrl_c_stops_training_with_a_message_and_no_traceback(prepared_copy):
+    """Ctrl-C (SIGINT) in a training run: a one-line message, exit status 130, no traceback, the saved
+    state kept for the rerun to resume from."""
+    write_params(prepared_copy / "params.yaml", small_params(train={"tokens": 2000 * STEP_TOKENS}))  # long enough to interrupt
+    cell = cell_of(prepared_copy)
+    state_index = prepared_copy / "state/runs" / cell / "state.json"
+    # SIGINT as a terminal delivers it (a shell running the tests in the background passes it on as ignored)
+    process = subprocess.Popen([sys.executable, "-m", "rewarm", *train_args(cell)], cwd=prepared_copy, env=run_env(),
+                               stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while not state_index.exists():
+        assert process.poll() is None, "training finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130 and "Traceback" not in stderr and "ImportError" not in stderr, stderr[-3000:]
+    assert "rewarm train: interrupted (Ctrl-C); nothing half-written is left as an output; rerun to resume" in stderr
+    assert json.loads(state_index.read_text())["step"] >= 5
+
+
+@pytest.mark.slow
 @pytest.mark.fault
 def test_altered_state_is_refused(prepared_copy):
     cell = cell_of(prepared_copy)
@@ -148,6 +222,7 @@ def test_divergence_names_the_step_and_keeps_the_saved_state(prepared_copy):
     assert not (prepared_copy / "runs" / cell / "metrics.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_exploding_learning_rate_stops_at_a_later_step(prepared_copy):
     params = small_params(train={"max_lr": 1e6, "warmup_fraction": 0.0, "grad_clip": 0.0, "save_every": 1})
@@ -160,7 +235,7 @@ def test_exploding_learning_rate_stops_at_a_later_step(prepared_copy):
     assert step >= 1
     saved = json.loads((prepared_copy / "state/runs" / cell / "state.json").read_text())
     assert saved["step"] == step  # the last state saved is from before the failing update, intact
-    from rewarm.train import load_state
+    from rewarm.state import load_state
 
     assert load_state(prepared_copy / "state/runs" / cell, saved["fingerprint"])["step"] == step
 
@@ -183,7 +258,7 @@ def test_shuffled_stream_is_a_pure_function_of_position(prepared_project):
 
 def test_replay_takes_its_share_of_each_batch_from_upstream(prepared_project):
     downstream, upstream = readers(prepared_project)
-    run = cfg.from_dict(small_params(train={"replay_fraction": 0.25})).train
+    run = grid.from_dict(small_params(train={"replay_fraction": 0.25})).train
     data = Data(train=downstream, val={}, replay=upstream, replay_fraction=0.25)
     plan = Plan.of(run, downstream.seq_len, 0.25, world=1)
     assert plan.uniform and [plan.replay_in(s) for s in range(5)] == [2] * 5  # 0.25 x 8 sequences
@@ -201,7 +276,7 @@ def test_a_share_below_one_sequence_per_step_is_exact_over_the_run(prepared_proj
     sequences: one at steps 24, 49, 74, ... and none at the others; over 100 steps exactly 4 = 0.5% of 800.
     Each stream continues from where it stopped, so no sequence is skipped or read twice."""
     downstream, upstream = readers(prepared_project)
-    run = cfg.from_dict(small_params(train={"replay_fraction": 0.005})).train
+    run = grid.from_dict(small_params(train={"replay_fraction": 0.005})).train
     data = Data(train=downstream, val={}, replay=upstream, replay_fraction=0.005)
     plan = Plan.of(run, downstream.seq_len, 0.005, world=1)
     counts = [plan.replay_in(s) for s in range(100)]
@@ -238,7 +313,7 @@ def test_batches_hold_distinct_sequences_and_each_process_reads_its_share(prepar
     its 4 of the 8 sequences (the second: 2 downstream, 2 replayed)."""
     downstream, upstream = readers(prepared_project)
     n = len(downstream)
-    run = cfg.from_dict(small_params(train={"replay_fraction": 0.25})).train
+    run = grid.from_dict(small_params(train={"replay_fraction": 0.25})).train
     data = Data(train=downstream, val={}, replay=upstream, replay_fraction=0.25)
     plan = Plan.of(run, downstream.seq_len, 0.25, world=1)
     fresh = 6
@@ -267,6 +342,7 @@ def test_batches_hold_distinct_sequences_and_each_process_reads_its_share(prepar
         ShuffledStream(downstream, 0).batch(0, n + 1)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_full_batch(prepared_copy, reference_run):
     write_params(prepared_copy / "params.yaml", small_params(train={"micro_batch_sequences": 8}))
     cell = cell_of(prepared_copy)
@@ -277,6 +353,7 @@ def test_gradient_accumulation_matches_one_full_batch(prepared_copy, reference_r
         assert a["val/downstream/loss"] == pytest.approx(b["val/downstream/loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(prepared_copy, reference_run, monkeypatch):
     """`compile: true` (the paper configuration's setting for GPUs) through torch.compile on CPU:
     the same curve up to kernel rounding, and a model directory without torch.compile's prefixes."""
@@ -313,6 +390,7 @@ def torchrun_run(prepared_project, tmp_path_factory):
     cell = cell_of(project)
     result = subprocess.run(torchrun_command(cell), cwd=project, env=run_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    (project / "torchrun.log").write_text(result.stderr)
     return project / "runs" / cell
 
 
@@ -326,6 +404,105 @@ def test_torchrun_two_processes_match_one(torchrun_run, reference_run):
         for key in ("train_loss", "val/upstream/loss", "val/downstream/loss"):
             if b[key] is not None:
                 assert a[key] == pytest.approx(b[key], rel=1e-3), (a["step"], key)
+
+
+def shards_of_the_cell(project: Path) -> list[Path]:
+    """The shard files a replay-free cell reads (its train split and both validation splits), from the manifests."""
+    splits = ["downstream/train", "upstream/val", "downstream/val"]
+    return [project / "data/tokens" / split / shard["file"] for split in splits
+            for shard in json.loads((project / "data/tokens" / split / "manifest.json").read_text())["shards"]]
+
+
+def test_the_ranks_share_the_hashing_of_the_shards(torchrun_run):
+    """Under torchrun the shards are hashed once, shared by the ranks (inside the process group,
+    made first), not by rank 0 alone while the others wait: each rank hashed its part, and the stamp
+    records them all."""
+    project = torchrun_run.parent.parent
+    assert "_replay-0_" in torchrun_run.name  # no replay split read
+    shards = shards_of_the_cell(project)
+    log = (project / "torchrun.log").read_text()
+    hashed = {int(rank): int(count) for rank, count in re.findall(r"rank (\d) of 2 hashed (\d+)", log)}
+    assert hashed == {0: (len(shards) + 1) // 2, 1: len(shards) // 2}, log[-3000:]
+    assert log.count(f"shards verified: {len(shards)} hashed, 0 unchanged") == 2
+    stamp = json.loads((project / "state/runs" / torchrun_run.name / "verified-shards.json").read_text())
+    assert sorted(stamp) == sorted(str(path.resolve()) for path in shards)
+
+
+@pytest.mark.fault
+def test_a_corrupt_shard_found_by_one_rank_stops_every_rank_with_its_name(prepared_copy):
+    """The shard hashed by rank 1 is corrupt: every rank stops with the message naming it (none waits
+    for the others until the timeout) and no traceback."""
+    cell = cell_of(prepared_copy)
+    corrupt = shards_of_the_cell(prepared_copy)[1]  # the second shard to hash: rank 1's first
+    data = bytearray(corrupt.read_bytes())
+    data[-100] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    result = subprocess.run(torchrun_command(cell), cwd=prepared_copy, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    message = f"rewarm train: error: {corrupt.relative_to(prepared_copy)}: checksum does not match the manifest"
+    assert result.stderr.count(message) == 2, result.stderr[-3000:]  # rank 0 stops with rank 1's finding
+    assert "Traceback" not in result.stderr.split("failed (exitcode")[0] and "terminate called" not in result.stderr
+    assert not (prepared_copy / "runs" / cell).exists()
+
+
+COUNTING_DRIVER = (
+    "import atexit, hashlib, os, sys\n"
+    "from transformers import GPTNeoXForCausalLM\n"
+    "from rewarm.cli import main\n"
+    "seen = []\n"
+    "forward = GPTNeoXForCausalLM.forward\n"
+    "def counted(self, input_ids=None, **kwargs):\n"
+    "    if not self.training:\n"
+    "        seen.append(hashlib.sha256(input_ids.cpu().numpy().tobytes()).hexdigest()[:16])\n"
+    "    return forward(self, input_ids=input_ids, **kwargs)\n"
+    "GPTNeoXForCausalLM.forward = counted\n"
+    "rank = os.environ.get('RANK', '0')\n"
+    "atexit.register(lambda: open(f'eval-{rank}.txt', 'w').write(f\"{len(seen)} {','.join(sorted(set(seen)))}\"))\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.slow
+def test_in_training_evaluation_is_shared_by_the_processes(prepared_project, tmp_path):
+    """The evaluations during training split their batches across the processes instead of each running
+    them all: each of 2 processes runs the same number of forward passes (FSDP's are collectives),
+    fewer than one process alone, and together they cover every batch one process evaluates."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(COUNTING_DRIVER)
+    counts, batches = {}, {}
+    for name, launcher in (("one", [sys.executable]), ("two", [str(Path(sys.executable).parent / "torchrun"), "--standalone",
+                                                                "--nproc_per_node", "2"])):
+        project = tmp_path / name
+        shutil.copytree(prepared_project, project, symlinks=True)
+        # 6 steps, evaluated every 2 (4 evaluations of 2 samples): short, and several batches per evaluation
+        write_params(project / "params.yaml", small_params(train={"tokens": 6 * STEP_TOKENS, "eval_every": 2}))
+        result = subprocess.run([*launcher, str(driver), *train_args(cell_of(project))], cwd=project, env=run_env(),
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        for record in project.glob("eval-*.txt"):  # one per process, written as it exits
+            count, hashes = record.read_text().split()
+            rank = int(record.stem.removeprefix("eval-"))
+            counts[name, rank], batches[name, rank] = int(count), set(hashes.split(","))
+    assert set(counts) == {("one", 0), ("two", 0), ("two", 1)}
+    assert counts["two", 0] == counts["two", 1] < counts["one", 0]
+    assert batches["two", 0] | batches["two", 1] == batches["one", 0]
+    assert batches["two", 1] < batches["one", 0]  # rank 1 did not evaluate every batch
+
+
+def test_compile_wraps_ddp_whose_gradients_are_its_buckets(prepared_project, one_process_group):
+    """torch.compile goes around DistributedDataParallel, not inside it (so the all-reduce can overlap
+    the backward pass), and the gradients are views of DDP's buckets rather than a second copy."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from rewarm.checkpoints import load_model, unwrap
+    from rewarm.train import wrap_model
+
+    model = load_model(prepared_project / "checkpoints/base/scratch")
+    wrapped = wrap_model(model, compile=True, ddp=True, device=torch.device("cpu"))
+    assert isinstance(wrapped, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(wrapped._orig_mod, DistributedDataParallel) and wrapped._orig_mod.gradient_as_bucket_view
+    assert unwrap(wrapped) is model
+    assert wrap_model(model, compile=False, ddp=False, device=torch.device("cpu")) is model
 
 
 def worker_pids(agent: int) -> dict[int, int]:
@@ -380,7 +557,7 @@ def test_optimizer_settings_and_weight_decay_groups(prepared_project, name, kind
     from rewarm.checkpoints import load_model
     from rewarm.train import build_optimizer
 
-    run = cfg.from_dict(small_params(train={"optimizer": name, "beta2": 0.98, "weight_decay": 0.1})).train
+    run = grid.from_dict(small_params(train={"optimizer": name, "beta2": 0.98, "weight_decay": 0.1})).train
     model = load_model(prepared_project / "checkpoints/base/scratch")
     optimizer = build_optimizer(model, run, torch.device("cpu"))
     assert type(optimizer) is kind
@@ -408,7 +585,8 @@ def test_evaluation_runs_on_the_configured_device_and_precision(prepared_project
     chosen by `auto` with one); bf16 autocast really runs (the loss moves, by less than 1%)."""
     import torch
 
-    from rewarm.evaluate import evaluate_model, pick_device
+    from rewarm.evaluate import evaluate_model
+    from rewarm.runtime import pick_device
 
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu") and pick_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
@@ -440,6 +618,7 @@ def test_evaluation_batch_fills_the_gpu():
 STEP_TOKENS = 8 * 64  # .test/params.yaml: 8 sequences of 64 tokens per step
 
 
+@pytest.mark.slow
 def test_a_shorter_cell_read_from_the_longer_run_equals_training_it_alone(prepared_copy):
     """Two cells on one 40-step schedule, stopping at 25 and 40 steps: the longer run records the
     shorter cell at step 25 (an evaluation off the every-10 grid) and `rewarm prefix` makes its run
@@ -450,7 +629,7 @@ def test_a_shorter_cell_read_from_the_longer_run_equals_training_it_alone(prepar
     write_params(prepared_copy / "params.yaml", params)
     from rewarm import grid
 
-    config = cfg.load(prepared_copy / "params.yaml")
+    config = grid.load(prepared_copy / "params.yaml")
     short, long = (grid.studies(config)[s][0] for s in ("short", "long"))
     assert grid.trained_by(config) == {short: long, long: long}
     rewarm(*train_args(long), cwd=prepared_copy)
@@ -472,6 +651,7 @@ def test_a_shorter_cell_read_from_the_longer_run_equals_training_it_alone(prepar
     assert refused.returncode == 2 and f"does not record cell {long} (it records: {short})" in refused.stderr
 
 
+@pytest.mark.slow
 def test_the_schedule_runs_past_the_stop_and_the_decay_end(prepared_copy):
     """A run stopping at 30 steps of a 40-step schedule whose decay ends at step 20: the logged LRs
     are the schedule's, computed here from the cosine formula by hand."""
@@ -489,8 +669,11 @@ def test_the_schedule_runs_past_the_stop_and_the_decay_end(prepared_copy):
     assert lrs == pytest.approx(expected, rel=1e-12)
 
 
-def train_directly(project: Path, run: cfg.TrainConfig, tmp_path: Path, poison_step: int | None):
-    """train_loop on the small project, with a NaN put into one gradient at `poison_step`."""
+def train_directly(project: Path, run: cfg.TrainConfig, tmp_path: Path, poison_step: int | None, inf_loss_steps=(),
+                   sigterm_step: int | None = None):
+    """train_loop on the small project, with a NaN put into one gradient at `poison_step`, the forward
+    pass's loss made infinite at the steps `inf_loss_steps`, and a SIGTERM sent to this process during
+    step `sigterm_step` (counted from 0)."""
     from rewarm import checkpoints
     from rewarm.train import train_loop
 
@@ -507,12 +690,48 @@ def train_directly(project: Path, run: cfg.TrainConfig, tmp_path: Path, poison_s
         return grad * float("nan") if step == poison_step else grad
 
     model.gpt_neox.embed_in.weight.register_hook(poison)
+    forward_calls = {"n": 0}
+
+    def overflow(module, args, kwargs, output):  # training passes only (evaluation runs in eval mode)
+        if module.training:
+            step = forward_calls["n"] // accumulation
+            forward_calls["n"] += 1
+            if step in inf_loss_steps:
+                output.loss = output.loss * float("inf")
+            if step == sigterm_step and forward_calls["n"] % accumulation == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return output
+
+    model.register_forward_hook(overflow, with_kwargs=True)
     return train_loop(model, run, data, tmp_path / "out", tmp_path / "state", "fingerprint", label="poisoned")
+
+
+def test_no_forward_pass_builds_a_key_value_cache(prepared_project, tmp_path):
+    """Nothing in training or evaluation generates text, so no forward pass may build a key/value cache:
+    Pythia's configuration asks for one (use_cache: true), about 0.3 GB a sequence at 410M that the
+    evaluation batch (plan.eval_batch) does not count. Read from the model's own outputs."""
+    from rewarm import checkpoints
+    from rewarm.evaluate import mean_loss
+    from rewarm.train import train_loop
+
+    readers = {name: ShardReader(prepared_project / "data/tokens" / name / split) for name, split in
+               (("downstream", "train"), ("upstream", "val"))}
+    model = checkpoints.load_model(prepared_project / "checkpoints/base/scratch")
+    model.config.use_cache = True  # what Pythia's configuration asks for (rewarm's own directories now say false)
+    caches = []
+    model.register_forward_hook(lambda module, args, output: caches.append(output.past_key_values))
+    run = cfg.TrainConfig(tokens=2 * STEP_TOKENS, batch_sequences=8, micro_batch_sequences=4, eval_every=1, eval_tokens=256,
+                          save_every=100, device="cpu", precision="fp32")
+    train_loop(model, run, Data(train=readers["downstream"], val={"upstream": readers["upstream"]}), tmp_path / "out",
+               tmp_path / "state", "fingerprint", label="cache")
+    mean_loss(model, readers["upstream"], 4, 2, torch.device("cpu"))
+    assert len(caches) >= 2 * 2 + 3 and caches == [None] * len(caches)  # 2 steps of 2 micro-batches, 3 evaluations and more
 
 
 @pytest.mark.fault
 def test_a_nan_gradient_with_a_finite_loss_stops_the_run_naming_the_step(prepared_project, tmp_path):
-    from rewarm.train import STATE_INDEX, TrainingDiverged
+    from rewarm.state import STATE_INDEX
+    from rewarm.train import TrainingDiverged
 
     run = cfg.TrainConfig(tokens=10 * STEP_TOKENS, batch_sequences=8, micro_batch_sequences=4, eval_every=100, eval_tokens=256,
                           save_every=2, device="cpu", precision="fp32")
@@ -546,6 +765,117 @@ def test_fp16_skips_an_overflowing_step_and_lowers_the_loss_scale(prepared_proje
     assert schedule(5) != schedule(6)
 
 
+@pytest.mark.fault
+def test_fp16_takes_an_infinite_loss_as_an_overflow_and_stops_only_at_the_minimum_scale(prepared_project, tmp_path, caplog):
+    """In fp16 a loss that overflows in the forward pass is an overflow like any other: the step is
+    skipped and the loss scale halved, and the run goes on. Overflowing at every step, the scale falls
+    from 2^16 by halves; the overflow at scale 1 (DeepSpeed's min_loss_scale in the papers' runs) ends
+    the run as diverged: 17 skipped steps."""
+    import logging
+
+    from rewarm.train import TrainingDiverged
+
+    run = cfg.TrainConfig(tokens=20 * STEP_TOKENS, batch_sequences=8, micro_batch_sequences=4, eval_every=100, eval_tokens=256,
+                          save_every=100, device="cpu", precision="fp16")
+    with caplog.at_level(logging.WARNING, logger="rewarm.train"):
+        final = train_directly(prepared_project, run, tmp_path / "once", poison_step=None, inf_loss_steps={3})
+    assert final["step"] == 20 and math.isfinite(final["val/upstream/loss"])
+    assert "step 3: the loss overflowed in fp16; step skipped, loss scale lowered to 32768" in caplog.text
+    with pytest.raises(TrainingDiverged, match=r"step 16 overflowed in fp16 with the loss scale already at its minimum \(1"):
+        train_directly(prepared_project, run, tmp_path / "always", poison_step=None, inf_loss_steps=set(range(20)))
+    assert caplog.text.count("the loss overflowed in fp16") == 1 + 17  # 2^16 ... 2^0: 17 halvings
+
+
+def whole_and_stopped(project: Path, tmp_path: Path, sigterm_step: int):
+    """The 20-step test run (evaluated every 10) uninterrupted, and again stopped by a SIGTERM during
+    step `sigterm_step` (from 0): (its settings, the uninterrupted run's final row, the stopped run's state)."""
+    from rewarm.state import load_state
+
+    run = cfg.TrainConfig(tokens=20 * STEP_TOKENS, batch_sequences=8, micro_batch_sequences=4, eval_every=10, eval_tokens=256,
+                          save_every=100, device="cpu", precision="fp32")
+    whole = train_directly(project, run, tmp_path / "whole", poison_step=None)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train_directly(project, run, tmp_path / "stopped", poison_step=None, sigterm_step=sigterm_step)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    return run, whole, load_state(tmp_path / "stopped/state", "fingerprint")
+
+
+@pytest.mark.fault
+def test_a_stop_on_an_evaluation_step_saves_at_once_and_the_resumed_run_evaluates_it(prepared_project, tmp_path):
+    """SIGTERM during the step whose end is an evaluation: the state is saved at once, without that
+    evaluation (the job is killed some seconds after the signal; at paper scale an evaluation takes
+    minutes), and the resumed run evaluates that step first: its curves and final metrics are the
+    uninterrupted run's."""
+    run, whole, saved = whole_and_stopped(prepared_project, tmp_path, sigterm_step=9)
+    assert saved["step"] == 10 and saved["deferred"] and [row["step"] for row in saved["history"].evals] == [0]
+    resumed = train_directly(prepared_project, run, tmp_path / "stopped", poison_step=None)
+    assert resumed == whole
+    assert [comparable(r) for r in read_rows(tmp_path / "stopped/out")] == [comparable(r) for r in read_rows(tmp_path / "whole/out")]
+    for name in ("curves/upstream.csv", "dvclive/plots/metrics/train/lr.tsv", "dvclive/plots/metrics/val/upstream/loss.tsv"):
+        assert (tmp_path / "stopped/out" / name).read_text() == (tmp_path / "whole/out" / name).read_text(), name
+
+
+@pytest.mark.fault
+def test_a_stop_in_the_last_step_keeps_the_finished_state_and_the_rerun_trains_nothing(prepared_project, tmp_path, caplog):
+    """SIGTERM during the last step (SLURM signals a job that is finishing as readily as any): the run
+    ends, its state at the last step is saved and the process exits as stopped; the retry resumes at
+    the last step, trains nothing, and ends as the uninterrupted run."""
+    import logging
+
+    run, whole, saved = whole_and_stopped(prepared_project, tmp_path, sigterm_step=19)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert saved["step"] == 20 and not saved["deferred"] and [row["step"] for row in saved["history"].evals] == [0, 10, 20]
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="rewarm.train"):
+            resumed = train_directly(prepared_project, run, tmp_path / "stopped", poison_step=None, sigterm_step=0)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    # Resumed at the last step: no training forward pass ran (the one at step 0 would have sent a SIGTERM).
+    assert "poisoned: resuming from step 20 of 20" in caplog.text and "SIGTERM" not in caplog.text
+    assert resumed == whole
+    assert [comparable(r) for r in read_rows(tmp_path / "stopped/out")] == [comparable(r) for r in read_rows(tmp_path / "whole/out")]
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_a_stop_while_the_outputs_are_written_keeps_the_state_and_the_retry_rewrites_them(prepared_copy, reference_run):
+    """SIGTERM after training, while the stage writes its outputs: the scheduler counts the job as
+    cancelled and the workflow retries it with the outputs removed, so the state must outlive the job.
+    It exits as stopped with the state of its last step kept, and the retry writes the outputs from it,
+    the uninterrupted run's, without training again."""
+    cell = cell_of(prepared_copy)
+    driver = (  # the real command, with a SIGTERM to itself just before the run's last output (metrics.json)
+        "import os, signal, sys\n"
+        "import rewarm.train as t\n"
+        "from rewarm.cli import main\n"
+        "write = t.write_json\n"
+        "def signalled(path, data):\n"
+        "    if path.name == 'metrics.json':\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    write(path, data)\n"
+        "t.write_json = signalled\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    stopped = subprocess.run([sys.executable, "-c", driver, *train_args(cell)], cwd=prepared_copy, env=run_env(),
+                             capture_output=True, text=True, timeout=600)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    total = json.loads((reference_run / "metrics.json").read_text())["step"]
+    assert f"SIGTERM: state saved at step {total}" in stopped.stderr
+    assert json.loads((prepared_copy / "state/runs" / cell / "state.json").read_text())["step"] == total
+    shutil.rmtree(prepared_copy / "runs" / cell)  # what Snakemake does to a failed job's outputs
+    resumed = rewarm(*train_args(cell), cwd=prepared_copy)
+    assert f"resuming from step {total} of {total}" in resumed.stderr
+    run_dir = prepared_copy / "runs" / cell
+    assert [comparable(r) for r in read_rows(run_dir)] == [comparable(r) for r in read_rows(reference_run)]
+    assert (run_dir / "model/model.safetensors").read_bytes() == (reference_run / "model/model.safetensors").read_bytes()
+    assert not (prepared_copy / "state/runs" / cell / "state.json").exists()  # a finished run's state is removed
+
+
 @pytest.mark.parametrize("early_every, early_steps, stops, expected", [
     (None, 0, (), [10, 20, 30, 40]),                    # every eval_every steps and the last
     (2, 6, (), [2, 4, 6, 10, 20, 30, 40]),               # densely over the first 6 steps (the stability gap)
@@ -565,7 +895,7 @@ class Killed(BaseException):
 
 
 def tiny_training_state():
-    from rewarm.train import History
+    from rewarm.metrics import History
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
@@ -580,11 +910,9 @@ def tiny_training_state():
 def test_a_kill_at_any_point_of_saving_leaves_a_loadable_state(tmp_path, monkeypatch, point):
     """The (state, index) pair is atomic: killed anywhere in save_state, the index names a complete
     state, the one before until the new index is in place; the next save removes what the kill left."""
-    from rewarm import train
-
     model, optimizer, history = tiny_training_state()
     state_dir = tmp_path / "state"
-    train.save_state(state_dir, model, optimizer, 5, history, "run")
+    state.save_state(state_dir, model, optimizer, 5, history, "run")
 
     def kill(*args, **kwargs):
         raise Killed(point)
@@ -593,31 +921,30 @@ def test_a_kill_at_any_point_of_saving_leaves_a_loadable_state(tmp_path, monkeyp
         def half_written(obj, writer):  # part of the file reaches the disk, then the process dies
             writer.write(b"PK\x03\x04 half a zip file")
             raise Killed(point)
-        monkeypatch.setattr(train.torch, "save", half_written)
+        monkeypatch.setattr(state.torch, "save", half_written)
     elif point == "before the index":
-        monkeypatch.setattr(train, "write_json", kill)
+        monkeypatch.setattr(state, "write_json", kill)
     elif point == "while writing the index":
         def half_index(path, data):
             Path(f"{path}.partial-{os.getpid()}").write_text('{"step": 10, "file"')
             raise Killed(point)
-        monkeypatch.setattr(train, "write_json", half_index)
+        monkeypatch.setattr(state, "write_json", half_index)
     else:
-        monkeypatch.setattr(train, "_prune_states", kill)
+        monkeypatch.setattr(state, "_prune_states", kill)
     with pytest.raises(Killed):
-        train.save_state(state_dir, model, optimizer, 10, history, "run")
+        state.save_state(state_dir, model, optimizer, 10, history, "run")
     monkeypatch.undo()
     expected = 10 if point == "before removing the old state" else 5
-    assert train.load_state(state_dir, "run")["step"] == expected
-    train.save_state(state_dir, model, optimizer, 15, history, "run")
+    assert state.load_state(state_dir, "run")["step"] == expected
+    state.save_state(state_dir, model, optimizer, 15, history, "run")
     assert sorted(p.name for p in state_dir.iterdir()) == ["state-15.pt", "state.json"]
-    loaded = train.load_state(state_dir, "run")
+    loaded = state.load_state(state_dir, "run")
     assert loaded["step"] == 15 and torch.equal(loaded["model"]["weight"], model.weight.detach())
 
 
 @pytest.mark.fault
 def test_a_partial_of_a_live_process_is_left_alone(tmp_path):
     """Two savers never delete each other's partials: only those of processes that are gone go."""
-    from rewarm import train
 
     model, optimizer, history = tiny_training_state()
     state_dir = tmp_path / "state"
@@ -626,7 +953,7 @@ def test_a_partial_of_a_live_process_is_left_alone(tmp_path):
     try:
         (state_dir / f"state-3.pt.partial-{live.pid}").write_bytes(b"in progress")
         (state_dir / "state-2.pt.partial-999999999").write_bytes(b"left by a dead process")
-        train.save_state(state_dir, model, optimizer, 5, history, "run")
+        state.save_state(state_dir, model, optimizer, 5, history, "run")
         assert sorted(p.name for p in state_dir.iterdir()) == [f"state-3.pt.partial-{live.pid}", "state-5.pt", "state.json"]
     finally:
         live.kill()
@@ -637,10 +964,8 @@ def test_the_saved_checksum_is_the_files(tmp_path):
     """Hashed as it is written: the index's checksum is the file's own (hashlib over the file)."""
     import hashlib
 
-    from rewarm import train
-
     model, optimizer, history = tiny_training_state()
-    train.save_state(tmp_path, model, optimizer, 7, history, "run")
+    state.save_state(tmp_path, model, optimizer, 7, history, "run")
     index = json.loads((tmp_path / "state.json").read_text())
     assert index["file"] == "state-7.pt"
     assert index["sha256"] == hashlib.sha256((tmp_path / "state-7.pt").read_bytes()).hexdigest()
@@ -745,6 +1070,31 @@ def test_fsdp_matches_ddp_and_saves_a_sharded_hf_model(fsdp_run, torchrun_run):
         torch.testing.assert_close(fsdp_weights[name], value, rtol=FSDP_TOLERANCE, atol=FSDP_TOLERANCE, msg=name)
 
 
+def test_under_fsdp_only_rank_0_reads_and_hashes_the_base_weights(prepared_project, fsdp_run, tmp_path):
+    """Under FSDP the other processes build the model on the meta device and receive their shards from
+    rank 0 (at 6.9B, 27.6 GB of host memory once per node instead of once per GPU): here rank 1 is
+    not allowed to load or hash the weights, and the run is the same, bit for bit, as the plain one."""
+    project = fsdp_project(prepared_project, tmp_path)
+    cell = cell_of(project)
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import os, sys\n"
+        "from rewarm import checkpoints\n"
+        "from rewarm.cli import main\n"
+        "def refused(*args, **kwargs):\n"
+        "    raise AssertionError('rank ' + os.environ['RANK'] + ' read the base weights')\n"
+        "if os.environ['RANK'] != '0':\n"
+        "    checkpoints.load_model = checkpoints.weights_fingerprint = checkpoints.verify_weights = refused\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    command = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", str(driver), *train_args(cell)]
+    result = subprocess.run(command, cwd=project, env=fsdp_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = project / "runs" / cell
+    assert [comparable(r) for r in read_rows(run_dir)] == [comparable(r) for r in read_rows(fsdp_run)]
+    for weights in sorted((fsdp_run / "model").glob("*.safetensors")):
+        assert (run_dir / "model" / weights.name).read_bytes() == weights.read_bytes(), weights.name
+
+
 def kill_job(agent: subprocess.Popen) -> None:
     """SIGKILL to a torchrun agent's workers (torchrun starts them in sessions of their own) and to it."""
     workers = worker_pids(agent.pid)
@@ -754,6 +1104,7 @@ def kill_job(agent: subprocess.Popen) -> None:
     agent.wait(timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_fsdp_killed_run_resumes_bit_exact_and_on_another_process_count(tmp_path, prepared_project, fsdp_run):
     """SIGKILL to the whole torchrun job after a sharded save: resumed on the same 2 processes the run
@@ -791,6 +1142,7 @@ def test_fsdp_killed_run_resumes_bit_exact_and_on_another_process_count(tmp_path
     assert not (other / "state/runs" / cell / "state.json").exists()  # the finished run removed its state
 
 
+@pytest.mark.slow
 def test_two_agents_rendezvous_like_two_nodes(tmp_path, prepared_project, torchrun_run):
     """Two torchrun agents of one process each, rendezvousing over loopback (c10d) as two nodes of a
     SLURM job do on the first node: the same run, bit for bit, as one agent with two processes."""
@@ -828,12 +1180,8 @@ def one_process_group():
         dist.destroy_process_group()
 
 
-@pytest.mark.fault
-@pytest.mark.parametrize("point", ["while writing the shards", "before the index", "before removing the old state"])
-def test_a_kill_while_saving_a_sharded_state_leaves_the_previous_one(tmp_path, monkeypatch, one_process_group, point):
-    """save_sharded_state is atomic as save_state is: killed anywhere, the index names a complete state
-    that loads into the sharded model; a shard altered afterwards is refused by name."""
-    import torch.distributed.checkpoint as dcp
+def tiny_sharded_model():
+    """A two-layer GPT-NeoX sharded with FSDP in the one-process group, and its optimizer."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     from rewarm import train
@@ -842,8 +1190,18 @@ def test_a_kill_while_saving_a_sharded_state_leaves_the_previous_one(tmp_path, m
                            max_position_embeddings=32)
     torch.manual_seed(0)
     model = GPTNeoXForCausalLM(config)
-    train.shard_model(model, "fp32")
-    optimizer = train.build_optimizer(model, cfg.TrainConfig(), torch.device("cpu"))
+    runtime.shard_model(model, "fp32")
+    return model, train.build_optimizer(model, cfg.TrainConfig(), torch.device("cpu"))
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("point", ["while writing the shards", "before the index", "before removing the old state"])
+def test_a_kill_while_saving_a_sharded_state_leaves_the_previous_one(tmp_path, monkeypatch, one_process_group, point):
+    """save_sharded_state is atomic as save_state is: killed anywhere, the index names a complete state
+    that loads into the sharded model; a shard altered afterwards is refused by name."""
+    import torch.distributed.checkpoint as dcp
+
+    model, optimizer = tiny_sharded_model()
     state_dir = tmp_path / "state"
 
     def step() -> None:
@@ -853,7 +1211,7 @@ def test_a_kill_while_saving_a_sharded_state_leaves_the_previous_one(tmp_path, m
         optimizer.zero_grad()
 
     step()
-    train.save_sharded_state(state_dir, model, optimizer, 5, train.History(), "run")
+    state.save_sharded_state(state_dir, model, optimizer, 5, metrics.History(), "run")
     at_five = {k: v.full_tensor().clone() for k, v in model.state_dict().items()}
     step()
 
@@ -868,27 +1226,114 @@ def test_a_kill_while_saving_a_sharded_state_leaves_the_previous_one(tmp_path, m
             raise Killed(point)
         monkeypatch.setattr(dcp, "save", half_written)
     elif point == "before the index":
-        monkeypatch.setattr(train, "write_json", kill)
+        monkeypatch.setattr(state, "write_json", kill)
     else:
-        monkeypatch.setattr(train, "_prune_states", kill)
+        monkeypatch.setattr(state, "_prune_states", kill)
     with pytest.raises(Killed):
-        train.save_sharded_state(state_dir, model, optimizer, 10, train.History(), "run")
+        state.save_sharded_state(state_dir, model, optimizer, 10, metrics.History(), "run")
     monkeypatch.undo()
-    loaded = train.load_sharded_state(state_dir, "run", model, optimizer)
+    loaded = state.load_sharded_state(state_dir, "run", model, optimizer)
     if point == "before removing the old state":
         assert loaded["step"] == 10
     else:
         assert loaded["step"] == 5
         for name, value in model.state_dict().items():
             assert torch.equal(value.full_tensor(), at_five[name]), name
-    train.save_sharded_state(state_dir, model, optimizer, 15, train.History(), "run")
+        # the retry runs on from step 5 and saves at step 10 again, over whatever the kill left there
+        state.save_sharded_state(state_dir, model, optimizer, 10, metrics.History(), "run")
+        assert state.load_sharded_state(state_dir, "run", model, optimizer)["step"] == 10
+    state.save_sharded_state(state_dir, model, optimizer, 15, metrics.History(), "run")
     assert sorted(p.name for p in state_dir.iterdir()) == ["state-15", "state.json"]
     shard = state_dir / "state-15" / "__0_0.distcp"
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one byte altered
     shard.write_bytes(bytes(data))
-    with pytest.raises(train.StateError, match=r"state-15: __0_0\.distcp: checksum does not match"):
-        train.load_sharded_state(state_dir, "run", model, optimizer)
+    with pytest.raises(state.StateError, match=r"state-15: __0_0\.distcp: checksum does not match"):
+        state.load_sharded_state(state_dir, "run", model, optimizer)
+
+
+@pytest.mark.fault
+def test_a_sharded_state_that_cannot_be_written_is_said_so(tmp_path, one_process_group):
+    """Under FSDP, distributed checkpoint's failure to write (here a file size limit, as a full disk does) is
+    a StateWriteError naming the state directory and the system's reason; the state saved before stays loadable."""
+    import resource
+
+    model, optimizer = tiny_sharded_model()
+    state_dir = tmp_path / "state"
+    state.save_sharded_state(state_dir, model, optimizer, 5, metrics.History(), "run")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2_000, hard))  # the shards are larger
+    try:
+        with pytest.raises(state.StateWriteError) as caught:
+            state.save_sharded_state(state_dir, model, optimizer, 10, metrics.History(), "run")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert str(caught.value).startswith(f"{state_dir}: writing the sharded training state of step 10 failed (File too large)")
+    assert state.load_sharded_state(state_dir, "run", model, optimizer)["step"] == 5
+
+
+def test_fsdp_reduce_scatters_every_micro_batch_and_holds_no_whole_gradients(prepared_project, one_process_group, tmp_path,
+                                                                            monkeypatch):
+    """FSDP with gradient accumulation: each micro-batch's gradients are reduce-scattered into the
+    parameters' shards at once. With the sync switched off until the last micro-batch, FSDP would hold
+    every parameter's whole gradient (in fp32, the reduce dtype) across the micro-batches: 4 bytes a
+    parameter more per GPU than `plan` counts, 27 GB at 6.9B. Seen from the optimizer's (sharded)
+    parameters: at every micro-batch after a step's first, each already holds its sharded gradient."""
+    from torch.distributed.tensor import DTensor
+
+    from rewarm import checkpoints, train
+
+    readers = {name: ShardReader(prepared_project / "data/tokens" / name / split) for name, split in
+               (("downstream", "train"), ("upstream", "val"))}
+    model = checkpoints.load_model(prepared_project / "checkpoints/base/scratch")
+    run = cfg.TrainConfig(tokens=2 * STEP_TOKENS, batch_sequences=8, micro_batch_sequences=2, eval_every=100, eval_tokens=256,
+                          save_every=100, device="cpu", precision="fp32", parallel="fsdp")
+    optimizers = []
+    build = train.build_optimizer
+    monkeypatch.setattr(train, "build_optimizer", lambda *args: optimizers.append(build(*args)) or optimizers[-1])
+    held = []
+
+    def sharded_gradients(module, args, kwargs):  # before each training forward pass, after the previous backward
+        if module.training:
+            grads = [p.grad for group in optimizers[0].param_groups for p in group["params"]]
+            held.append("none" if all(g is None for g in grads) else
+                        "sharded" if all(isinstance(g, DTensor) for g in grads) else "some")
+
+    model.register_forward_pre_hook(sharded_gradients, with_kwargs=True)
+    train.train_loop(model, run, Data(train=readers["downstream"], val={"upstream": readers["upstream"]}), tmp_path / "out",
+                     tmp_path / "state", "fingerprint", label="fsdp")
+    assert held == ["none", "sharded", "sharded", "sharded"] * 2  # 2 steps of 4 micro-batches; zeroed after each step
+
+
+def test_fsdp_computes_in_half_precision_throughout_where_ddp_autocast_keeps_the_residual_stream_in_fp32(
+        prepared_project, one_process_group):
+    """Where FSDP and DDP differ in bf16 or fp16: FSDP's MixedPrecisionPolicy gathers the weights in half
+    precision, so the embeddings, LayerNorms and the residual stream are half precision too (as GPT-NeoX's
+    fp16 under DeepSpeed, the papers' runs: a half-precision model with float32 master weights), while
+    DDP's autocast runs only the matrix products in half precision and keeps the residual stream in
+    float32. Seen from a transformer block's output, in bf16 on the CPU."""
+    from rewarm import checkpoints
+    from rewarm.runtime import autocast_for, shard_model
+
+    batch = torch.randint(0, 100, (2, 16))
+    streams = {}
+    for name in ("ddp", "fsdp"):
+        model = checkpoints.load_model(prepared_project / "checkpoints/base/scratch")
+        block = model.gpt_neox.layers[0]
+
+        def record(module, args, output, name=name) -> None:  # returns None: the output stays as it is
+            streams.setdefault(name, (output[0] if isinstance(output, tuple) else output).dtype)
+
+        block.register_forward_hook(record)
+        if name == "fsdp":
+            shard_model(model, "bf16")
+            model(input_ids=batch, use_cache=False)
+        else:
+            with autocast_for("bf16", torch.device("cpu")):
+                model(input_ids=batch, use_cache=False)
+    assert streams == {"ddp": torch.float32, "fsdp": torch.bfloat16}
 
 
 def test_a_carried_optimizer_state_round_trips_through_fsdp(prepared_project, one_process_group):
@@ -903,7 +1348,7 @@ def test_a_carried_optimizer_state_round_trips_through_fsdp(prepared_project, on
     for shard in (False, True):
         model = checkpoints.load_model(prepared_project / "checkpoints/base/scratch")
         if shard:
-            train.shard_model(model, "fp32")
+            runtime.shard_model(model, "fp32")
         optimizer = train.build_optimizer(model, before, torch.device("cpu"))
         model(input_ids=batch, labels=batch).loss.backward()
         optimizer.step()
@@ -917,7 +1362,7 @@ def test_a_carried_optimizer_state_round_trips_through_fsdp(prepared_project, on
             torch.testing.assert_close(gathered["state"][index][key], value, rtol=1e-5, atol=1e-7, msg=f"{index} {key}")
 
     fresh_model = checkpoints.load_model(prepared_project / "checkpoints/base/scratch")
-    train.shard_model(fresh_model, "fp32")
+    runtime.shard_model(fresh_model, "fp32")
     fresh = train.build_optimizer(fresh_model, after, torch.device("cpu"))
     train.start_sharded_optimizer(fresh_model, fresh, plain, "cell")
     carried = train.full_optimizer_state(fresh_model, fresh)

@@ -7,7 +7,6 @@ import csv
 import json
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,90 +14,30 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rewarm.data import sources
-from tests.conftest import ROOT, rewarm, run_env, small_params, write_params
-
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", ".dvc", ".dvcignore", ".gitignore"]
-# The demo grid's shape in miniature: studies of checkpoints and of max_lr with a constant-LR baseline,
-# training on upstream again (no shift), and a cell that stops at half of the reference cell's schedule
-# (read from the reference run, not trained).
-TEST_GRID = {"studies": {
-    "checkpoint": {"vary": {"checkpoint": ["early", "final", "scratch"]}},
-    "max_lr": {"vary": {"max_lr": [1e-3, 2e-3]}, "baselines": [{"schedule": "constant", "max_lr": 2e-4, "warmup_fraction": 0.0}]},
-    "same_data": {"settings": {"train_corpus": "upstream"}, "vary": {"max_lr": [2e-3]}},
-    "half": {"settings": {"tokens": 10240, "schedule_tokens": 20480}, "vary": {"max_lr": [2e-3]}},
-    # Three datasets in sequence under an infinite schedule (Ibrahim et al. 2024, section 7): warm-up and
-    # cooldown on the first, the constant phase on the second (weights and optimizer state carried over, no
-    # re-warming), the annealing at the end of the third; each cell waits for the one before.
-    "sequence": {"settings": {"schedule": "infinite-cosine", "constant_lr": 1e-3, "tokens": 5120}, "cells": [
-        {"constant_end_fraction": 1.0},
-        {"checkpoint": "after_first", "train_corpus": "later", "warmup_fraction": 0.0, "cooldown_end_fraction": 0.0,
-         "constant_end_fraction": 1.0},
-        {"checkpoint": "after_second", "train_corpus": "upstream", "warmup_fraction": 0.0, "cooldown_end_fraction": 0.0},
-    ]},
-}}
-TEST_PARAMS = small_params(
-    train={"checkpoint": "final"}, grid=TEST_GRID,
-    corpora={"later": {"train": {"type": "demo", "domain": "downstream", "documents": 200, "seed": 6}}},
-    checkpoints={"after_first": {"type": "cell", "cell": "sequence.cells[0]", "optimizer": True},
-                 "after_second": {"type": "cell", "cell": "sequence.cells[1]", "optimizer": True}},
+from rewarm import config as cfg
+from rewarm import grid
+from rewarm.io import file_sha256
+from tests.project import (
+    FRONT_END_PARAMS,
+    ROOT,
+    TEST_GRID,
+    TEST_PARAMS,
+    copy_project,
+    digests,
+    git_commit,
+    grid_file,
+    reference_report,
+    rewarm,
+    run,
+    small_params,
+    snakemake,
+    write_params,
 )
-# The smallest grid that still has every kind of job a front end runs: checkpoints of the demo's series
-# (select_step), a cell read from a longer run (prefix), datasets in sequence (select_cell), and the
-# scratch checkpoint selected and evaluated as a base. The DVC, SLURM and interrupted runs use it: each
-# of its cells is a cell of TEST_GRID, so their outputs are compared with the Snakemake run's cell by cell.
-FRONT_END_PARAMS = {**TEST_PARAMS, "grid": {"studies": {
-    "checkpoint": {"vary": {"checkpoint": ["early", "final"]}},
-    "half": TEST_GRID["studies"]["half"],
-    "sequence": TEST_GRID["studies"]["sequence"],
-}}}
-
-
-def grid_file(project: Path) -> dict:
-    """workflow/grid.yaml: cells (all), trained, prefixes."""
-    return yaml.safe_load((project / "workflow/grid.yaml").read_text())
 
 
 def studies_of(project: Path) -> dict[str, list[str]]:
-    from rewarm import config as cfg
-    from rewarm import grid
 
-    return grid.studies(cfg.load(project / "params.yaml"))
-
-
-def copy_project(dest: Path, params: dict | None = None) -> Path:
-    """The project's files in `dest`; with `params`, a smaller configuration (and its grid file)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
-        else:
-            shutil.copy2(source, dest / name)
-    if params is not None:
-        write_params(dest / "params.yaml", params)
-        rewarm("grid", "--write", "workflow/grid.yaml", cwd=dest)
-    return dest
-
-
-def run(*command: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=env or run_env(), capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
-
-
-def snakemake(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run(sys.executable, "-m", "snakemake", *args, cwd=cwd, check=check, env=env)
-
-
-def digests(root: Path) -> dict[str, str]:
-    """sha256 of every data file under root (Snakemake's directory markers are not data)."""
-    return {
-        str(p.relative_to(root)): sources.file_sha256(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != ".snakemake_timestamp"
-    }
+    return grid.studies(grid.load(project / "params.yaml"))
 
 
 def test_grid_file_for_dvc_is_up_to_date(tmp_path):
@@ -109,6 +48,34 @@ def test_grid_file_for_dvc_is_up_to_date(tmp_path):
     rewarm("grid", "--write", "workflow/grid.yaml", cwd=project)
     for name in ("workflow/grid.yaml", "workflow/plots/dvc.yaml"):
         assert (project / name).read_text() == (ROOT / name).read_text(), "run `rewarm grid --write workflow/grid.yaml`"
+
+
+def test_dvc_yaml_is_generated_from_the_stage_table(tmp_path):
+    """dvc.yaml is `rewarm dvcfile`'s output, written afresh into a copy: the same bytes as the committed one."""
+    project = copy_project(tmp_path / "dvcfile")
+    (project / "dvc.yaml").unlink()
+    rewarm("dvcfile", "--write", "dvc.yaml", cwd=project)
+    assert (project / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text(), "run `rewarm dvcfile --write dvc.yaml`"
+
+
+@pytest.mark.slow
+def test_each_dvc_stage_depends_on_the_code_its_command_runs():
+    """A stage's src/ dependencies hold every file of ours that Python itself loads for the stage's
+    modules (read from sys.modules after importing them in a fresh interpreter, not from our AST pass):
+    `evaluate` runs checkpoints.load_model, so checkpoints.py is among its dependencies."""
+    from rewarm import dvcfile
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in dvcfile.STAGES:
+        code = [*stage.code, "rewarm.grid"]
+        script = ("import sys, json\n" + "".join(f"import {m}\n" for m in code)
+                  + "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'rewarm')))")
+        loaded = json.loads(run(sys.executable, "-c", script, cwd=ROOT).stdout)
+        body = stages[stage.name].get("do", stages[stage.name])
+        deps = {str(ROOT / d) for d in body["deps"] if d.startswith("src/")}
+        assert {str(Path(f).resolve()) for f in loaded} <= deps, stage.name
+    evaluate = stages["evaluate"]["do"]["deps"]
+    assert "src/rewarm/checkpoints.py" in evaluate and "src/rewarm/report.py" not in evaluate
 
 
 def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
@@ -280,15 +247,6 @@ def test_snakemake_builds_every_corpus_and_split(snakemake_run):
     assert "Nothing to be done" in snakemake("-n", cwd=snakemake_run).stdout
 
 
-def reference_report(project: Path, reference: Path) -> str:
-    """The reference run's report redone with `project`'s configuration (its grid may be a part of the
-    reference's, its benchmarks switched off)."""
-    redone = project / "reference-report"
-    rewarm("report", "--params", str(project / "params.yaml"), "--runs", str(reference / "runs"), "--evals", str(reference / "evals"),
-           "--out", str(redone), cwd=project)
-    return (redone / "report.md").read_text()
-
-
 def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     """`dvc repro` of FRONT_END_PARAMS: every output equals the Snakemake run's of the same cells."""
     project = copy_project(tmp_path / "dvc", FRONT_END_PARAMS)
@@ -304,11 +262,15 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     for cell in cells:
         for name in ("model/model.safetensors", "metrics.json", "curves/upstream.csv", "curves/downstream.csv"):
             left, right = project / "runs" / cell / name, snakemake_run / "runs" / cell / name
-            assert sources.file_sha256(left) == sources.file_sha256(right), (cell, name)
+            assert file_sha256(left) == file_sha256(right), (cell, name)
     evals = digests(project / "evals")
     assert evals == {k: v for k, v in digests(snakemake_run / "evals").items() if k in evals}
     assert {k for k in evals if k.startswith("cells/")} == {f"cells/{cell}.json" for cell in cells}
-    assert {k for k in evals if k.startswith("benchmark/cells/")} == {f"benchmark/cells/{cell}.json" for cell in cells}
+    summaries = {k for k in evals if k.startswith("benchmark/cells/") and ".harness/" not in k}
+    assert summaries == {f"benchmark/cells/{cell}.json" for cell in cells}
+    # Beside each summary, the harness's own results (the same bytes as Snakemake's run: compared above).
+    assert {k for k in evals if k.startswith("benchmark/cells/") and k.endswith(".harness/results.json")} == {
+        f"benchmark/cells/{cell}.harness/results.json" for cell in cells}
     assert (project / "reports/report.md").read_text() == reference_report(project, snakemake_run)
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     corpora = ("upstream", "downstream", "news", "later")
@@ -409,14 +371,6 @@ def check_adopt_after_pull(project: Path, clone: Path, tmp_path: Path) -> None:
     assert refused.returncode == 1 and f"train@{cell}: output runs/{cell}/metrics.json differs from dvc.lock" in refused.stderr
 
 
-def git_commit(project: Path, message: str) -> None:
-    """Commit everything (DVCLive asks git for the current revision, so users have a commit)."""
-    if not (project / ".git").exists():
-        run("git", "init", "-q", cwd=project)
-    run("git", "add", "-A", cwd=project)
-    run("git", "-c", "user.name=rewarm", "-c", "user.email=rewarm@localhost", "commit", "-qm", message, cwd=project)
-
-
 def test_dvc_commit_after_snakemake_leaves_nothing_to_do(snakemake_run, tmp_path):
     project = tmp_path / "committed"
     shutil.copytree(snakemake_run, project, symlinks=True)
@@ -425,6 +379,13 @@ def test_dvc_commit_after_snakemake_leaves_nothing_to_do(snakemake_run, tmp_path
     run("dvc", "commit", "--force", cwd=project)
     assert "Data and pipelines are up to date" in run("dvc", "status", cwd=project).stdout
     assert "Data and pipelines are up to date" in run("dvc", "repro", cwd=project).stdout
+    # `dvc metrics show`: each cell's whole-split evaluation (evals/cells/<cell>.json), not the in-training sample.
+    shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=project).stdout)
+    files = next(iter(shown.values()))["data"]
+    cell = next(p.stem for p in (project / "evals/cells").glob("*.json"))
+    whole = json.loads((project / f"evals/cells/{cell}.json").read_text())
+    assert files[f"evals/cells/{cell}.json"]["data"]["downstream"]["loss"] == whole["downstream"]["loss"]
+    assert not [name for name in files if name.startswith("runs/")]
     # The round trip of issue 29: the lock and a remote, then a fresh clone that pulls and adopts.
     run("dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"), cwd=project)
     git_commit(project, "results")
@@ -453,9 +414,11 @@ def dvc_outputs(project: Path) -> set[tuple[str, str]]:
 
 def snakemake_commands(project: Path) -> list[str]:
     """Every job's shell command in Snakemake's dry run on 2 cores (the README's; jobs' threads are
-    capped by the cores), without its log redirection."""
+    capped by the cores), without its log redirection, nor the `exec` with which the train rule's shell
+    hands its place to the command (a scheduler's signal then reaches the command alone)."""
     planned = snakemake("-n", "--printshellcmds", "--cores", "2", cwd=project)
-    lines = (planned.stdout + planned.stderr).splitlines()
+    lines = [line.replace("Shell command: exec rewarm ", "Shell command: rewarm ", 1)
+             for line in (planned.stdout + planned.stderr).splitlines()]
     commands = [line.removeprefix("Shell command: ") for line in lines if line.startswith("Shell command: rewarm ")]
     return sorted(re.sub(r" 2> \S+$", "", " ".join(c.split())) for c in commands)
 
@@ -468,9 +431,8 @@ def dvc_commands(project: Path) -> list[str]:
 
 def paper_params() -> dict:
     """config/paper.yaml merged over params.yaml, as `rewarm params --write params.yaml` gives DVC."""
-    from rewarm import config as cfg
 
-    return cfg.to_dict(cfg.load([ROOT / "params.yaml", ROOT / "config/paper.yaml"]))
+    return cfg.to_dict(grid.load([ROOT / "params.yaml", ROOT / "config/paper.yaml"]))
 
 
 @pytest.mark.parametrize("params, counts", [(None, (27, 1)), (TEST_PARAMS, (10, 1)), (paper_params(), (17, 1)),
@@ -487,9 +449,8 @@ def test_snakemake_and_dvc_run_the_same_commands(tmp_path, params, counts):
         dvc_side = sorted(c.replace(f" --workers {params['prepare']['workers']}", " --workers 2") for c in dvc_side)
     assert snakemake_side == dvc_side, "\n".join(sorted(set(snakemake_side) ^ set(dvc_side)))
     # Each corpus in prepare.parts part jobs, then assembled from exactly those parts.
-    from rewarm import config as cfg
 
-    config = cfg.load(project / "params.yaml")
+    config = grid.load(project / "params.yaml")
     parts = sorted(re.search(r"--corpus (\S+) --part (\d+) ", c).groups() for c in dvc_side if c.startswith("rewarm prepare "))
     assert parts == sorted((corpus, str(p)) for corpus in config.corpora for p in range(config.prepare.parts))
     assembled = [c for c in dvc_side if c.startswith("rewarm assemble ")]
@@ -515,9 +476,18 @@ def test_snakemake_and_dvc_run_the_same_commands(tmp_path, params, counts):
 
 def listed_checkpoints(project: Path) -> list[str]:
     """The base checkpoints `evaluate_base` measures: not those that are another cell's end (already evaluated)."""
-    from rewarm import config as cfg
 
-    return [n for n, spec in cfg.load(project / "params.yaml").checkpoints.items() if not isinstance(spec, cfg.CellCheckpoint)]
+    return [n for n, spec in grid.load(project / "params.yaml").checkpoints.items() if not isinstance(spec, cfg.CellCheckpoint)]
+
+
+@pytest.mark.bad_input
+def test_a_configuration_file_name_with_a_space_reaches_the_jobs_whole(tmp_path):
+    """`snakemake --configfile 'my extra.yaml'`: every job's command quotes the file names it passes on."""
+    project = copy_project(tmp_path / "space", small_params())
+    (project / "my extra.yaml").write_text("prepare:\n  workers: 1\n")
+    done = snakemake("--cores", "1", "--printshellcmds", "data/raw", "--configfile", "my extra.yaml", cwd=project)
+    assert f"--params params.yaml --params '{project / 'my extra.yaml'}' --out data/raw" in done.stdout + done.stderr
+    assert (project / "data/raw/upstream").is_dir()
 
 
 def test_dry_run_of_a_100_cell_grid(tmp_path):
@@ -534,6 +504,7 @@ def test_dry_run_of_a_100_cell_grid(tmp_path):
     print(f"dry run of a 100-cell grid: {elapsed:.1f} s")
 
 
+@pytest.mark.slow
 def test_lint_and_profiles_dry_run(tmp_path):
     project = copy_project(tmp_path / "lint")
     assert "Congratulations" in snakemake("--lint", cwd=project).stdout + snakemake("--lint", cwd=project).stderr
@@ -550,7 +521,8 @@ def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
     params["grid"]["studies"]["max_lr"]["baselines"][0]["max_lr"] = 3e-4
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     planned = snakemake("-n", "--printshellcmds", cwd=project).stdout
-    commands = [line for line in planned.splitlines() if line.startswith("Shell command: rewarm ")]
+    commands = [line.replace("exec rewarm ", "rewarm ", 1) for line in planned.splitlines()
+                if line.startswith(("Shell command: rewarm ", "Shell command: exec rewarm "))]
     # The new cell trains, is evaluated and benchmarked, and the report is redone; nothing else.
     cell = "ckpt-final_lr-3e-4_warm-0_sched-constant_replay-0_tokens-20480"
     assert len(commands) == 4 and f"--cell {cell}" in commands[0], planned[-3000:]
@@ -563,17 +535,20 @@ def test_training_jobs_with_several_gpus_launch_torchrun(tmp_path):
     project = copy_project(tmp_path / "gpus")
     planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:gpu=4", cwd=project)
     commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
-    assert len(commands) == 26 and all("torchrun --standalone --nproc_per_node 4 -m rewarm train" in c for c in commands)
+    # torchrun waits 9 minutes (not its default 30 s) for its processes to save after passing a SIGTERM on.
+    launch = "env TORCH_ELASTIC_SHUTDOWN_TIMEOUT=540 torchrun --standalone --nproc_per_node 4 -m rewarm train"
+    assert len(commands) == 26 and all(launch in c for c in commands), commands[:1]
     planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:gpu=1", cwd=project)
     commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
     assert len(commands) == 26 and not any("torchrun" in c for c in commands)
     # Several nodes: srun starts one torchrun agent per node; the agents meet on the job's first node.
+    # Each agent gets the job's CPUs (srun no longer inherits --cpus-per-task), shared by its ranks (--threads).
     planned = snakemake("-n", "--printshellcmds", "--set-resources", "train:nodes=2", "train:tasks=2", "train:mpi=srun",
-                        "train:gres=gpu:8", "train:gpu=0", cwd=project)
+                        "train:gres=gpu:8", "train:gpu=0", "--set-threads", "train=32", "--cores", "32", cwd=project)
     commands = [line for line in (planned.stdout + planned.stderr).splitlines() if " train --params" in line]
-    launch = ('srun --nodes 2 --ntasks-per-node 1 torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint '
+    launch = ('srun --nodes 2 --ntasks-per-node 1 --cpus-per-task 32 env TORCH_ELASTIC_SHUTDOWN_TIMEOUT=540 torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint '
               '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${REWARM_RDZV_PORT:-29500} --rdzv-id $SLURM_JOB_ID '
               '-m rewarm train')
-    assert len(commands) == 26 and all(launch in c for c in commands), commands[:1]
+    assert len(commands) == 26 and all(launch in c and "--threads 32 2>" in c for c in commands), commands[:1]
     refused = snakemake("-n", "--set-resources", "train:nodes=2", "train:gpu=8", cwd=project, check=False)
     assert refused.returncode != 0 and "needs its GPUs per node as gres: gpu:<count>" in refused.stdout + refused.stderr

@@ -19,11 +19,10 @@ from pathlib import Path
 import yaml
 
 from rewarm import config as cfg
+from rewarm.data import demo
+from rewarm.io import atomic_dir, plain_file_name
 
 log = logging.getLogger(__name__)
-
-DEMO_TASKS = ("demo_next_word", "demo_cloze")
-"""The tasks `write_demo_tasks` writes; a configuration naming one needs `benchmark.demo_tasks`."""
 
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match", "f1")
 """A task's score in the report's columns and average: the first of these it reports. acc_norm
@@ -57,8 +56,6 @@ def demo_task_docs(domain: str, documents: int, seed: int) -> dict[str, list[dic
     by being short: an untrained model scores about 1 in 4). cloze: the document's last word when it
     is such a word, the words before it as context. Contexts join the words with single spaces (a
     recipe's line breaks become spaces)."""
-    from rewarm.data import demo
-
     shared = {w.strip(".,") for r in demo.generate_records("upstream", SHARED_SAMPLE, seed=0) for w in r["text"].split()}
     texts = [record["text"] for record in demo.generate_records(domain, documents, seed)]
     vocabulary = sorted({w.strip(".,") for t in texts for w in t.split() if _CHOICE.match(w.strip(".,"))} & shared)
@@ -106,11 +103,9 @@ def write_demo_tasks(config: cfg.Config, out_dir: str | Path) -> dict[str, int]:
     naming its data file by the path given (relative to the project, where the jobs run), so that
     `lm_eval run --include_path <out>` reads the same tasks; an empty directory without demo tasks.
     Returns examples per task."""
-    from rewarm.io import atomic_dir
-
     spec = config.benchmark.demo_tasks if config.benchmark else None
     counts = {}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "tasks") as tmp:
         for name, docs in (demo_task_docs(spec.domain, spec.documents, spec.seed) if spec else {}).items():
             (tmp / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
             task = demo_task_config(name, f"{Path(out_dir).as_posix()}/{name}.jsonl")
@@ -133,10 +128,8 @@ def check_task_dir(task_dir: str | Path, names: list[str]) -> list[str]:
         if not path.is_file():
             problems.append(f"{path}: task file missing (written by `rewarm tasks`)")
             continue
-        try:
-            task = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            problems.append(f"{path}: not valid YAML: {error}")
+        task = _read_task_file(path, Path(task_dir), problems)
+        if task is None:
             continue
         if not isinstance(task, dict) or task.get("task") != name:
             problems.append(f"{path}: not a harness task named {name!r} (expected a mapping with `task: {name}`)")
@@ -149,6 +142,25 @@ def check_task_dir(task_dir: str | Path, names: list[str]) -> list[str]:
             if not Path(data_file).is_file():
                 problems.append(f"{path}: data file {data_file} not found")
     return problems
+
+
+def _read_task_file(path: Path, task_dir: Path, problems: list[str], seen: tuple = ()) -> dict | None:
+    """A task file and what it includes, read as plain YAML: a tag such as `!function` (which makes the harness
+    import and run Python named by the file) is refused, and so is an `include` of anything but another plain
+    file of the tasks directory. None, with the problem said, when refused."""
+    try:
+        task = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        problems.append(f"{path}: not valid YAML, or a tag such as !function that would run code: {error}")
+        return None
+    included = task.get("include") if isinstance(task, dict) else None
+    if included is None:
+        return task
+    if not plain_file_name(included) or not (task_dir / included).is_file() or included in seen:
+        problems.append(f"{path}: include {included!r} refused: a task file may include only another file of {task_dir}, "
+                        f"by its plain name, once")
+        return None
+    return task if _read_task_file(task_dir / included, task_dir, problems, (*seen, path.name)) is not None else None
 
 
 # -- running the harness ---------------------------------------------------------------------------
@@ -190,13 +202,33 @@ def summarize(results: dict, fewshot: dict[str, int]) -> dict:
     return {"tasks": tasks, "average": sum(scores) / len(scores) if scores else None}
 
 
+HARNESS_KEYS = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
+"""What the harness's results file holds that its tools (`lm_eval.utils.make_table`, leaderboards) read;
+its timings, dates and environment dump are left out, so that a rerun writes the same bytes."""
+
+
+def write_harness_results(out_dir: str | Path, results: dict, samples: dict[str, list]) -> None:
+    """The harness's own files: `results.json` (HARNESS_KEYS, in its structure) and, per task, the
+    per-example outputs as `samples_<task>.jsonl` (what `log_samples` gives), written whole or not at
+    all (`atomic_dir`)."""
+    from lm_eval.utils import handle_non_serializable
+
+    with atomic_dir(Path(out_dir), "benchmark") as tmp:
+        (tmp / "results.json").write_text(json.dumps({k: results[k] for k in HARNESS_KEYS if k in results}, indent=2,
+                                                      default=handle_non_serializable, sort_keys=True) + "\n")
+        for task, rows in sorted(samples.items()):
+            (tmp / f"samples_{task}.jsonl").write_text(
+                "".join(json.dumps(row, default=handle_non_serializable, sort_keys=True) + "\n" for row in rows))
+
+
 def run_benchmark(config: cfg.Config, model_dir: str | Path, task_dir: str | Path | None = None,
-                  batch_size: int | None = None) -> dict:
+                  batch_size: int | None = None, harness_out: str | Path | None = None) -> dict:
     """The `benchmark` stage: the harness's tasks on a model directory, on the configuration's
-    device and precision, with what makes the scores comparable."""
+    device and precision, with what makes the scores comparable. `harness_out`: a directory for the
+    harness's own results and per-example outputs (`write_harness_results`), beside this summary."""
     spec = config.benchmark
     fewshot = dict(spec.tasks)
-    local = [name for name in fewshot if name in DEMO_TASKS]
+    local = [name for name in fewshot if name in cfg.DEMO_TASKS]
     if local:
         if task_dir is None:
             raise cfg.ConfigError(f"benchmark.tasks: {', '.join(local)} are demo tasks: pass their folder (--tasks)")
@@ -207,9 +239,11 @@ def run_benchmark(config: cfg.Config, model_dir: str | Path, task_dir: str | Pat
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from rewarm.checkpoints import verify_weights
-    from rewarm.evaluate import pick_device, resolve_precision
+    from rewarm.checkpoints import check_fits, verify_weights
+    from rewarm.data import tokenizer as tok
+    from rewarm.runtime import pick_device, resolve_precision
 
+    check_fits(model_dir, tok.load(model_dir))  # an embedding smaller than the tokenizer: an IndexError otherwise
     weights = verify_weights(model_dir)  # refused, naming the file, if altered or truncated
     device = pick_device(config.train.device)
     dtype = harness_dtype(resolve_precision(config.train.precision, device))
@@ -217,13 +251,17 @@ def run_benchmark(config: cfg.Config, model_dir: str | Path, task_dir: str | Pat
     # Only the harness's own task index when a task needs it: indexing its thousands of tasks takes seconds.
     manager = TaskManager(include_path=str(task_dir) if local else None, include_defaults=len(local) < len(fewshot))
     model = HFLM(pretrained=str(model_dir), device=str(device), dtype=dtype, batch_size=batch, trust_remote_code=False)
-    results = {}
+    results, samples = {}, {}
     for shots in sorted(set(fewshot.values())):  # one harness call per few-shot count
         names = sorted(name for name, n in fewshot.items() if n == shots)
         out = lm_eval.simple_evaluate(model=model, tasks=names, num_fewshot=shots, limit=spec.limit, task_manager=manager,
-                                      log_samples=False, bootstrap_iters=1000)
-        for key in ("results", "versions", "n-samples"):
-            results.setdefault(key, {}).update(out.get(key, {}))
+                                      log_samples=harness_out is not None, bootstrap_iters=1000)
+        for key in HARNESS_KEYS:
+            if isinstance(out.get(key), dict):
+                results.setdefault(key, {}).update(out[key])
+        samples.update(out.get("samples") or {})
+    if harness_out is not None:
+        write_harness_results(harness_out, results, samples)
     return {
         "model": str(model_dir),
         "weights_sha256": weights,  # the configuration's too: the same weights in another architecture are another model

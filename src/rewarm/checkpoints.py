@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from rewarm import config as cfg
-from rewarm.io import atomic_dir, check_free_space, load_tensors
+from rewarm.data import tokenizer as tok
+from rewarm.io import atomic_dir, check_free_space, file_sha256, load_tensors, write_text
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,26 @@ def save_model_dir(model, tokenizer_dir: str | Path, out_dir: str | Path) -> Non
     configuration, tokenizer files and the checksums of configuration and weights: a loadable,
     verifiable HF directory."""
     out_dir = Path(out_dir)
+    unwrap(model).config.use_cache = False  # see disable_cache
     unwrap(model).save_pretrained(str(out_dir), safe_serialization=True, max_shard_size=MAX_SHARD_SIZE)
     copy_tokenizer(tokenizer_dir, out_dir)
     write_checksums(out_dir)
+
+
+def disable_cache(model_dir: str | Path) -> None:
+    """`use_cache: false` in a model directory's config.json (its checksum updated; the weights are not hashed
+    again). Pythia's configuration asks for a key/value cache on every forward pass, about 0.3 GB a sequence at
+    410M: the harness's log-likelihood passes would build one at their batch. Generation still caches (its
+    generation config asks for it, as the harness does)."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    if config.get("use_cache") is False:
+        return
+    config["use_cache"] = False
+    write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    recorded = {name: digest for digest, name in (line.split("  ", 1) for line in (model_dir / CHECKSUMS).read_text().splitlines())}
+    write_checksums(model_dir, {**recorded, "config.json": file_sha256(config_path)})
 
 
 def copy_tokenizer(tokenizer_dir: str | Path, out_dir: str | Path) -> None:
@@ -175,9 +193,6 @@ def weight_files(path: str | Path) -> list[str]:
 def write_checksums(path: str | Path, digests: dict[str, str] | None = None) -> None:
     """Record the sha256 of the configuration and weight files in `weights.sha256` (sha256sum's format):
     `digests` by name when the caller has them (files copied from a verified directory), else hashed."""
-    from rewarm.data.sources import file_sha256
-    from rewarm.io import write_text
-
     path = Path(path)
     digests = digests or {name: file_sha256(path / name) for name in weight_files(path)}
     write_text(path / CHECKSUMS, "".join(f"{digest}  {name}\n" for name, digest in digests.items()))
@@ -188,8 +203,6 @@ def verify_weights(path: str | Path) -> dict[str, str]:
     against `weights.sha256` where its writer recorded one; otherwise (a directory from elsewhere)
     by reading each safetensors file's header and checking the data it declares is all there.
     Returns each configuration and weight file's sha256, by name."""
-    from rewarm.data.sources import file_sha256
-
     path = Path(path)
     names = weight_files(path)
     missing = [name for name in names if not (path / name).is_file()]
@@ -235,6 +248,19 @@ def check_model_dir(path: str | Path) -> dict:
     return read_gpt_neox_config(path)
 
 
+def check_fits(path: str | Path, tokenizer, seq_len: int | None = None, what: str = "the shards' sequences") -> None:
+    """Refuse a model directory that cannot read these tokens: an embedding with fewer rows than the
+    tokenizer has ids (an IndexError deep in the forward pass otherwise), or a context shorter than
+    `seq_len`. Train, evaluate and benchmark check it before loading the weights."""
+    path = Path(path)
+    config = check_model_dir(path)
+    if config["vocab_size"] < tok.vocab_size(tokenizer):
+        raise CheckpointError(f"{path}: embedding has {config['vocab_size']} rows, fewer than the tokenizer's {tok.vocab_size(tokenizer)} ids")
+    if seq_len is not None and config["max_position_embeddings"] < seq_len:
+        raise CheckpointError(f"{path}: context of {config['max_position_embeddings']} tokens (max_position_embeddings) is shorter "
+                              f"than {what} ({seq_len} tokens, prepare.seq_len)")
+
+
 def read_gpt_neox_config(path: Path) -> dict:
     """A model directory's config.json, refused unless it is a GPT-NeoX (Pythia) model."""
     try:
@@ -255,16 +281,51 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", verify: boo
     if verify:
         verify_weights(path)
     model, info = GPTNeoXForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa",
-                                                     output_loading_info=True)
+                                                     output_loading_info=True, ignore_mismatched_sizes=True)
+    _refuse_mismatch(path, info)
+    return model.to(device)
+
+
+def skeleton(config):
+    """A model of `config`'s shape on the meta device: no memory, no weights (FSDP's processes other than
+    rank 0 shard this and receive their shards of rank 0's weights; `runtime.shard_with_weights`)."""
+    from transformers import GPTNeoXForCausalLM
+
+    with torch.device("meta"):
+        return GPTNeoXForCausalLM._from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+
+
+def model_skeleton(path: str | Path):
+    """`skeleton` of a checked model directory's configuration (its weights are not read)."""
+    from transformers import GPTNeoXConfig
+
+    check_model_dir(path)
+    return skeleton(GPTNeoXConfig.from_pretrained(str(path)))
+
+
+def check_weights_match_config(path: str | Path) -> None:
+    """Refuse a model directory whose weights miss, add or misshape tensors against its config.json.
+    The model is loaded for real on the CPU, as training will load it: transformers renames checkpoint
+    keys on load (GPT-NeoX's `embed_out` is its `lm_head`), so only its own loader can say which tensors
+    match. (It cannot load onto the meta device.) This holds the model in float32 once, within
+    `plan.select_memory_mb`."""
+    from transformers import GPTNeoXForCausalLM
+
+    model, info = GPTNeoXForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32,
+                                                     output_loading_info=True, ignore_mismatched_sizes=True)
+    del model
+    _refuse_mismatch(path, info)
+
+
+def _refuse_mismatch(path, info: dict) -> None:
     # transformers only reports these and initialises missing tensors at random: a model with a layer missing
     # would be trained and evaluated as if it were whole.
-    wrong = {kind: sorted(map(str, info.get(key) or ())) for kind, key in
+    wrong = {kind: sorted(str(item[0] if isinstance(item, tuple) else item) for item in info.get(key) or ()) for kind, key in
              (("missing", "missing_keys"), ("unexpected", "unexpected_keys"), ("of the wrong shape", "mismatched_keys"))}
     if any(wrong.values()):
         listed = "; ".join(f"{kind}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''} ({len(names)})"
                            for kind, names in wrong.items() if names)
         raise CheckpointError(f"{path}: its weights do not match config.json: tensors {listed}")
-    return model.to(device)
 
 
 def weights_fingerprint(path: str | Path) -> str:
@@ -288,13 +349,11 @@ def select(
         raise cfg.ConfigError(f"checkpoint {name!r} is not in the configuration (have: {', '.join(config.checkpoints)})")
     spec = config.checkpoints[name]
     if isinstance(spec, cfg.ScratchCheckpoint) and spec.config is None:
-        from rewarm.data import tokenizer as tok
-
         needed = 4 * parameter_count(gpt_neox_config(config.model, tok.load(tokenizer_dir)))  # float32 safetensors
         check_free_space(out_dir, needed, f"select {name}")
     elif isinstance(spec, cfg.LocalCheckpoint) and Path(spec.path).is_dir():
         check_free_space(out_dir, weights_bytes(spec.path), f"select {name}")
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "select") as tmp:
         if isinstance(spec, cfg.HubCheckpoint):
             snapshot = fetch_hub(spec, tmp)
             check_free_space(out_dir, weights_bytes(snapshot), f"select {name}")
@@ -314,6 +373,9 @@ def select(
         else:
             init_scratch(spec, config.model, tokenizer_dir, tmp)
         check_model_dir(tmp)
+        if isinstance(spec, (cfg.HubCheckpoint, cfg.LocalCheckpoint)):  # from elsewhere: its weights against its config.json
+            check_weights_match_config(tmp)
+        disable_cache(tmp)
 
 
 OPTIMIZER_STATE = "optimizer.pt"
@@ -324,16 +386,12 @@ OPTIMIZER_CHECKSUM = "optimizer.sha256"
 
 def save_optimizer_state(state: dict, out_dir: Path) -> None:
     """Write an optimizer state_dict into a model directory, with its checksum."""
-    from rewarm.data.sources import file_sha256
-
     torch.save(state, out_dir / OPTIMIZER_STATE)
     (out_dir / OPTIMIZER_CHECKSUM).write_text(file_sha256(out_dir / OPTIMIZER_STATE) + "\n")
 
 
 def _verified_optimizer_state(model_dir: Path) -> Path | None:
     """The optimizer state file of a model directory (None when it has none), checked against its checksum."""
-    from rewarm.data.sources import file_sha256
-
     path, checksum = Path(model_dir) / OPTIMIZER_STATE, Path(model_dir) / OPTIMIZER_CHECKSUM
     if not path.is_file():
         return None
@@ -435,8 +493,6 @@ def fetch_hub(spec: cfg.HubCheckpoint, out_dir: Path) -> Path:
 
 def init_scratch(spec: cfg.ScratchCheckpoint, model_cfg: cfg.ModelConfig, tokenizer_dir: str | Path, out_dir: Path) -> None:
     """The from-scratch baseline: the architecture of `spec.config` (or the `model` section), new weights."""
-    from rewarm.data import tokenizer as tok
-
     tokenizer = tok.load(tokenizer_dir)
     if spec.config is None:
         gpt_config = gpt_neox_config(model_cfg, tokenizer)

@@ -11,8 +11,11 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from rewarm import config as cfg
+from rewarm import plan
+from rewarm.checkpoints import check_fits, check_model_dir, load_model, verify_weights
+from rewarm.data import tokenizer as tok
 from rewarm.data.shards import ShardReader
+from rewarm.runtime import autocast_for, pick_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -20,51 +23,38 @@ CPU_BATCH = 16
 """Sequences per forward pass on the CPU, when not given."""
 
 
-def pick_device(choice: str) -> torch.device:
-    """The device of `train.device`: auto (a GPU when there is one), cuda (refused without one), or cpu."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise cfg.ConfigError("device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
-
-
-def resolve_precision(choice: str, device: torch.device) -> str:
-    """The arithmetic a run uses: bf16 where the GPU has it, fp16 (with loss scaling) on older GPUs,
-    fp32 on the CPU; an explicit choice is kept (fp16 on the CPU is emulated, and said so)."""
-    if choice == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if choice == "fp16" and device.type != "cuda":
-        log.warning("precision fp16 on the CPU is emulated (CPU float16 autocast and loss scaling): slow, for tests; "
-                    "GPUs run it natively (Gupta et al. 2023 trained in fp16)")
-    return choice
-
-
-def autocast_for(precision: str, device: torch.device):
-    """The autocast context of a precision (None for fp32)."""
-    if precision == "fp32":
-        return None
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 @torch.no_grad()
-def mean_loss(model, reader: ShardReader, sequences: int, micro_batch: int, device: torch.device, autocast=None) -> float:
+def mean_loss(model, reader: ShardReader, sequences: int, micro_batch: int, device: torch.device, autocast=None,
+              rank: int = 0, world: int = 1) -> float:
     """Mean next-token loss over the first `sequences` sequences of `reader`.
 
     Every sequence has the same length, so the mean of per-batch means weighted by batch
-    size is the mean over all tokens, whatever the batch size.
+    size is the mean over all tokens, whatever the batch size. Under torchrun (`world` > 1, a process
+    group) the batches are shared by the processes (batch k on rank k % world) and their sums added
+    up: every process runs the same number of forward passes (under FSDP each is a collective), one
+    without a batch of its own repeating the first with weight 0.
     """
     sequences = min(sequences, len(reader))
+    starts = list(range(0, sequences, micro_batch))
+    mine = starts[rank::world]
     was_training = model.training
     model.eval()
     total = 0.0
-    for start in range(0, sequences, micro_batch):
+    for k in range(math.ceil(len(starts) / world)):
+        start = mine[k] if k < len(mine) else starts[0]
         count = min(micro_batch, sequences - start)
         batch = torch.from_numpy(np.stack([reader[i] for i in range(start, start + count)]).astype(np.int64)).to(device)
         with autocast or nullcontext():
-            loss = model(input_ids=batch, labels=batch).loss
-        total += float(loss) * count
+            # no key/value cache: nothing generates, and at 410M it is about 0.3 GB a sequence
+            loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        total += float(loss) * (count if k < len(mine) else 0)
     model.train(was_training)
+    if world > 1:
+        import torch.distributed as dist
+
+        summed = torch.tensor(total, dtype=torch.float64, device=device)
+        dist.all_reduce(summed)
+        total = float(summed)
     return total / sequences
 
 
@@ -80,18 +70,19 @@ def evaluate_model(model_dir, val_dirs: dict, micro_batch: int | None = None, de
     (sequences per forward pass) defaults to what fills a GPU (`plan.eval_batch`), 16 on the CPU."""
     from tqdm import tqdm
 
-    from rewarm.checkpoints import load_model
-    from rewarm.data import tokenizer as tok
-
+    check_model_dir(model_dir)
+    verify_weights(model_dir)  # first: an altered or truncated model is named before anything else is read
+    tokenizer = tok.load(model_dir)
+    readers = {name: ShardReader(path, tokenizer_fingerprint=tok.fingerprint(tokenizer)) for name, path in sorted(val_dirs.items())}
+    for name, reader in readers.items():  # before loading the weights: an IndexError in the forward pass otherwise
+        check_fits(model_dir, tokenizer, reader.seq_len, f"the sequences of {val_dirs[name]}")
     where = pick_device(device)
     if where.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     arithmetic = resolve_precision(precision, where)
-    model = load_model(model_dir, where)
-    fingerprint = tok.fingerprint(tok.load(model_dir))
+    model = load_model(model_dir, where, verify=False)
     results = {}
-    for name, path in tqdm(sorted(val_dirs.items()), desc=f"evaluate {model_dir}", unit="split"):
-        reader = ShardReader(path, tokenizer_fingerprint=fingerprint)
+    for name, reader in tqdm(readers.items(), desc=f"evaluate {model_dir}", unit="split"):
         batch = micro_batch or (device_batch(model, reader.seq_len, where) if where.type == "cuda" else CPU_BATCH)
         start = time.perf_counter()
         loss = mean_loss(model, reader, len(reader), batch, where, autocast_for(arithmetic, where))
@@ -105,8 +96,6 @@ def evaluate_model(model_dir, val_dirs: dict, micro_batch: int | None = None, de
 
 def device_batch(model, seq_len: int, device: torch.device) -> int:
     """Sequences per forward pass that fill the GPU: `plan.eval_batch` on its total memory."""
-    from rewarm import plan
-
     conf = model.config
     total = torch.cuda.get_device_properties(device).total_memory
     parameters = sum(p.numel() for p in model.parameters())

@@ -124,6 +124,22 @@ def prefix_stops(config: cfg.Config, cell: str) -> dict[str, int]:
     return records(config).get(cell, {})
 
 
+def load(paths, base_dir=".", overrides=()) -> cfg.Config:
+    """The configuration of these YAML files (and `--set` overrides), checked, its grid's cells included:
+    the entry point every stage and both front ends use (`rewarm.config.load` checks the configuration
+    without the cells)."""
+    return cfg.load(paths, base_dir, extra=_problems, overrides=overrides)
+
+
+def from_dict(data: dict, base_dir=".", origin: str = "configuration") -> cfg.Config:
+    """`load` of a mapping."""
+    return cfg.from_dict(data, base_dir, origin, extra=_problems)
+
+
+def _problems(config: cfg.Config) -> list[str]:
+    return expand(config)[1]
+
+
 def expand(config: cfg.Config) -> tuple[dict[str, cfg.TrainConfig], list[str]]:
     """(cells by name, problems): every study's cells, checked, with clashing names reported."""
     cells_by_name: dict[str, cfg.TrainConfig] = {}
@@ -238,9 +254,9 @@ def _cell(config: cfg.Config, reference: dict, settings: dict, overrides: dict, 
         if "warmup_fraction" in layer and "warmup_steps" not in layer:
             merged["warmup_steps"] = None
     cell_problems: list[str] = []
-    cell = cfg._build(cfg.TrainConfig, merged, where, cell_problems)
+    cell = cfg.build(cfg.TrainConfig, merged, where, cell_problems)
     if cell is not None and not cell_problems:
-        cell_problems += [p.replace("train.", f"{where}: ", 1) for p in cfg._check_optimization(cell, "train", config.prepare.seq_len)]
+        cell_problems += [p.replace("train.", f"{where}: ", 1) for p in cfg.check_optimization(cell, "train", config.prepare.seq_len)]
         if config.checkpoints and cell.checkpoint not in config.checkpoints:
             cell_problems.append(f"{where}: checkpoint {cell.checkpoint!r} is not one of {', '.join(config.checkpoints)}")
         if "train_corpus" in settings or "train_corpus" in overrides:

@@ -11,9 +11,13 @@ formulas are written out below so they can be checked by hand.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from rewarm import config as cfg
+from rewarm import grid
+from rewarm.io import human_bytes
 
 BYTES_FP32 = 4
 
@@ -38,6 +42,8 @@ class CellPlan:
     """Tokens evaluated: during training (a run's, not a cell read from it) and by its `evaluate` job."""
     eval_gpu_hours: float = 0.0
     """2 x parameters x eval_tokens / (mfu x peak), in hours of one GPU."""
+    train_eval_gpu_hours: float = 0.0
+    """Of those, the evaluations during training (inside the training job)."""
 
 
 @dataclass(frozen=True)
@@ -74,22 +80,35 @@ class GridPlan:
 
 
 def parameter_count(model: cfg.ModelConfig, vocab_size: int) -> int:
-    """Exact parameters of the GPT-NeoX the `model` section describes, with `vocab_size` embedding rows."""
-    from rewarm import checkpoints
-
-    return checkpoints.parameter_count(checkpoints.neox_architecture(model, vocab_size))
+    """Exact parameters of the GPT-NeoX the `model` section describes, with `vocab_size` embedding rows,
+    counted by formula (no torch, so that planning and parsing the Snakefile stay light): untied input
+    and output embeddings (V x H each, no output bias), and per layer two LayerNorms (2 x 2H), the fused
+    query-key-value projection (H x 3H + 3H), the attention output (H x H + H) and the MLP
+    (H x I + I, I x H + H), then the final LayerNorm (2H). The tests count transformers' own model."""
+    h, i, layers = model.hidden_size, model.intermediate_size, model.num_layers
+    block = 4 * h + (3 * h * h + 3 * h) + (h * h + h) + (h * i + i) + (i * h + h)
+    return 2 * vocab_size * h + layers * block + 2 * h
 
 
 def peak_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_len: int, micro_batch: int) -> int:
-    """Bytes on one GPU for bf16-autocast training with fused AdamW and scaled-dot-product attention:
-    float32 weights, gradients and two Adam moments (16 bytes per parameter), activations kept for the
-    backward pass (34 x seq_len x micro_batch x hidden bytes per layer: Korthikanti et al. 2022,
-    without the attention-score term that flash attention avoids), and the logits (bf16, and the
-    float32 copy the loss makes: 6 x seq_len x micro_batch x vocab bytes)."""
-    states = 16 * parameters
+    """Bytes on one GPU for bf16- or fp16-autocast training under DDP with fused AdamW and scaled-dot-product
+    attention: float32 weights, gradients and two Adam moments (16 bytes per parameter; the gradients are
+    views of DDP's buckets, `train.wrap_model`), autocast's half-precision copies of the weights, kept
+    for the backward pass (2 bytes per parameter), activations kept for the backward pass (34 x seq_len
+    x micro_batch x hidden bytes per layer: Korthikanti et al. 2022, without the attention-score term
+    that flash attention avoids), and the logits (`LOGIT_BYTES` per element)."""
+    states = (16 + AUTOCAST_COPY_BYTES) * parameters
     activations = 34 * seq_len * micro_batch * model.hidden_size * model.num_layers
-    logits = 6 * seq_len * micro_batch * vocab_size
+    logits = LOGIT_BYTES * seq_len * micro_batch * vocab_size
     return states + activations + logits
+
+
+AUTOCAST_COPY_BYTES = 2
+"""Per parameter under autocast: each weight cast to bf16 or fp16 for its matrix product and kept for the backward."""
+
+LOGIT_BYTES = 10
+"""Per logit at its peak: the half-precision logits (2), the float32 copy the loss computes on (4), and
+that copy's gradient (4) (at Pythia's 50k vocabulary, 6.2 GB for 6 x 2048 tokens)."""
 
 
 def unit_parameters(model: cfg.ModelConfig, vocab_size: int, parameters: int) -> tuple[int, int]:
@@ -102,7 +121,8 @@ def unit_parameters(model: cfg.ModelConfig, vocab_size: int, parameters: int) ->
 def fsdp_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_len: int, micro_batch: int, gpus: int) -> int:
     """Bytes on one of `gpus` GPUs under FSDP (one unit per block, bf16 gathering, float32 reductions):
     the float32 weights, gradients and Adam moments sharded (16 x parameters / gpus), the same
-    activations and logits as `peak_memory` (each GPU runs its own micro-batch), and the units
+    activations and logits as `peak_memory` (each GPU runs its own micro-batch; the gathered units are
+    already in half precision, so autocast makes no copies), and the units
     gathered at once: the root (embeddings, final LayerNorm) and two blocks (the one computing and
     the one prefetched) in bf16 (2 bytes each), and one block's gradient in bf16 and in float32 for
     its reduce-scatter (6 bytes)."""
@@ -110,7 +130,7 @@ def fsdp_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_le
     sharded = -(-16 * parameters // gpus)
     gathered = 2 * (root + 2 * block) + 6 * block
     activations = 34 * seq_len * micro_batch * model.hidden_size * model.num_layers
-    logits = 6 * seq_len * micro_batch * vocab_size
+    logits = LOGIT_BYTES * seq_len * micro_batch * vocab_size
     return sharded + gathered + activations + logits
 
 
@@ -138,8 +158,6 @@ def size_model(name: str) -> tuple[cfg.ModelConfig, int]:
 def render_sizes(seq_len: int, micro_batch: int, gpus: int, gpu_bytes: int) -> str:
     """Which published sizes fit: per GPU under DDP and under FSDP over `gpus` GPUs, at `micro_batch`
     sequences of `seq_len` tokens, against `gpu_bytes` of GPU memory."""
-    from rewarm.io import human_bytes
-
     lines = [f"model sizes: peak memory per GPU for a micro-batch of {micro_batch} x {seq_len} tokens, DDP and FSDP over "
              f"{gpus} GPU{'s' if gpus > 1 else ''} of {human_bytes(gpu_bytes)}",
              f"  {'model':<12} {'parameters':>15} {'DDP / GPU':>11} {'FSDP / GPU':>11}  fits"]
@@ -202,8 +220,15 @@ def evaluation_minutes(config: cfg.Config, vocab_size: int, tflops: float = 100.
     return max(60, int(3 * seconds / 60) + 15)
 
 
+def select_memory_mb(config: cfg.Config, vocab_size: int) -> int:
+    """Host memory for one `select` job, in MB (SLURM's mem_mb): converting a revision that ships only
+    pytorch_model*.bin (Pythia's older ones) holds the model in float32 (4 bytes a parameter) and the
+    file's tensors as torch loads them (up to 4 more), plus 4 GB for Python, torch and transformers;
+    4 GB at least. (At 6.9B: 59 GB, where a flat 4 GB would have the job killed.)"""
+    return max(4000, math.ceil(8 * parameter_count(config.model, vocab_size) / 1e6) + 4000)
+
+
 def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, concurrent: int = 1, gpus: int = 1) -> GridPlan:
-    from rewarm import grid
     from rewarm.data.packing import token_dtype
 
     seq_len = config.prepare.seq_len
@@ -219,16 +244,15 @@ def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, co
         flops = 6.0 * parameters * tokens
         during = 0
         if by[name] == name:  # the run's own evaluations, on upstream and downstream samples
-            from rewarm.train import Plan
-
-            run_plan = Plan.of(run, seq_len, run.replay_fraction, 1, records.get(name, {}).values())
+            run_plan = cfg.Plan.of(run, seq_len, run.replay_fraction, 1, records.get(name, {}).values())
             during = run_plan.evaluation_count(run) * run_plan.eval_sequences * seq_len * 2
         cells.append(CellPlan(name=name, run=by[name], tokens=tokens, steps=steps, flops=flops,
                               gpu_hours=flops / (mfu * peak_tflops * 1e12) / 3600,
                               memory_bytes=peak_memory(parameters, config.model, vocab_size, seq_len, run.micro_batch_sequences),
                               fsdp_memory_bytes=fsdp_memory(parameters, config.model, vocab_size, seq_len,
                                                             run.micro_batch_sequences, gpus),
-                              eval_tokens=during + final_eval, eval_gpu_hours=(during + final_eval) * eval_cost))
+                              eval_tokens=during + final_eval, eval_gpu_hours=(during + final_eval) * eval_cost,
+                              train_eval_gpu_hours=during * eval_cost))
     itemsize = token_dtype(vocab_size).itemsize
     budgets = [source.max_tokens for source in config.sources().values()]
     shard_bytes = sum(b for b in budgets if b) * itemsize
@@ -243,8 +267,6 @@ def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, co
 def render(result: GridPlan, mfu: float, peak_tflops: float, micro_note: str, gpus: int = 1, gpu_bytes: int | None = None) -> str:
     """Study by study, each cell's cost (a cell read from a longer run costs nothing); the totals
     count every run once."""
-    from rewarm.io import human_bytes
-
     by_name = {c.name: c for c in result.cells}
     width = max([56] + [len(c.name) for c in result.cells])
     lines = [f"model: {result.parameters:,} parameters; {len(result.cells)} cells in {len(result.studies)} studies, "
@@ -275,3 +297,102 @@ def render(result: GridPlan, mfu: float, peak_tflops: float, micro_note: str, gp
         unbounded += (f"\nmemory: with {gpus} GPU{'s' if gpus > 1 else ''} of {human_bytes(gpu_bytes)} per cell, the grid {verdict} "
                       f"(largest cell: DDP {human_bytes(ddp)}, FSDP {human_bytes(fsdp)} per GPU)")
     return "\n".join(lines) + unbounded + "\n"
+
+
+# -- a batch scheduler's limits ----------------------------------------------------------------------
+
+JOB_OVERHEAD_MINUTES = 15
+"""Of each training job's wall-clock limit, what does not train: start-up (loading the model and
+state, a first compiled step) and the stop (the profile's SIGTERM comes 10 minutes before the limit,
+for the state to be saved)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a Snakemake profile gives a training job: its wall-clock limit, its GPUs, and how many times
+    a job is submitted in all (1 + retries; a job stopped at its limit resumes in the next)."""
+    path: str
+    runtime_minutes: int
+    gpus: int
+    tries: int
+
+
+def gres_gpus(gres) -> int:
+    """GPUs per node that a SLURM `gres` resource asks for (`gpu:8`: 8; 0 when it asks for no GPU); a
+    ValueError when it asks for GPUs without a count. The train rule's launcher and `read_profile` read
+    a job's GPUs with it."""
+    text = str(gres or "")
+    if not text.startswith("gpu:"):
+        return 0
+    count = text.rsplit(":", 1)[-1]
+    if not count.isdigit():
+        raise ValueError(f"gres {text!r} names no GPU count")
+    return int(count)
+
+
+def read_profile(path: str | Path) -> Profile:
+    """The `train` rule's limits in a Snakemake profile's config.yaml (or the profile directory):
+    set-resources.train runtime and GPUs (`gpu`, or `nodes` x `gres: gpu:N`), falling back to
+    default-resources, and `retries`."""
+    import yaml
+
+    path = Path(path)
+    file = path / "config.yaml" if path.is_dir() else path
+    try:
+        profile = yaml.safe_load(file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise cfg.ConfigError(f"--profile {file}: not a readable Snakemake profile ({error})") from None
+    if not isinstance(profile, dict):
+        raise cfg.ConfigError(f"--profile {file}: not a Snakemake profile (a mapping of options)")
+    defaults = profile.get("default-resources") or {}
+    train = (profile.get("set-resources") or {}).get("train") or {}
+    resources = {**(defaults if isinstance(defaults, dict) else {}), **(train if isinstance(train, dict) else {})}
+    try:
+        runtime = int(resources.get("runtime", 0))
+        per_node = gres_gpus(resources.get("gres"))
+        gpus = int(resources.get("nodes", 1)) * per_node if per_node else int(resources.get("gpu", 1) or 1)
+        tries = 1 + int(profile.get("retries", 0) or 0)
+    except (TypeError, ValueError) as error:
+        raise cfg.ConfigError(f"--profile {file}: set-resources.train runtime, gpu, gres, nodes and retries must be numbers "
+                              f"({error})") from None
+    if runtime <= JOB_OVERHEAD_MINUTES:
+        raise cfg.ConfigError(f"--profile {file}: set-resources.train (or default-resources) runtime must be more than "
+                              f"{JOB_OVERHEAD_MINUTES} minutes (a training job's wall-clock limit), got {runtime}")
+    return Profile(path=str(file), runtime_minutes=runtime, gpus=max(gpus, 1), tries=tries)
+
+
+def wall_hours(cell: CellPlan, gpus: int) -> float:
+    """A run's training wall-clock time on `gpus` GPUs (its GPU-hours, evaluations during training
+    included, divided evenly: data parallelism at the same MFU)."""
+    return (cell.gpu_hours + cell.train_eval_gpu_hours) / gpus
+
+
+def jobs_needed(cell: CellPlan, profile: Profile) -> int:
+    """Training jobs a run needs under the profile: each trains for its limit less the overhead."""
+    return max(1, math.ceil(wall_hours(cell, profile.gpus) * 60 / (profile.runtime_minutes - JOB_OVERHEAD_MINUTES)))
+
+
+def render_profile(result: GridPlan, profile: Profile) -> str:
+    """Each run's wall-clock time and training jobs under the profile; a ConfigError (before anything
+    runs) when a run needs more jobs than the profile submits."""
+    lines = [f"profile {profile.path}: training jobs of {profile.runtime_minutes} min on {profile.gpus} GPU"
+             f"{'s' if profile.gpus > 1 else ''}, submitted up to {profile.tries} times (retries {profile.tries - 1})"]
+    width = max([56] + [len(c.name) for c in result.runs])
+    lines.append(f"  {'run':<{width}} {'wall h':>9} {'jobs':>5}")
+    short = []
+    for cell in result.runs:
+        jobs = jobs_needed(cell, profile)
+        lines.append(f"  {cell.name:<{width}} {wall_hours(cell, profile.gpus):>9,.1f} {jobs:>5}")
+        if jobs > profile.tries:
+            short.append((cell, jobs))
+    if short:
+        cell, jobs = max(short, key=lambda item: item[1])
+        raise cfg.ConfigError(
+            f"--profile {profile.path}: {len(short)} run(s) cannot finish: {cell.name} needs {jobs} training jobs "
+            f"({wall_hours(cell, profile.gpus):,.1f} h on {profile.gpus} GPU{'s' if profile.gpus > 1 else ''}, "
+            f"{profile.runtime_minutes - JOB_OVERHEAD_MINUTES} min of training per job), the profile submits a job at most "
+            f"{profile.tries} times: raise set-resources.train gpu or runtime, or retries")
+    longest = max(result.runs, key=lambda c: jobs_needed(c, profile))
+    lines.append(f"every run finishes: the longest, {longest.name}, in {jobs_needed(longest, profile)} of "
+                 f"{profile.tries} jobs")
+    return "\n".join(lines) + "\n"

@@ -14,7 +14,6 @@ the worker count either.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -30,8 +29,8 @@ from rewarm import config as cfg
 from rewarm.data import sources
 from rewarm.data import tokenizer as tok
 from rewarm.data.packing import SCHEMA_VERSION, MixtureBudget, Packer, ShardWriter, token_dtype
-from rewarm.data.shards import MANIFEST
-from rewarm.io import atomic_dir, check_free_space, plain_file_name, write_json
+from rewarm.data.shards import MANIFEST, SHARD_ENTRY
+from rewarm.io import atomic_dir, check_free_space, check_replaceable, file_sha256, object_schema, plain_file_name, read_checked_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,20 @@ def set_workers(workers: int) -> None:
 
 PART = "part.json"
 """A part's record of one split (`<part dir>/<split>/part.json`), read by `assemble`."""
+_COUNT = {"type": "integer", "minimum": 0}
+PART_SCHEMA = object_schema({
+    "schema_version": {"type": "integer"}, "corpus": {"type": "string"}, "split": {"type": "string"},
+    "parts": {"type": "integer", "minimum": 1}, "part": _COUNT, "units_total": _COUNT, "seq_len": {"type": "integer", "minimum": 1},
+    "dtype": {"type": "string"}, "tokenizer": {"type": "object"},
+    "source": object_schema({"description": {"type": "string"}, "config": {"type": "object"}}),
+    "units": {"type": "array", "items": object_schema({
+        "unit": _COUNT, "name": {"type": "string"}, "file": {"type": ["object", "null"]}, "target_tokens": {"type": ["integer", "null"]},
+        **{key: _COUNT for key in ("documents_read", "documents_skipped_empty", "records_skipped_bad", "tokens_written",
+                                   "tokens_dropped", "sequences")},
+        "shards": {"type": "array", "items": SHARD_ENTRY},
+    })},
+})
+"""What `assemble` reads of a part's record (checked on read: a field missing is named, not a KeyError)."""
 
 
 def prepare_corpus(
@@ -56,6 +69,7 @@ def prepare_corpus(
     only that part's units (`prepare.parts`), with a `part.json` per split for `assemble`; returns those."""
     if corpus not in config.corpora:
         raise cfg.ConfigError(f"corpus {corpus!r} is not in the configuration (have: {', '.join(config.corpora)})")
+    check_replaceable(out_dir, "prepare")  # before reading anything
     parts = config.prepare.parts
     if part is not None and not 0 <= part < parts:
         raise cfg.ConfigError(f"--part: {part} is not a part of this configuration (prepare.parts is {parts}: 0 to {parts - 1})")
@@ -75,7 +89,7 @@ def prepare_corpus(
         log.info("%s: part %d of %d: %s", corpus, part, parts,
                  "; ".join(f"{split} units {_span(chosen[split])} of {len(s.units)}" for split, s in splits.items()))
     results = {}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "prepare") as tmp:
         for split, split_source in splits.items():
             split_dir = tmp / split
             split_dir.mkdir()
@@ -95,6 +109,7 @@ def assemble(config: cfg.Config, corpus: str, part_dirs: list[str | Path], out_d
     as `prepare` of the whole corpus writes. Every part must be there, each once."""
     if corpus not in config.corpora:
         raise cfg.ConfigError(f"corpus {corpus!r} is not in the configuration (have: {', '.join(config.corpora)})")
+    check_replaceable(out_dir, "prepare")  # before reading anything
     parts = config.prepare.parts
     splits = config.corpora[corpus].splits()
     found: dict[int, Path] = {}
@@ -102,12 +117,9 @@ def assemble(config: cfg.Config, corpus: str, part_dirs: list[str | Path], out_d
     for part_dir in map(Path, part_dirs):
         for split in splits:
             path = part_dir / split / PART
-            try:
-                record = json.loads(path.read_text())
-            except FileNotFoundError:
-                raise sources.CorpusError(f"{path}: missing (run `rewarm prepare --corpus {corpus} --part N` for this part first)") from None
-            except json.JSONDecodeError as error:
-                raise sources.CorpusError(f"{path}: not valid JSON ({error})") from None
+            if not path.is_file():
+                raise sources.CorpusError(f"{path}: missing (run `rewarm prepare --corpus {corpus} --part N` for this part first)")
+            record = read_checked_json(path, PART_SCHEMA, "part record")
             if record.get("schema_version") != SCHEMA_VERSION or record.get("corpus") != corpus or record.get("parts") != parts:
                 raise sources.CorpusError(
                     f"{path}: a part of {record.get('corpus')!r} in {record.get('parts')} parts (schema {record.get('schema_version')}); "
@@ -124,7 +136,7 @@ def assemble(config: cfg.Config, corpus: str, part_dirs: list[str | Path], out_d
     if missing:
         raise sources.CorpusError(f"{corpus}: parts {', '.join(map(str, missing))} of {parts} not given (have: {', '.join(map(str, part_dirs))})")
     manifests = {}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "prepare") as tmp:
         for split, source in splits.items():
             manifest = merge(source, sorted(partials[split], key=lambda r: r["part"]))
             split_dir = tmp / split
@@ -258,7 +270,7 @@ def prepare_unit(
         "unit": unit.index,
         "name": unit.name,
         "file": None if unit.file is None else {"name": unit.file.name, "size": unit.file.stat().st_size,
-                                                "sha256": sources.file_sha256(unit.file)},
+                                                "sha256": file_sha256(unit.file)},
         "target_tokens": budget,
         "budget_reached": packer.done or (mixture is not None and mixture.full),
         "documents_read": packer.documents,
@@ -269,7 +281,7 @@ def prepare_unit(
         "tokens_dropped": packer.dropped_tokens(),
         "sequences": packer.rows_out,
         **({"mixture": mixture.summary()} if mixture else {}),
-        "shards": [{"file": name, "rows": rows, "bytes": (out_dir / name).stat().st_size, "sha256": sources.file_sha256(out_dir / name)}
+        "shards": [{"file": name, "rows": rows, "bytes": (out_dir / name).stat().st_size, "sha256": file_sha256(out_dir / name)}
                    for name, rows in shards],
     }
 
@@ -328,6 +340,13 @@ def merge(source: cfg.Source, partials: list[dict]) -> dict:
                     manifest["tokens_written"], source.max_tokens)
     if source.mixture is not None:
         mixture = manifest["mixture"]
+        absent = [name for name, drawn in mixture["parts"].items() if drawn["documents"] == 0]
+        if absent:  # the whole source was read (a part that is not full keeps it reading): the name occurs nowhere
+            seen = ", ".join(f"{name} ({count:,})" for name, count in mixture["other_parts"].items()) or "none other"
+            raise sources.CorpusError(f"{label}: mixture part{'s' * (len(absent) > 1)} {', '.join(map(repr, absent))} never occur"
+                                      f"{'s' * (len(absent) == 1)} in field {source.mixture.field} of {description}, read "
+                                      f"to its end; the other values found, with their documents: {seen} "
+                                      f"(corpora.*.mixture.weights: a misspelled name?)")
         for name, drawn in mixture["parts"].items():
             log.info("%s: part %s: %d documents, %d tokens (share %.4f, weight %g)", label, name, drawn["documents"],
                      drawn["tokens"], drawn["share"], drawn["weight"])
@@ -350,7 +369,12 @@ def _merge_mixtures(summaries: list[dict]) -> dict:
     total = sum(drawn["tokens"] for drawn in parts.values()) or 1
     for drawn in parts.values():
         drawn["share"] = drawn["tokens"] / total
-    return {"parts": parts, "other_documents_skipped": sum(summary["other_documents_skipped"] for summary in summaries)}
+    others: dict[str, int] = {}
+    for summary in summaries:
+        for name, count in summary.get("other_parts", {}).items():
+            others[name] = others.get(name, 0) + count
+    return {"parts": parts, "other_documents_skipped": sum(summary["other_documents_skipped"] for summary in summaries),
+            "other_parts": dict(sorted(others.items()))}
 
 
 def _add_mixed(packer: Packer, mixture: MixtureBudget, ids: list[list[int]], parts: list[str | None]):
@@ -364,9 +388,38 @@ def _add_mixed(packer: Packer, mixture: MixtureBudget, ids: list[list[int]], par
     return rows
 
 
-def _encode(backend, batch: list, skipped: tuple[int, int]) -> tuple[list, tuple[int, int], list[list[int]]]:
-    encodings = backend.encode_batch_fast([text for text, _ in batch], add_special_tokens=False)
-    return batch, skipped, [e.ids for e in encodings]
+PIECE_CHARS = 1 << 20
+"""A document longer than this (1,048,576 characters) is encoded a piece at a time: the tokenizer holds
+about 135 bytes a character while it encodes (a 48 MB record took 6.5 GB), so a piece bounds that to about
+140 MB whatever the record's length. Pieces end before a space that starts a word, where the byte-level
+pre-tokenizer splits anyway, so the ids are those of the whole document (a piece with no such space in its
+last half is cut at the limit)."""
+
+
+def pieces(text: str, limit: int = PIECE_CHARS) -> list[str]:
+    """`text` cut into pieces of at most `limit` characters, each cut before a space that starts a word
+    (a space followed by something other than whitespace), looked for in the piece's last half."""
+    out, start = [], 0
+    while len(text) - start > limit:
+        end = start + limit
+        cut = text.rfind(" ", start + limit // 2, end)
+        while cut != -1 and text[cut + 1].isspace():  # inside a run of whitespace: the regex splits before its last space
+            cut = text.rfind(" ", start + limit // 2, cut)
+        cut = end if cut == -1 else cut
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
+
+
+def _encode(backend, batch: list, skipped: tuple[int, int], limit: int = PIECE_CHARS) -> tuple[list, tuple[int, int], list[list[int]]]:
+    texts = [text for text, _ in batch]
+    long = {i for i, text in enumerate(texts) if len(text) > limit}
+    encodings = backend.encode_batch_fast([text for i, text in enumerate(texts) if i not in long], add_special_tokens=False)
+    ids = iter([e.ids for e in encodings])
+    return batch, skipped, [
+        [token for piece in pieces(text, limit) for token in backend.encode(piece, add_special_tokens=False).ids]
+        if i in long else next(ids) for i, text in enumerate(texts)]
 
 
 def _batches(documents: Iterator, size: int, stats: sources.ReadStats) -> Iterator[tuple[list, tuple[int, int]]]:

@@ -18,7 +18,7 @@ from rewarm import config as cfg
 from rewarm.data import tokenizer as tok
 from rewarm.data.shards import ShardReader
 from rewarm.io import atomic_dir, check_free_space, write_json
-from rewarm.train import Data, run_fingerprint, train_loop
+from rewarm.train import Data, exit_if_preempted, run_fingerprint, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +46,18 @@ def pretrain(
     def snapshot(step: int, current, history) -> None:
         # Snapshots live with the resumable state until the series is complete.
         if step in keep:
-            with atomic_dir(snapshots / f"step{step}") as tmp:
+            with atomic_dir(snapshots / f"step{step}", "pretrain") as tmp:
                 checkpoints.save_model_dir(current, tokenizer_dir, tmp)
 
     arch = {"model": cfg.to_dict(config.model), "tokenizer": fingerprint}
     final = train_loop(model, run, data, logs_dir, state_dir, run_fingerprint(run, "scratch", data, arch),
                        on_step=snapshot, label="pretrain", snapshot_steps=frozenset(keep))
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "pretrain") as tmp:
         for step in keep:
             shutil.copytree(snapshots / f"step{step}", tmp / f"step{step}")
         write_json(tmp / checkpoints.SERIES, {"revisions": [f"step{s}" for s in keep], "final": f"step{steps}",
                                               "tokens_per_step": run.batch_sequences * data.train.seq_len})
     write_json(logs_dir / "metrics.json", final)
+    exit_if_preempted("pretrain", state_dir, steps)
     shutil.rmtree(state_dir, ignore_errors=True)
     return final

@@ -32,7 +32,8 @@ rule benchmark:
         model="runs/{cell}/model",
         tasks="data/tasks",
     output:
-        "evals/benchmark/cells/{cell}.json",
+        json="evals/benchmark/cells/{cell}.json",
+        harness=directory("evals/benchmark/cells/{cell}.harness"),  # the harness's own results and samples
     params:
         config=PARAMS,
         spec=BENCHMARK_SPEC,
@@ -48,31 +49,22 @@ rule benchmark:
         runtime=120,
         gpu=JOB_GPUS,
     shell:
-        "rewarm benchmark {params.config} --model {input.model} --tasks {input.tasks} --threads {threads} --out {output} 2> {log}"
+        "rewarm benchmark {params.config} --model {input.model} --tasks {input.tasks} --threads {threads} --out {output.json}"
+        " --harness-out {output.harness} 2> {log}"
 
 
-rule benchmark_base:
-    """The harness's tasks on a base checkpoint: where each cell started from."""
+# The harness's tasks on a base checkpoint: where each cell started from. The same job as
+# `benchmark` on another model: the rule is benchmark's, with its own files.
+use rule benchmark as benchmark_base with:
     wildcard_constraints:
         checkpoint=one_of(EVALUATED_BASE),
     input:
         model="checkpoints/base/{checkpoint}",
         tasks="data/tasks",
     output:
-        "evals/benchmark/base/{checkpoint}.json",
-    params:
-        config=PARAMS,
-        spec=BENCHMARK_SPEC,
-    conda:
-        "../envs/rewarm.yaml"
+        json="evals/benchmark/base/{checkpoint}.json",
+        harness=directory("evals/benchmark/base/{checkpoint}.harness"),
     log:
         "logs/benchmark_base/{checkpoint}.log",
     benchmark:
         "logs/benchmarks/benchmark_base/{checkpoint}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=JOB_GPUS,
-    shell:
-        "rewarm benchmark {params.config} --model {input.model} --tasks {input.tasks} --threads {threads} --out {output} 2> {log}"

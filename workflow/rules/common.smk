@@ -2,6 +2,7 @@
 # The configuration is validated by the same code the CLI uses, before any job starts:
 # a bad key stops the workflow here with every problem listed.
 
+import shlex
 import sys
 
 from rewarm import config as rewarm_config
@@ -12,12 +13,12 @@ from rewarm.data.sources import source_files
 # Files Snakemake merged into `config`: params.yaml, then any --configfile, in order.
 # Each job gets the same list, so the CLI sees exactly the configuration validated here.
 PARAMS_FILES = ["params.yaml", *[str(f) for f in workflow.overwrite_configfiles]]
-PARAMS = " ".join(f"--params {f}" for f in PARAMS_FILES)
+PARAMS = " ".join(f"--params {shlex.quote(f)}" for f in PARAMS_FILES)  # quoted: a file name may hold a space
 
 try:
     # The files themselves, merged as the CLI merges them (a source or checkpoint that changes type
     # is replaced, `name: null` removes one), so every job sees exactly what is validated here.
-    CONFIG = rewarm_config.load(PARAMS_FILES)
+    CONFIG = rewarm_grid.load(PARAMS_FILES)
 except rewarm_config.ConfigError as error:
     sys.exit(f"rewarm: invalid configuration\n{error}")
 
@@ -49,7 +50,9 @@ BENCHMARK_SPEC = rewarm_config.to_dict(CONFIG.benchmark) if CONFIG.benchmarking(
 # local run limits concurrent GPU jobs with --resources gpu=<GPUs on the machine>.
 JOB_GPUS = 1 if CONFIG.train.device == "cuda" else 0
 # An evaluation job's wall-clock limit, from its validation tokens (a 410M model on 2 x 22.6M tokens: 60 min).
-EVALUATE_MINUTES = rewarm_plan.evaluation_minutes(CONFIG, CONFIG.tokenizer.vocab_size)  # trained cell -> the shorter cells it records, with their steps
+EVALUATE_MINUTES = rewarm_plan.evaluation_minutes(CONFIG, CONFIG.tokenizer.vocab_size)
+# A select job's memory, from the model's size: converting .bin weights holds the model twice over.
+SELECT_MB = rewarm_plan.select_memory_mb(CONFIG, CONFIG.tokenizer.vocab_size)  # trained cell -> the shorter cells it records, with their steps
 
 
 def one_of(names):
@@ -128,22 +131,33 @@ def prefix_run_records(wildcards):
     return [f"{prefix_run(wildcards)}/stops", f"{prefix_run(wildcards)}/config.json"]
 
 
-def train_launcher(wildcards, resources):
+TORCHRUN_GRACE = 540
+"""Seconds torchrun waits, after passing a SIGTERM on to its processes, before it kills them
+(TORCH_ELASTIC_SHUTDOWN_TIMEOUT; torch's default is 30): time for every process to finish its step
+and the state to be saved, within the 10 minutes the slurm profile's --signal=TERM@600 leaves."""
+
+
+def train_launcher(wildcards, resources, threads):
     """`rewarm`; `torchrun` with one process per GPU when the job has more than one (resources.gpu,
     e.g. --set-resources train:gpu=4); on several nodes (resources.nodes, with gres: gpu:<per node>),
     one `torchrun` agent per node started by `srun`, the agents meeting at a rendezvous (c10d) on
-    the job's first node, named by the job's id. DDP or FSDP inside the job: train.parallel."""
+    the job's first node, named by the job's id; srun is given the job's CPUs per task (SLURM 22.05
+    and later no longer pass them on, and each agent would get one CPU). DDP or FSDP inside the job:
+    train.parallel."""
     nodes = int(resources.get("nodes", 1) or 1)
     if nodes > 1:
         gres = str(resources.get("gres", "") or "")
-        per_node = gres.rsplit(":", 1)[-1] if gres.startswith("gpu:") else ""
-        if not per_node.isdigit():
+        try:
+            per_node = rewarm_plan.gres_gpus(gres)
+        except ValueError:
+            per_node = 0
+        if not per_node:
             raise ValueError(f"train: a job on {nodes} nodes needs its GPUs per node as gres: gpu:<count> "
                              f"(and gpu: 0, since the plugin's gpu is the job's total), not gres={gres!r}")
         head = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
-        return (f"srun --nodes {nodes} --ntasks-per-node 1 torchrun --nnodes {nodes} --nproc_per_node {per_node}"
+        return (f"srun --nodes {nodes} --ntasks-per-node 1 --cpus-per-task {threads} env TORCH_ELASTIC_SHUTDOWN_TIMEOUT={TORCHRUN_GRACE} torchrun --nnodes {nodes} --nproc_per_node {per_node}"
                 f" --rdzv-backend c10d --rdzv-endpoint {head}:${{REWARM_RDZV_PORT:-29500}} --rdzv-id $SLURM_JOB_ID -m rewarm")
     gpus = int(resources.get("gpu", 0) or 0)
     if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node {gpus} -m rewarm"
+        return f"env TORCH_ELASTIC_SHUTDOWN_TIMEOUT={TORCHRUN_GRACE} torchrun --standalone --nproc_per_node {gpus} -m rewarm"
     return "rewarm"

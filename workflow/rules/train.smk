@@ -34,7 +34,9 @@ rule train:
         runtime=240,
         gpu=JOB_GPUS,  # GPUs per training job (more: torchrun); the slurm profile sets it (set-resources)
     shell:
-        "{params.launcher} train {params.config} --cell {wildcards.cell} --base {input.base}"
+        # exec: the training process replaces the job's shell, so a scheduler's SIGTERM reaches it alone and
+        # the job ends when it has saved, not when the shell dies of the signal.
+        "exec {params.launcher} train {params.config} --cell {wildcards.cell} --base {input.base}"
         " --train {input.corpus}/train --replay {input.upstream}/train"
         " --val upstream={input.upstream}/val --val downstream={input.downstream}/val"
         " --state state/runs/{wildcards.cell} --out runs/{wildcards.cell} --threads {threads} 2> {log}"

@@ -33,6 +33,10 @@ from pathlib import Path
 
 import zstandard
 
+from rewarm.config import DemoSource
+from rewarm.data.sources import demo_path
+from rewarm.io import atomic_dir
+
 # -- the shared language: one vocabulary and grammar for every kind ----------------------------------
 
 _GENERAL_NOUNS = (
@@ -401,12 +405,8 @@ def generate(config, out_dir: str | Path) -> dict[str, int]:
     `<out_dir>/<corpus>/<split>.jsonl.zst`, or `<split>-<i>-of-<n>.jsonl.zst` in `files` files (an
     empty directory if there are none). Train splits
     draw on the shared pool; validation splits are fresh documents only."""
-    from rewarm.config import DemoSource
-    from rewarm.data.sources import demo_path
-    from rewarm.io import atomic_dir
-
     counts = {}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "generate") as tmp:
         for (corpus, split), source in config.sources().items():
             if isinstance(source, DemoSource):
                 records = generate_records(source.domain, source.documents, source.seed, pooled=split == "train")

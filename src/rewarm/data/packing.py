@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The manifest's layout. 2: a split is packed unit by unit (input file, or dataset shard), its
 shards named `shard-<unit>-<k>.arrow`, and the manifest lists the units; a one-unit split's shard
-bytes are those of 1, which packed the whole split as one stream. Readers read both."""
-READABLE_SCHEMAS = (1, 2)
+bytes are those of 1, which packed the whole split as one stream. 3: the layout of 2, each shard in
+Arrow's IPC *stream* format, which `datasets.Dataset.from_file` memory-maps (1 and 2 wrote the IPC
+file format, which it cannot open). Readers read all three (`STREAM_SCHEMAS`: which are streams)."""
+READABLE_SCHEMAS = (1, 2, 3)
+STREAM_SCHEMAS = (3,)
 COLUMN = "input_ids"
 
 
@@ -103,6 +106,8 @@ class MixtureBudget:
         self.documents = dict.fromkeys(weights, 0)
         self.other_documents = 0
         """Documents of parts the mixture does not name (skipped)."""
+        self.other_parts: dict[str, int] = {}
+        """Those documents by part name (the first 50 names), so that a misspelled weight can be told apart."""
 
     @property
     def full(self) -> bool:
@@ -111,6 +116,8 @@ class MixtureBudget:
     def admit(self, part: str | None, tokens: int) -> bool:
         if part not in self.budget:
             self.other_documents += 1
+            if part in self.other_parts or len(self.other_parts) < 50:
+                self.other_parts[str(part)] = self.other_parts.get(str(part), 0) + 1
             return False
         if self.tokens[part] >= self.budget[part]:
             return False
@@ -128,7 +135,7 @@ class MixtureBudget:
         total = sum(self.tokens.values()) or 1
         return {"parts": {part: {"weight": self.weights[part], "target_tokens": self.budget[part], "tokens": self.tokens[part],
                                  "share": self.tokens[part] / total, "documents": self.documents[part]} for part in self.budget},
-                "other_documents_skipped": self.other_documents}
+                "other_documents_skipped": self.other_documents, "other_parts": dict(sorted(self.other_parts.items()))}
 
 
 def rows_to_table(rows: np.ndarray) -> pa.Table:
@@ -139,9 +146,11 @@ def rows_to_table(rows: np.ndarray) -> pa.Table:
 
 
 def write_shard(rows: np.ndarray, path: str | Path) -> None:
-    """Write rows as one Arrow IPC file (random-access format, memory-mappable)."""
+    """Write rows as one Arrow IPC stream, one record batch: memory-mapped without a copy by rewarm
+    (`ShardReader`), by pyarrow (`pa.ipc.open_stream(pa.memory_map(path))`) and by `datasets`
+    (`Dataset.from_file`)."""
     table = rows_to_table(rows)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import bisect
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
-from rewarm.data.packing import COLUMN, READABLE_SCHEMAS
-from rewarm.data.sources import file_sha256
-from rewarm.io import plain_file_name
+from rewarm.data.packing import COLUMN, READABLE_SCHEMAS, STREAM_SCHEMAS
+from rewarm.io import INTEGER, SHA256, file_sha256, object_schema, plain_file_name, read_checked_json, write_json
 
 MANIFEST = "manifest.json"
 DATA_ORDER = 2
@@ -28,18 +28,29 @@ class ShardError(ValueError):
     """A shard directory that is missing, altered or does not match what the reader expects."""
 
 
+SHARD_ENTRY = object_schema({"file": {"type": "string"}, "rows": INTEGER, "bytes": INTEGER, "sha256": SHA256})
+"""A shard as a manifest (or a part's record) lists it."""
+MANIFEST_SCHEMA = object_schema({
+    "schema_version": {"type": "integer"},
+    "seq_len": {"type": "integer", "minimum": 1},
+    "tokenizer": object_schema({"fingerprint": {"type": "string"}}),
+    "shards": {"type": "array", "items": SHARD_ENTRY},
+}, sequences=INTEGER, tokens_written=INTEGER, source=object_schema({"fingerprint": {"type": "string"}}))
+"""What the readers of a split's manifest.json use (checked on every read)."""
+
+
 def read_manifest(split_dir: str | Path) -> dict:
     path = Path(split_dir) / MANIFEST
+    if not path.is_file():
+        raise ShardError(f"{path}: no manifest (run `rewarm prepare` for this corpus first)")
     try:
         manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ShardError(f"{path}: no manifest (run `rewarm prepare` for this corpus first)") from None
     except json.JSONDecodeError as error:
         raise ShardError(f"{path}: manifest is not valid JSON ({error})") from None
-    if manifest.get("schema_version") not in READABLE_SCHEMAS:
-        raise ShardError(f"{path}: schema version {manifest.get('schema_version')!r}, this rewarm reads "
-                         + " and ".join(map(str, READABLE_SCHEMAS)))
-    return manifest
+    if not isinstance(manifest, dict) or manifest.get("schema_version") not in READABLE_SCHEMAS:
+        found = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise ShardError(f"{path}: schema version {found!r}, this rewarm reads " + " and ".join(map(str, READABLE_SCHEMAS)))
+    return read_checked_json(path, MANIFEST_SCHEMA, "manifest")
 
 
 class ShardReader:
@@ -64,17 +75,13 @@ class ShardReader:
         self._arrays: list[np.ndarray] = []
         self._starts: list[int] = []
         total = 0
-        for shard in self.manifest["shards"]:
-            if not plain_file_name(shard.get("file")):
-                raise ShardError(f"{self.split_dir / MANIFEST}: shard {shard.get('file')!r} is not a file name inside "
-                                 f"{self.split_dir} (refused: a manifest names only the shards beside it)")
-            path = self.split_dir / shard["file"]
+        for path, shard in shard_files(self.split_dir, self.manifest):
             if isinstance(verify, VerifiedStamp):
                 verify.verify(path, shard)
             elif verify:
                 _verify(path, shard)
             self._starts.append(total)
-            self._arrays.append(_map_rows(path, self.seq_len, shard["rows"]))
+            self._arrays.append(_map_rows(path, self.seq_len, shard["rows"], stream=self.manifest["schema_version"] in STREAM_SCHEMAS))
             total += shard["rows"]
         if isinstance(verify, VerifiedStamp):
             verify.save()
@@ -89,6 +96,18 @@ class ShardReader:
         index %= self._length
         shard = bisect.bisect_right(self._starts, index) - 1
         return self._arrays[shard][index - self._starts[shard]]
+
+
+def shard_files(split_dir: Path, manifest: dict | None = None) -> list[tuple[Path, dict]]:
+    """Each shard of a split: its path and its manifest entry (a manifest names only files beside it)."""
+    manifest = manifest if manifest is not None else read_manifest(split_dir)
+    files = []
+    for shard in manifest["shards"]:
+        if not plain_file_name(shard.get("file")):
+            raise ShardError(f"{split_dir / MANIFEST}: shard {shard.get('file')!r} is not a file name inside "
+                             f"{split_dir} (refused: a manifest names only the shards beside it)")
+        files.append((split_dir / shard["file"], shard))
+    return files
 
 
 def _verify(path: Path, shard: dict) -> None:
@@ -115,7 +134,9 @@ class VerifiedStamp:
         except (FileNotFoundError, json.JSONDecodeError):
             self.entries = {}
         self.hashed = 0
-        """Shards hashed by this process (the others were found in the stamp)."""
+        """Shards hashed for this run (the others were found in the stamp)."""
+        self.hashed_here = 0
+        """Of those, the shards this process hashed (`verify_all` may share them across processes)."""
         self._changed = False
 
     @staticmethod
@@ -123,34 +144,53 @@ class VerifiedStamp:
         stat = path.stat()
         return [shard["sha256"], stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns]
 
-    def verify(self, path: Path, shard: dict) -> None:
-        key = str(path.resolve())
-        identity = self.identity(path, shard) if path.exists() else None
-        if identity is not None and self.entries.get(key) == identity:
-            return
-        _verify(path, shard)
-        self.hashed += 1
+    def known(self, path: Path, shard: dict) -> bool:
+        """Verified before, and unchanged since."""
+        return path.exists() and self.entries.get(str(path.resolve())) == self.identity(path, shard)
+
+    def check(self, item: tuple[Path, dict]) -> tuple[str, list]:
+        """Hash one shard against its manifest entry (ShardError if it differs); its stamp entry."""
+        path, shard = item
         # Taken before hashing: a file changed while it was hashed does not match it, and is hashed again.
-        self.entries[key] = identity
-        self._changed = True
+        identity = self.identity(path, shard) if path.exists() else None
+        _verify(path, shard)
+        self.hashed_here += 1
+        return str(path.resolve()), identity
+
+    def verify(self, path: Path, shard: dict) -> None:
+        if not self.known(path, shard):
+            self.record([self.check((path, shard))])
+
+    def verify_all(self, files: list[tuple[Path, dict]], run: Callable = lambda function, items: list(map(function, items))) -> int:
+        """Verify the shards not verified before; `run(function, items)` does the hashing (`runtime.share`
+        splits it across a process group's ranks). Returns how many were hashed."""
+        todo = [item for item in files if not self.known(*item)]
+        self.record(run(self.check, todo))
+        return len(todo)
+
+    def record(self, checked: list[tuple[str, list]]) -> None:
+        for key, identity in checked:
+            self.entries[key] = identity
+            self.hashed += 1
+            self._changed = True
 
     def save(self) -> None:
         """Write the stamp if this process verified anything new (once per split, not per shard)."""
         if self._changed:
-            from rewarm.io import write_json
-
             write_json(self.path, self.entries)
             self._changed = False
 
 
-def _map_rows(path: Path, seq_len: int, rows: int) -> np.ndarray:
-    """A zero-copy [rows, seq_len] view of a memory-mapped shard."""
+def _map_rows(path: Path, seq_len: int, rows: int, stream: bool = True) -> np.ndarray:
+    """A zero-copy [rows, seq_len] view of a memory-mapped shard: an IPC stream (schema 3), or an IPC
+    file (`stream=False`: schemas 1 and 2)."""
     try:
-        table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        source = pa.memory_map(str(path), "r")
+        table = (pa.ipc.open_stream(source) if stream else pa.ipc.open_file(source)).read_all()
         chunks = table.column(COLUMN)
         # One record batch per shard (as written by ShardWriter) maps without a copy.
         column = chunks.chunk(0) if chunks.num_chunks == 1 else chunks.combine_chunks()
-    except (pa.ArrowInvalid, KeyError) as error:
+    except (pa.ArrowException, OSError, KeyError) as error:  # pyarrow reports a corrupt footer as an OSError
         raise ShardError(f"{path}: not a readable shard ({error})") from None
     if len(column) != rows or column.type.list_size != seq_len:
         raise ShardError(f"{path}: holds {len(column)} x {column.type.list_size} tokens, the manifest says {rows} x {seq_len}")

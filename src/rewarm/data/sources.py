@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
 
-from rewarm.config import DemoSource, HfSource, JsonlSource, Source, resolve_glob
+from rewarm.config import DemoSource, HfSource, JsonlSource, Source
+from rewarm.io import file_sha256, resolve_glob
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +85,6 @@ def fingerprint_of(source: Source, files: list[dict]) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_documents(
     source: Source, files: list[Path], stats: ReadStats, on_bad_record: str = "error"
 ) -> Iterator[str]:
@@ -132,6 +126,12 @@ def read_jsonl_parts(
         except json.JSONDecodeError as error:
             yield from _bad(f"{path}:{number}: not valid JSON ({error.msg}, column {error.colno})", stats, on_bad_record)
             continue
+        except RecursionError:
+            yield from _bad(f"{path}:{number}: JSON nested too deeply to read", stats, on_bad_record)
+            continue
+        except ValueError as error:  # an integer of more digits than Python converts (4,300)
+            yield from _bad(f"{path}:{number}: not readable JSON ({str(error).split(';')[0]})", stats, on_bad_record)
+            continue
         if not isinstance(record, dict):
             yield from _bad(f"{path}:{number}: expected a JSON object, got {type(record).__name__}", stats, on_bad_record)
             continue
@@ -139,6 +139,8 @@ def read_jsonl_parts(
 
 
 _MISSING = object()
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone surrogate: JSON's `\\ud800` escape decodes to one, and UTF-8 cannot encode it."""
 
 
 def field_value(record: dict, dotted: str):
@@ -165,6 +167,9 @@ def _accept(record: dict, origin: str, number: int, unit: str, stats: ReadStats,
         shown = "no field" if part is _MISSING else f"a {type(part).__name__} in field"
         yield from _bad(f"{origin}:{number}: {unit} has {shown} {part_field!r} (the mixture's field; a string expected)",
                         stats, on_bad_record)
+    elif (surrogate := _SURROGATE.search(text)) is not None:
+        yield from _bad(f"{origin}:{number}: field {text_field!r} holds a lone surrogate (\\u{ord(surrogate[0]):x}): not Unicode "
+                        f"text, which no tokenizer can encode", stats, on_bad_record)
     elif not text.strip():
         stats.empty += 1
     else:

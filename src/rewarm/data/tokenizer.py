@@ -14,6 +14,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from rewarm.data import sources
+from rewarm.io import atomic_dir
+
 # Pythia's special tokens and their ids: <|endoftext|> is 0 (EOS and BOS), <|padding|> is 1.
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
@@ -103,11 +106,8 @@ def vocab_size(tokenizer) -> int:
 def build(config, raw_dir: str | Path, out_dir: str | Path, base_dir: str | Path = ".") -> None:
     """The `tokenizer` stage: train the demo's BPE on the upstream train split, or copy
     the configured base model's tokenizer, into the Hugging Face directory `out_dir`."""
-    from rewarm.data import sources
-    from rewarm.io import atomic_dir
-
     settings = config.tokenizer
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "tokenizer") as tmp:
         if settings.type == "pretrained":
             save_pretrained(settings.name_or_path, settings.revision, tmp)
             return
