@@ -34,6 +34,7 @@ WHERE = {
     "GridConfig": "grid",
     "DemoTasks": "benchmark.demo_tasks",
     "BenchmarkConfig": "benchmark",
+    "LoggingConfig": "logging",
     "HubCheckpoint": "checkpoints.&lt;name&gt; with `type: hub`",
     "LocalCheckpoint": "checkpoints.&lt;name&gt; with `type: local`",
     "ScratchCheckpoint": "checkpoints.&lt;name&gt; with `type: scratch`",

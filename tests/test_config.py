@@ -66,7 +66,7 @@ def test_every_problem_is_reported_in_one_error(tmp_path):
         ({"tokenizer": {"type": "pretrained"}}, "tokenizer.name_or_path: required when tokenizer.type is 'pretrained'"),
         ({"tokenizer": {"vocab_size": 100}}, "tokenizer.vocab_size: 100 must be in [258, 1048576]"),
         ({"prepare": {"on_bad_record": "ignore"}}, "prepare.on_bad_record: 'ignore' is not one of 'error', 'skip'"),
-        ({"stages": {}}, "stages: unknown key (allowed: corpora, tokenizer, prepare, model, pretrain, checkpoints, train, grid, benchmark)"),
+        ({"stages": {}}, "stages: unknown key (allowed: corpora, tokenizer, prepare, model, pretrain, checkpoints, train, grid, benchmark, logging)"),
     ],
 )
 def test_bad_value_names_key_and_allowed(override, expected):
@@ -99,6 +99,21 @@ def test_wrong_types_and_non_finite_numbers_are_named_not_tracebacks(override, e
     with pytest.raises(cfg.ConfigError) as caught:
         grid.from_dict(small_params(**override))
     assert expected in str(caught.value), str(caught.value)
+
+
+@pytest.mark.bad_input
+def test_tensorboard_logging_without_the_package_is_refused_before_any_job(monkeypatch):
+    """`logging.tensorboard: true` where tensorboard cannot be imported (hidden here as Python hides a
+    module: None in sys.modules) is a configuration error naming the key and the install, not an
+    ImportError in the first training job."""
+    import sys
+
+    assert cfg.from_dict(small_params(logging={"tensorboard": True})).logging.tensorboard
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.from_dict(small_params(logging={"tensorboard": True}))
+    assert "logging.tensorboard: true needs the tensorboard package" in str(caught.value)
+    assert not cfg.from_dict(small_params()).logging.tensorboard  # off by default: nothing needed
 
 
 @pytest.mark.bad_input

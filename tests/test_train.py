@@ -372,6 +372,23 @@ def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(prepar
     AutoModelForCausalLM.from_pretrained(prepared_copy / "runs" / cell / "model")
 
 
+def test_tensorboard_logs_what_dvclive_and_the_metrics_log(prepared_copy, reference_run):
+    """`logging.tensorboard: true`: the cell's event files, read by TensorBoard's own reader, hold every
+    step's learning rate as DVCLive's lr.tsv does and every evaluation's loss as metrics.jsonl does; the
+    results are those of the run without it (the setting changes no result)."""
+    from tests.test_metrics import board
+
+    write_params(prepared_copy / "params.yaml", small_params(logging={"tensorboard": True}))
+    cell = cell_of(prepared_copy)
+    rewarm(*train_args(cell), cwd=prepared_copy)
+    run_dir = prepared_copy / "runs" / cell
+    scalars = board(run_dir)
+    lr_log = [line.split("\t") for line in (run_dir / "dvclive/plots/metrics/train/lr.tsv").read_text().splitlines()[1:]]
+    assert scalars["train/lr"] == [(int(step), float(np.float32(float(lr)))) for step, lr in lr_log]
+    assert scalars["val/upstream/loss"] == [(row["step"], float(np.float32(row["val/upstream/loss"]))) for row in read_rows(run_dir)]
+    assert (run_dir / "metrics.json").read_bytes() == (reference_run / "metrics.json").read_bytes()
+
+
 @pytest.mark.bad_input
 def test_unknown_cell_is_refused(prepared_copy):
     result = rewarm(*train_args("ckpt-nope"), cwd=prepared_copy, check=False)

@@ -1,10 +1,12 @@
 """What a run logs: its metric history (kept in the training state, so a resumed run rewrites identical
-logs), the per-evaluation JSON lines and CSV curves, and DVCLive's files (`dvc plots`, `dvc exp show`)."""
+logs), the per-evaluation JSON lines and CSV curves, DVCLive's files (`dvc plots`, `dvc exp show`) and,
+when asked, TensorBoard's event files."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +27,11 @@ class MetricsLog:
     """Plain JSON lines (one row per evaluation) and DVCLive (lr and train loss per step,
     validation metrics per evaluation), so `dvc plots` and `dvc exp show` read them."""
 
-    def __init__(self, out_dir: Path, history: History, live: bool = True):
+    def __init__(self, out_dir: Path, history: History, live: bool = True, tensorboard: bool = False):
         """`live=False`: the JSON lines and curves without DVCLive's files (benchmarks/gpu_check.py, on a
-        machine whose image has no DVC, which DVCLive imports; its cost per step is bench_train's to measure)."""
+        machine whose image has no DVC, which DVCLive imports; its cost per step is bench_train's to measure).
+        `tensorboard`: the same scalars as DVCLive's as TensorBoard event files in `out_dir/tensorboard`
+        (config `logging.tensorboard`)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         self.history = history
         self.curves = out_dir / "curves"
@@ -37,6 +41,15 @@ class MetricsLog:
             from dvclive import Live
 
             self.live = Live(dir=str(out_dir / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=False)
+        self.board = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            board_dir = out_dir / "tensorboard"
+            # Event files only append: a resumed run would log its first steps twice. The directory is this
+            # log's own (inside the stage's output), so it is rewritten whole from the history, as DVCLive's is.
+            shutil.rmtree(board_dir, ignore_errors=True)
+            self.board = SummaryWriter(log_dir=str(board_dir))
         self.jsonl.write_text("".join(json.dumps(row) + "\n" for row in history.evals))
         evals = {row["step"]: row for row in history.evals}
         # A resumed run (or a cell read from a longer run) rewrites what was logged, in the order it was.
@@ -58,6 +71,8 @@ class MetricsLog:
         self._live_step(row, evaluation)
         if evaluation is not None and self.live:
             self.live.make_summary()
+        if evaluation is not None and self.board:
+            self.board.flush()
 
     def _write_curves(self) -> None:
         """Per validation split, `curves/<name>.csv` (step, tokens, loss, ppl) for `dvc plots`,
@@ -71,19 +86,22 @@ class MetricsLog:
             write_text(self.curves / f"{name}.csv", "\n".join(lines) + "\n")
 
     def _live_step(self, row: dict, evaluation: dict | None) -> None:
-        if self.live is None:
-            return
-        self.live.step = row["step"]
-        for key in ("lr", "train_loss"):
-            if row.get(key) is not None:
-                self.live.log_metric(f"train/{key}", row[key], plot=True)
-        for key, value in (evaluation or {}).items():
-            if key.startswith("val/") and value is not None and math.isfinite(value):
+        scalars = {f"train/{key}": row[key] for key in ("lr", "train_loss") if row.get(key) is not None}
+        scalars.update({key: value for key, value in (evaluation or {}).items()
+                        if key.startswith("val/") and value is not None and math.isfinite(value)})
+        if self.live is not None:
+            self.live.step = row["step"]
+            for key, value in scalars.items():
                 self.live.log_metric(key, value, plot=True)
+        if self.board is not None:
+            for key, value in scalars.items():
+                self.board.add_scalar(key, value, global_step=row["step"])
 
     def close(self) -> None:
         if self.live:
             self.live.end()
+        if self.board:
+            self.board.close()
 
 
 def final_metrics(history: History) -> dict:

@@ -4,6 +4,7 @@ problems, one line each, naming the key and what is allowed."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ def check(config: Config, base_dir: Path) -> list[str]:
     """Checks of values and of fields against each other, after types are right (the grid's cells are
     checked by `rewarm.grid`, which builds on this layer)."""
     problems = []
+    if config.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        problems.append("logging.tensorboard: true needs the tensorboard package, which is not installed "
+                        "(pip install 'rewarm[tensorboard]'), or set it to false")
     for name in ("upstream", "downstream"):
         corpus = config.corpora.get(name)
         if corpus is None:

@@ -346,6 +346,18 @@ class BenchmarkConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    """Training curves for experiment trackers, besides rewarm's own files (metrics.jsonl, curves/, DVCLive's
+    dvclive/, which are always written). Nothing here changes a result: cells and their fingerprints ignore it."""
+
+    tensorboard: bool = False
+    """Also write TensorBoard event files to `<run>/tensorboard/` (`tensorboard --logdir runs`): the learning
+    rate and training loss of every step and the validation losses and perplexities of every evaluation, as
+    the run's other logs hold them; a resumed run rewrites them whole from its history. Needs the `tensorboard`
+    package (`pip install 'rewarm[tensorboard]'`). Not a DVC output: event files hold wall-clock times."""
+
+
+@dataclasses.dataclass(frozen=True)
 class HubCheckpoint:
     """A model on the Hugging Face hub at a revision, as Pythia publishes them."""
 
@@ -441,6 +453,8 @@ class Config:
     """The cells: named studies around `train`."""
     benchmark: Optional[BenchmarkConfig] = None
     """LM Evaluation Harness tasks (null or no tasks: no benchmarks)."""
+    logging: LoggingConfig = LoggingConfig()
+    """Curves for experiment trackers (TensorBoard), besides rewarm's own logs."""
 
     def sources(self) -> dict[tuple[str, str], Source]:
         """Every (corpus, split) source, in a stable order."""
