@@ -235,3 +235,15 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
     path.write_text("train:\n  max_lr: 1.0e-3\nprepare:\n  seq_len: 64\ntrain:\n  tokens: 100\n")
     with pytest.raises(cfg.ConfigError, match=r"key 'train' is given twice \(first on line 1, again on line 5\)"):
         cfg.load(path)
+
+
+def test_a_digest_changes_with_any_value_and_not_with_key_order():
+    """Snakemake's parameters are digests (`digest`): equal settings give equal digests whatever the order
+    of their keys, and any changed value gives another."""
+    params = small_params()
+    config = cfg.from_dict(params)
+    assert cfg.digest(cfg.from_dict(dict(reversed(list(params.items())))).train) == cfg.digest(config.train)
+    assert cfg.digest({"a": 1, "b": {"c": [2, 3], "d": None}}) == cfg.digest({"b": {"d": None, "c": [2, 3]}, "a": 1})
+    assert cfg.digest({"a": 1, "b": {"c": [2, 3]}}) != cfg.digest({"a": 1, "b": {"c": [3, 2]}})
+    assert cfg.digest(cfg.from_dict(small_params(train={"seed": 7})).train) != cfg.digest(config.train)
+    assert len(cfg.digest(config.train)) == 16 and int(cfg.digest(config.train), 16) >= 0

@@ -528,6 +528,10 @@ def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
     assert len(commands) == 4 and f"--cell {cell}" in commands[0], planned[-3000:]
     assert sorted(c.split()[3] for c in commands[1:3]) == ["benchmark", "evaluate"] and all(f"runs/{cell}/model" in c for c in commands[1:3])
     assert "rewarm report" in commands[3]
+    # The report's grid and each cell's settings are parameters as digests: a changed one is printed as two
+    # short strings (before, now), not as the whole grid's dict twice (kilobytes per job).
+    changed = re.findall(r"Params have changed since last execution[^;\n]*", planned)
+    assert changed and all(len(reason) < 300 for reason in changed) and "'studies'" not in planned, changed
 
 
 def test_training_jobs_with_several_gpus_launch_torchrun(tmp_path):

@@ -103,8 +103,9 @@ def cell_base(wildcards):
 
 
 def cell_params(wildcards):
-    """A cell's resolved parameters, and the shorter cells its run records: a change re-runs that cell."""
-    return {**rewarm_config.to_dict(CELLS[wildcards.cell]), "records": RECORDS.get(wildcards.cell, {})}
+    """A digest of a cell's resolved parameters and of the shorter cells its run records: a change re-runs
+    that cell (`rewarm grid` prints them; Snakemake would print a changed dict whole, for every cell)."""
+    return rewarm_config.digest({**rewarm_config.to_dict(CELLS[wildcards.cell]), "records": RECORDS.get(wildcards.cell, {})})
 
 
 def cell_train_corpus(wildcards):

@@ -17,7 +17,7 @@ rule report:
         ),
     params:
         config=PARAMS,
-        grid=rewarm_config.to_dict(CONFIG.grid),
+        grid=rewarm_config.digest(CONFIG.grid),  # a digest: Snakemake prints a changed parameter whole
         benchmark=BENCHMARK_SPEC,
     conda:
         "../envs/rewarm.yaml"

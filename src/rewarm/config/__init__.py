@@ -23,6 +23,7 @@ from rewarm.config.loading import (
     UniqueKeyLoader,
     build,
     deep_merge,
+    digest,
     expanded_size,
     from_dict,
     load,
@@ -80,5 +81,5 @@ __all__ = [
     "Config", "DEMO_TASKS", "replay_before", "replay_is_whole", "replay_in_step", "total_steps",
     "schedule_steps", "warmup_steps", "warmup_exact", "decay_steps", "min_lr", "Plan", "check",
     "check_optimization", "check_train_corpus", "UniqueKeyLoader", "Extra", "load", "COLLECTIONS", "REPLACED",
-    "deep_merge", "from_dict", "to_dict", "build", "MAX_VALUES", "expanded_size",
+    "deep_merge", "digest", "from_dict", "to_dict", "build", "MAX_VALUES", "expanded_size",
 ]

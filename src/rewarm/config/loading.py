@@ -4,6 +4,8 @@ converted into the schema's dataclasses, and checked; every problem raised toget
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import re
 import types
@@ -161,6 +163,14 @@ def to_dict(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_dict(v) for v in value]
     return value
+
+
+def digest(value: Any) -> str:
+    """A short sha256 of a dataclass tree's (or plain value's) canonical JSON. Snakemake re-runs a job
+    whose parameters changed and prints a changed parameter whole: a digest keeps the first and spares
+    the console kilobytes per job (the whole grid is one parameter of the report)."""
+    text = json.dumps(to_dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
