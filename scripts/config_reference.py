@@ -35,6 +35,7 @@ WHERE = {
     "DemoTasks": "benchmark.demo_tasks",
     "BenchmarkConfig": "benchmark",
     "LoggingConfig": "logging",
+    "ReportConfig": "report",
     "HubCheckpoint": "checkpoints.&lt;name&gt; with `type: hub`",
     "LocalCheckpoint": "checkpoints.&lt;name&gt; with `type: local`",
     "ScratchCheckpoint": "checkpoints.&lt;name&gt; with `type: scratch`",

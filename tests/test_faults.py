@@ -137,10 +137,11 @@ def test_diverging_cell_fails_and_the_report_lists_it(tmp_path):
         assert (project / "evals/cells" / f"{cell}.json").exists(), cell
     assert not (project / "runs" / bad / "metrics.json").exists()
     report = (project / "reports/report.md").read_text()
-    row = next(line for line in report.splitlines() if line.startswith(f"| {bad} |"))
+    # Each cell's row goes by its short label (study and varied setting), its full name in the tooltip.
+    row = next(line for line in report.splitlines() if line.startswith(f'| <abbr title="{bad}">max_lr: max LR 1e6</abbr> |'))
     assert "failed:" in row and " at step " in row
     assert f"1 of {len(cells)} cells did not finish" in report
-    assert all(f"| {cell} |" in report for cell in cells[:-1])
+    assert all(f'<abbr title="{cell}">max_lr: ' in report and f"| `{cell}` |" in report for cell in cells[:-1])
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ LAYERS = [
      {"rewarm.checkpoints", "rewarm.runtime", "rewarm.state", "rewarm.metrics"}),
     ("measuring: perplexity, harness benchmarks", {"rewarm.evaluate", "rewarm.benchmark"}),
     ("training loop", {"rewarm.train"}),
-    ("the report's parts: measures, the papers' findings, figures", {"rewarm.report.measures", "rewarm.report.findings",
+    ("the report's parts: measures, the papers' findings, figures", {"rewarm.report.measures", "rewarm.report.findings", "rewarm.report.labels",
                                                                       "rewarm.report.figures"}),
     ("stages", {"rewarm.prepare", "rewarm.pretrain", "rewarm.report", "rewarm.adopt"}),
     ("command line and front-end files", {"rewarm.cli", "rewarm.__main__", "rewarm.dvcfile"}),

@@ -346,3 +346,26 @@ def test_an_evaluation_without_a_corpus_is_refused_naming_the_file(tmp_path):
     with pytest.raises(ValueError) as caught:
         report.collect(config, tmp_path / "runs", tmp_path / "evals")
     assert str(caught.value) == f"{path}: evaluation is incomplete or altered: at the top level, 'downstream' is a required property"
+
+
+def test_forgetting_is_measured_only_from_a_pre_trained_start(tmp_path):
+    """A cell from scratch knew nothing to forget: it gets no forgetting or adaptation (its "forgetting",
+    final minus untrained upstream loss, would be the grid's best), a cell from a checkpoint gets both."""
+    config = grid.from_dict(small_params(benchmark=None, grid={"studies": {"starts": {"vary": {"checkpoint": ["final", "scratch"]}}}}))
+    cells = grid.cells(config)
+
+    def evaluation(path, up: float, down: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"upstream": {"loss": up, "ppl": math.exp(up)}, "downstream": {"loss": down, "ppl": math.exp(down)}}))
+
+    for name in config.checkpoints:
+        evaluation(tmp_path / "evals" / "base" / f"{name}.json", 7.0 if name == "scratch" else 2.0, 7.0 if name == "scratch" else 3.0)
+    for name in cells:
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "metrics.jsonl").write_text(json.dumps({"step": 0, "tokens": 0, "val/upstream/loss": 2.0,
+                                                                            "val/downstream/loss": 3.0}) + "\n")
+        evaluation(tmp_path / "evals" / "cells" / f"{name}.json", 2.25, 2.5)
+    _, table, _, _ = report.collect(config, tmp_path / "runs", tmp_path / "evals")
+    by = {cells[n].checkpoint: table[n] for n in table}
+    assert "forgetting" not in by["scratch"] and "adaptation" not in by["scratch"]
+    assert by["final"]["forgetting"] == pytest.approx(2.25 - 2.0) and by["final"]["adaptation"] == pytest.approx(3.0 - 2.5)

@@ -166,13 +166,21 @@ def test_figures_draw_the_logged_numbers(snakemake_run):
     drawn = {}
     for sweep in ("checkpoint", "max_lr"):
         panels = json.loads((figures / f"study_{sweep}.json").read_text())["panels"]
-        assert [panel["title"] for panel in panels] == ["upstream validation loss", "downstream validation loss"]
-        for panel, corpus in zip(panels, ("upstream", "downstream")):
+        # Both studies draw the from-scratch cell: in panels of its own beneath the pre-trained starts'.
+        assert [panel["title"] for panel in panels] == ["upstream validation loss", "downstream validation loss",
+                                                        "upstream validation loss, from scratch included",
+                                                        "downstream validation loss, from scratch included"]
+        for panel, corpus in zip(panels, ("upstream", "downstream") * 2):
             for line in panel["lines"]:
-                rows = [json.loads(r) for r in (snakemake_run / "runs" / line["cell"] / "metrics.jsonl").read_text().splitlines()]
-                assert line["x"] == [r["tokens"] for r in rows]
+                cell, _, mark = line["cell"].partition(":")
+                rows = [json.loads(r) for r in (snakemake_run / "runs" / cell / "metrics.jsonl").read_text().splitlines()]
+                if mark == "final":  # the final model's whole validation split, at the curve's end
+                    whole = json.loads((snakemake_run / "evals/cells" / f"{cell}.json").read_text())[corpus]["loss"]
+                    assert line["x"] == [rows[-1]["tokens"] / 1e9] and line["y"] == pytest.approx([whole], rel=1e-12)
+                    continue
+                assert line["x"] == pytest.approx([r["tokens"] / 1e9 for r in rows], rel=1e-12)  # billions (no report scale set)
                 assert line["y"] == pytest.approx([r[f"val/{corpus}/loss"] for r in rows], rel=1e-12)
-                drawn.setdefault(sweep, set()).add(line["cell"])
+                drawn.setdefault(sweep, set()).add(cell)
         # The trajectory (the paper's Figs. 4 and 6): downstream against upstream perplexity, the start and
         # the end of each warm-up marked (warm-up 5% of 40 steps = 2 steps: the first evaluation after it is step 10).
         lines = {line["cell"]: line for line in json.loads((figures / f"trajectory_{sweep}.json").read_text())["panels"][0]["lines"]}

@@ -139,7 +139,7 @@ STAGES = (
           ("rewarm.benchmark", "rewarm.io"), foreach="benchmarked_base", deps=("checkpoints/base/${item}", "data/tasks"),
           params=("benchmark",), outs=("evals/benchmark/base/${item}.json", "evals/benchmark/base/${item}.harness")),
     Stage("report", "rewarm report --params params.yaml --runs runs --evals evals --out reports", ("rewarm.report",),
-          deps=("evals", "runs"), params=("grid", "train", "benchmark"), outs=("reports",), resources=("templates",)),
+          deps=("evals", "runs"), params=("grid", "train", "benchmark", "report"), outs=("reports",), resources=("templates",)),
 )
 
 

@@ -19,6 +19,7 @@ rule report:
         config=PARAMS,
         grid=rewarm_config.digest(CONFIG.grid),  # a digest: Snakemake prints a changed parameter whole
         benchmark=BENCHMARK_SPEC,
+        report=rewarm_config.digest(CONFIG.report),  # how it is drawn (the figures' token axes)
     conda:
         "../envs/rewarm.yaml"
     log:

@@ -65,6 +65,7 @@ def check(config: Config, base_dir: Path) -> list[str]:
     problems.extend(check_train_corpus(config, config.train.train_corpus, "train.train_corpus"))
     problems.extend(_check_checkpoints(config, base_dir))
     problems.extend(_check_benchmark(config.benchmark))
+    _positive(problems, "report.tokens_per_billion", config.report.tokens_per_billion, optional=True)
     problems.extend(f"{key}: {value} must be >= 0 (a seed)" for key, value in _fields_named(config, "seed") if value < 0)
     return problems
 

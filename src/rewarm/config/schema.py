@@ -358,6 +358,17 @@ class LoggingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """How the report draws the grid (`rewarm report`). Nothing here changes a result: cells and their
+    fingerprints ignore it."""
+
+    tokens_per_billion: Optional[int] = None
+    """The grid's tokens that stand for one billion of the paper's, for the figures' token axes, which are
+    in billions as the paper's are: the demo's 1,024 (one step of 8 x 128 tokens for the paper's 1B, so the
+    axes read as the paper's Figs. 1-7); null (full scale): a billion, the tokens themselves."""
+
+
+@dataclasses.dataclass(frozen=True)
 class HubCheckpoint:
     """A model on the Hugging Face hub at a revision, as Pythia publishes them."""
 
@@ -455,6 +466,8 @@ class Config:
     """LM Evaluation Harness tasks (null or no tasks: no benchmarks)."""
     logging: LoggingConfig = LoggingConfig()
     """Curves for experiment trackers (TensorBoard), besides rewarm's own logs."""
+    report: ReportConfig = ReportConfig()
+    """How the report draws the grid (its figures' token axes)."""
 
     def sources(self) -> dict[tuple[str, str], Source]:
         """Every (corpus, split) source, in a stable order."""

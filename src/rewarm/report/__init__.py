@@ -21,6 +21,7 @@ from rewarm import config as cfg
 from rewarm import grid
 from rewarm.io import FAILURE, atomic_dir, object_schema, read_checked_json, write_text
 from rewarm.report.figures import figures
+from rewarm.report.labels import cell_labels
 from rewarm.report.findings import (
     CLOSE_PPL_FACTOR,
     FAR_BELOW_FACTOR,
@@ -77,7 +78,9 @@ def collect(config: cfg.Config, runs: Path, evals: Path, partial: bool = False):
             entry[f"{corpus}_loss"], entry[f"{corpus}_ppl"] = result["loss"], result["ppl"]
             if start is not None and corpus in start:
                 entry[f"{corpus}_change"] = result["loss"] - start[corpus]["loss"]
-        if start is not None:
+        # Forgetting and adaptation measure what a pre-trained start loses and gains: a cell from scratch knew
+        # nothing to forget (its "forgetting" would be the best of the grid), so it has neither.
+        if start is not None and not isinstance(config.checkpoints.get(cell.checkpoint), cfg.ScratchCheckpoint):
             entry["forgetting"] = forgetting(final["upstream"]["loss"], start["upstream"]["loss"])
             entry["adaptation"] = adaptation(final["downstream"]["loss"], start["downstream"]["loss"])
         entry["mean_loss"] = sum(result["loss"] for result in final.values()) / len(final)
@@ -166,17 +169,18 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
         made = figures(config, cells, table, studies, tmp / "figures")
         best = {key: pick([n for n in table if key in table[n]], key=lambda n: table[n][key], default=None) for key, _, pick in cols}
         header = ["cell"] + [title for _, title, _ in cols] + ["stability gap up (rise)", "recovered at (tokens)"]
+        short = cell_labels(studies, cells)
         rows = []
         for name, entry in table.items():
             values = [_cell(entry.get(key), name == best[key]) for key, _, _ in cols]
             gap = entry["gap_upstream"]
-            rows.append([name, *values, f"{gap.rise:.3f}", "never" if gap.recovered_tokens is None and gap.rise > 0 else str(gap.recovered_tokens or 0)])
-        rows += [[name, status] + ["-"] * (len(header) - 2) for name, status in unfinished.items()]
+            rows.append([labelled(short, name), *values, f"{gap.rise:.3f}", "never" if gap.recovered_tokens is None and gap.rise > 0 else str(gap.recovered_tokens or 0)])
+        rows += [[labelled(short, name), status] + ["-"] * (len(header) - 2) for name, status in unfinished.items()]
         overview = [s for s in [rewarming_raises_both(table, cells, config.checkpoints)] if s]
         if unfinished:
             overview.insert(0, f"{len(unfinished)} of {len(cells)} cells did not finish and are left out of the findings: "
                                + "; ".join(f"{name} {status}" for name, status in unfinished.items()) + ".")
-        fit_rows, fit_text = predictions(config, cells, table)
+        fit_rows, fit_text = predictions(config, cells, table, short)
         sweep, union = replay_sweep(studies, table, cells, config.checkpoints)
         context = {
             "replay": {"table": replay_table(sweep, union, table, cells),
@@ -188,7 +192,7 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
                                  "above." if set(names) & set(sweep + union) else "",
                          "findings": [f.sentence() for f in study_findings(study, names, table, cells, config.checkpoints, config.prepare.seq_len)],
                          "ranking": ranking_agreement(names, table) if tasks else None,
-                         "table": study_table(names, study, cells, table), "figures": made.get(name, [])}
+                         "table": study_table(names, study, cells, table, short), "figures": made.get(name, [])}
                         for name, (study, names) in studies.items()],
             "gap": gap_method(cells),
             "thresholds": [("NO_EFFECT_SPREAD", f"{NO_EFFECT_SPREAD:.0%}",
@@ -213,6 +217,8 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
                               ("RANKS_DISAGREE", f"{RANKS_DISAGREE:g}", "they disagree when it is at most this")] if tasks else [])],
             "fit_text": fit_text, "fit": {"header": FIT_HEADER, "rows": fit_rows},
             "results": {"header": header, "rows": rows},
+            "key": {"header": ["label", "cell (runs/<cell>/, evals/cells/<cell>.json)"],
+                    "rows": [[short[name], f"`{name}`"] for name in cells]},
             "base": {"header": ["checkpoint"] + [f"{c} ppl" for c in corpora] + list(tasks.values())
                                + (["benchmark avg"] if tasks else []),
                      "rows": [[n] + [f"{v[c]['ppl']:.4g}" if c in v else "-" for c in corpora]
@@ -228,7 +234,12 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
     return out_dir / "report.md"
 
 
-def study_table(names: list[str], study: cfg.Study, cells, table) -> dict:
+def labelled(short: dict[str, str], name: str) -> str:
+    """A cell in a table: its short label, its full name in the label's tooltip (the key lists them all)."""
+    return f'<abbr title="{name}">{short[name]}</abbr>' if short[name] != name else name
+
+
+def study_table(names: list[str], study: cfg.Study, cells, table, short: dict[str, str] | None = None) -> dict:
     """A study's own table: the value of its axis, the final losses (whole validation splits), the
     change from the starting checkpoint and the early rise of each loss (the stability gap)."""
     # the varied axes; for cells listed one by one, the settings they give (a sequence: checkpoint, corpus, ...)
@@ -241,7 +252,7 @@ def study_table(names: list[str], study: cfg.Study, cells, table) -> dict:
         if n not in table:
             continue
         entry = table[n]
-        rows.append([n, *[str(getattr(cells[n], a)) for a in axes], f"{entry['upstream_loss']:.4f}", f"{entry['downstream_loss']:.4f}",
+        rows.append([labelled(short, n) if short else n, *[str(getattr(cells[n], a)) for a in axes], f"{entry['upstream_loss']:.4f}", f"{entry['downstream_loss']:.4f}",
                      _signed(entry.get("upstream_change")), _signed(entry.get("downstream_change")),
                      f"{entry['gap_upstream'].rise:.3f}", f"{entry['gap_downstream'].rise:.3f}"]
                     + ([_cell(entry.get("bench_average"), False)] if benchmarked else []))
@@ -286,7 +297,7 @@ def render_html(markdown: str) -> str:
 FIT_HEADER = ["cell", "predicted final downstream loss", "measured (in-training sample)", "error"]
 
 
-def predictions(config: cfg.Config, cells, table) -> tuple[list[list[str]], str]:
+def predictions(config: cfg.Config, cells, table, short: dict[str, str] | None = None) -> tuple[list[list[str]], str]:
     """Fit the law on the reference cell's downstream curve; predict the final loss of every cell
     that starts from the same checkpoint, from its learning rates alone, and measure the law on those
     held-out cells. A cell whose learning-rate areas lie outside what the fit supports (beyond
@@ -306,7 +317,8 @@ def predictions(config: cfg.Config, cells, table) -> tuple[list[list[str]], str]
             continue
         s1, s2 = lr_areas([lr for _, lr in other["lr"]])
         measured = other["rows"][-1]["val/downstream/loss"]
-        label = f"{name} (the fit's own curve)" if name == reference else name
+        shown = labelled(short, name) if short else name
+        label = f"{shown} (the fit's own curve)" if name == reference else shown
         predicted = fit.predict(s1[-1], s2[-1])
         why = fit.supports(s1[-1], s2[-1]) or (None if predicted > 0 else f"the law gives {predicted:.3g}, not a loss")
         if why:

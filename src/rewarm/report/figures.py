@@ -1,6 +1,13 @@
 """The report's figures: each study's validation loss against tokens on both corpora (the paper's Figs.
 1, 2, 3, 5, 7) and the trajectory of downstream against upstream perplexity (Figs. 4, 6), as PNG with
-the values drawn beside each as JSON."""
+the values drawn beside each as JSON.
+
+As the paper draws them: token axes in billions (at demo scale, the paper-equivalent billions that
+`report.tokens_per_billion` says), loss in nats, lines labelled by every setting the study varies
+(colour: the first; line style: the second), baselines by what they are, legends outside the axes. A
+from-scratch curve, which starts several nats above the re-warmed ones, is drawn in a panel of its own
+beneath, so that the re-warmed curves keep the scale on which they cross and separate. The datasets of a
+sequence are drawn one after another, each from where the one before it stopped."""
 
 from __future__ import annotations
 
@@ -10,7 +17,12 @@ from pathlib import Path
 from rewarm import config as cfg
 from rewarm import grid
 from rewarm.io import write_text
+from rewarm.report import labels
 from rewarm.report.measures import CORPORA
+
+DASHES = ["-", "--", "-.", ":"]
+# The baselines' own styles, apart from the studies' colours: no re-warming black dashed, from scratch grey dotted.
+BASELINE_STYLE = {"constant": ("black", "--"), "scratch": ("grey", ":")}
 
 
 def warmup_end_tokens(config: cfg.Config, cell: cfg.TrainConfig) -> int:
@@ -28,97 +40,160 @@ def study_lines(study_members: list[str], cells, table) -> list[str]:
     return members + extra
 
 
-def _style(name: str, cells, axis: str | None, members: list[str]) -> tuple[str, str]:
-    cell = cells[name]
-    if cell.checkpoint == "scratch":
-        return ":", f"from scratch, max_lr {cell.max_lr:g}"
-    if cell.schedule == "constant":
-        return "--", f"constant LR {cell.max_lr:g} (no re-warming)"
-    label = ", ".join(f"{a}={getattr(cell, a)}" for a in ([axis] if axis else [])) or name
-    return "-", label if name in members else f"{label} ({name})"
+def token_axis(config: cfg.Config) -> tuple[float, str]:
+    """(tokens per unit drawn, the axis label): billions of tokens, or of the paper's tokens at demo scale."""
+    per = config.report.tokens_per_billion
+    if per is None:
+        return 1e9, "tokens seen (billions)"
+    return float(per), f"paper-equivalent tokens (billions; 1B = {per:,} tokens here)"
+
+
+def offsets(config: cfg.Config, cells) -> dict[str, int]:
+    """Cell -> the tokens seen before it: 0, or, for a dataset of a sequence (a cell continuing another
+    cell's final state), where the cells before it stopped."""
+    before = {name: spec.cell for name, spec in grid.continued(config).items()}
+    out: dict[str, int] = {}
+
+    def offset(name: str) -> int:
+        if name not in out:
+            previous = before.get(cells[name].checkpoint)
+            out[name] = 0 if previous is None or previous not in cells else offset(previous) + cells[previous].tokens
+        return out[name]
+
+    for name in cells:
+        offset(name)
+    return out
+
+
+def styles(names: list[str], cells, axes: list[str]) -> dict[str, tuple[str, str]]:
+    """Cell -> (colour, line style): colour by the value of the study's first axis, line style by its
+    second (as the paper's Fig. 7 dashes warm-up against checkpoints); the baselines their own."""
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab10"].colors
+    first = list(dict.fromkeys(repr(getattr(cells[n], axes[0])) for n in names)) if axes else []
+    second = list(dict.fromkeys(repr(getattr(cells[n], axes[1])) for n in names)) if len(axes) > 1 else []
+    out = {}
+    for i, name in enumerate(names):
+        cell = cells[name]
+        label = labels.in_study(name, cells, axes)
+        if label == labels.baseline_label(cell):
+            out[name] = BASELINE_STYLE["scratch" if cell.checkpoint == "scratch" else "constant"]
+            continue
+        colour = palette[(first.index(repr(getattr(cell, axes[0]))) if axes else i) % len(palette)]
+        dash = DASHES[second.index(repr(getattr(cell, axes[1]))) % len(DASHES)] if second else "-"
+        out[name] = (colour, dash)
+    return out
 
 
 def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, list[tuple[str, str]]]:
     """PNG figures in the paper's style, each with a JSON of the values drawn (read back from the
     plotted lines, so tests and users can check them against the metrics). Per study: validation
-    loss against tokens on both corpora (the paper's Figs. 1, 2, 3, 5, 7) and the trajectory of
-    downstream against upstream perplexity, start and end of warm-up marked (Figs. 4, 6); and the
-    learning rates of every cell. Returns figure -> (file, caption), by study (and `all`)."""
+    loss against tokens on both corpora (the paper's Figs. 1, 2, 3, 5, 7), each curve's final model's
+    whole-split loss marked at its end, and the trajectory of downstream against upstream perplexity,
+    start and end of warm-up marked (Figs. 4, 6); and the learning rates of every cell. Returns figure
+    -> (file, caption), by study (and `all`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    per, xlabel = token_axis(config)
+    start = offsets(config, cells)
+    short = labels.cell_labels(studies, cells)
     made: dict[str, list[tuple[str, str]]] = {}
     for study_name, (study, members) in studies.items():
-        axis = grid.study_axis(study)
+        axes = labels.study_axes(study, members, cells)
         names = study_lines(members, cells, table)
         if not names:
             continue
-        fig, panels = plt.subplots(1, 2, figsize=(11, 4))
-        for panel, corpus in zip(panels, CORPORA):
-            for name in names:
-                style, label = _style(name, cells, axis, members)
-                rows = table[name]["rows"]
-                line, = panel.plot([r["tokens"] for r in rows], [r[f"val/{corpus}/loss"] for r in rows], style, label=label)
-                line.set_gid(name)
-            panel.set_title(f"{corpus} validation loss")
-            panel.set_xlabel("tokens seen")
-            panel.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
-            panel.legend(fontsize=7)
+        style = styles(names, cells, axes)
+        scratch = [n for n in names if cells[n].checkpoint == "scratch"]
+        pretrained = [n for n in names if n not in scratch]
+        # From scratch in a panel of its own beneath, with the others for comparison; on top, the pre-trained starts.
+        rows = [pretrained, names] if scratch and pretrained else [names]
+        fig, grid_axes = plt.subplots(len(rows), 2, figsize=(11, 4 if len(rows) == 1 else 6.5), squeeze=False, layout="constrained",
+                                      height_ratios=[1] if len(rows) == 1 else [1.6, 1])
+        for r, drawn in enumerate(rows):
+            for panel, corpus in zip(grid_axes[r], CORPORA):
+                for name in drawn:
+                    colour, dash = style[name]
+                    points = table[name]["rows"]
+                    xs = [(start[name] + p["tokens"]) / per for p in points]
+                    line, = panel.plot(xs, [p[f"val/{corpus}/loss"] for p in points], dash, color=colour,
+                                       label=labels.in_study(name, cells, axes))
+                    line.set_gid(name)
+                    if f"{corpus}_loss" in table[name]:  # the final model's whole validation split, at the curve's end
+                        panel.plot([xs[-1]], [table[name][f"{corpus}_loss"]], "o", color=colour, markerfacecolor="none",
+                                   gid=f"{name}:final", label="_final")
+                panel.set_title(f"{corpus} validation loss" + (", from scratch included" if r else ""))
+                panel.set_xlabel(xlabel)
+                panel.set_ylabel("loss (nats)")
+        handles, names_drawn = grid_axes[-1][0].get_legend_handles_labels()
+        keep = [(h, l) for h, l in zip(handles, names_drawn) if not l.startswith("_")]
+        fig.legend([h for h, _ in keep], [l for _, l in keep], loc="outside right upper", fontsize=8,
+                   title=", ".join(labels.SETTING_NAMES.get(a, a) for a in axes) or None)
         fig.suptitle(f"{study_name}: {study.title}" if study.title else study_name)
         files = [_save(fig, out, f"study_{study_name}", f"Study {study_name}: validation loss against tokens seen on both "
-                       "corpora (dashed: constant learning rate, no re-warming; dotted: from scratch).")]
+                       "corpora. Curves: the evaluations during training, each on a fixed sample of every validation split; "
+                       "circles: the final model on the whole split (the tables' numbers). Black dashed: no re-warming "
+                       "(constant learning rate); grey dotted: from scratch"
+                       + (", in its own panels beneath on a scale of its own" if len(rows) > 1 else "")
+                       + (". A sequence's datasets follow one another." if any(start[n] for n in names) else "."))]
         # The paper's trajectories (Figs. 4, 6) draw the pre-trained starts only: from scratch, thousands of
         # perplexity points, would flatten them into one corner.
-        pretrained = [n for n in names if cells[n].checkpoint != "scratch"]
         if not pretrained:  # a study of from-scratch cells only (the union baseline) has no trajectory to draw
             made[study_name] = files
             continue
-        fig, ax = plt.subplots(figsize=(6, 5))
+        fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
         for name in pretrained:
-            style, label = _style(name, cells, axis, members)
-            rows = table[name]["rows"]
-            line, = ax.plot([r["val/downstream/ppl"] for r in rows], [r["val/upstream/ppl"] for r in rows], style, marker=".", label=label)
+            colour, dash = style[name]
+            points = table[name]["rows"]
+            line, = ax.plot([p["val/downstream/ppl"] for p in points], [p["val/upstream/ppl"] for p in points], dash, color=colour,
+                            marker=".", label=labels.in_study(name, cells, axes))
             line.set_gid(name)
             end = warmup_end_tokens(config, cells[name])
-            warm = next((r for r in rows if r["tokens"] >= end), rows[-1]) if end else None
-            if warm is not None and warm is not rows[0]:
-                ax.plot([warm["val/downstream/ppl"]], [warm["val/upstream/ppl"]], "o", color="green", gid=f"{name}:warmup_end")
+            warm = next((p for p in points if p["tokens"] >= end), points[-1]) if end else None
+            if warm is not None and warm is not points[0]:
+                ax.plot([warm["val/downstream/ppl"]], [warm["val/upstream/ppl"]], "o", color="green", gid=f"{name}:warmup_end",
+                        label="_warmup_end")
         starts = {cells[n].checkpoint: n for n in reversed(pretrained)}  # one per start
         for name in starts.values():
             first = table[name]["rows"][0]
-            ax.plot([first["val/downstream/ppl"]], [first["val/upstream/ppl"]], "o", color="red", gid=f"{name}:start")
+            ax.plot([first["val/downstream/ppl"]], [first["val/upstream/ppl"]], "o", color="red", gid=f"{name}:start", label="_start")
         ax.set_xlabel("downstream validation perplexity")
         ax.set_ylabel("upstream validation perplexity")
         ax.set_title(f"{study_name}: trajectory (red: start, green: warm-up end)")
-        ax.legend(fontsize=7)
+        fig.legend(loc="outside right upper", fontsize=8)
         files.append(_save(fig, out, f"trajectory_{study_name}", f"Study {study_name}: downstream against upstream perplexity as "
                            "training goes on; red: the starting checkpoints, green: the end of each cell's warm-up (from scratch is "
                            "left out, as in the paper's Figs. 4 and 6)."))
         made[study_name] = files
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(11, 5), layout="constrained")
     for name, entry in table.items():
         if entry["lr"]:
-            line, = ax.plot(*zip(*entry["lr"]), label=name, linewidth=1)
+            line, = ax.plot(*zip(*entry["lr"]), label=short[name], linewidth=1)
             line.set_gid(name)
     ax.set_title("learning rate")
-    ax.set_xlabel("step")
+    ax.set_xlabel("step (of each cell)")
     ax.set_ylabel("learning rate")
-    ax.legend(fontsize=5)
-    made["all"] = [_save(fig, out, "learning_rates", "The learning-rate schedules actually used (logged every step).")]
+    fig.legend(loc="outside right upper", fontsize=6, ncols=2 if len(table) > 14 else 1)
+    made["all"] = [_save(fig, out, "learning_rates", "The learning-rate schedules actually used (logged every step), each "
+                         "cell under its short label (the results table's key gives its full name).")]
     return made
 
 
 def _save(fig, out: Path, stem: str, caption: str) -> tuple[str, str]:
     """Write `<stem>.png` and `<stem>.json`: per panel, each line's cell and the x and y it drew."""
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
 
-    fig.tight_layout()
     fig.savefig(out / f"{stem}.png", dpi=110)
-    panels = [{"title": ax.get_title(), "lines": [{"cell": line.get_gid(), "label": line.get_label(),
-                                                    "x": [float(v) for v in line.get_xdata()],
-                                                    "y": [float(v) for v in line.get_ydata()]} for line in ax.get_lines()]}
+    panels = [{"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+               "lines": [{"cell": line.get_gid(), "label": line.get_label(), "color": to_hex(line.get_color()),
+                          "linestyle": line.get_linestyle(),
+                          "x": [float(v) for v in line.get_xdata()],
+                          "y": [float(v) for v in line.get_ydata()]} for line in ax.get_lines()]}
               for ax in fig.axes]
     write_text(out / f"{stem}.json", json.dumps({"caption": caption, "panels": panels}, indent=1) + "\n")
     plt.close(fig)
