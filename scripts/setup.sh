@@ -18,4 +18,6 @@ echo "setup: installing into $(cd .venv && pwd)"
 "$py" -m pip install --quiet --upgrade pip
 "$py" -c "import torch" 2>/dev/null || "$py" -m pip install --quiet torch==2.13.0
 "$py" -m pip install --quiet -e ".[test]"
+# `dvc plots show` offline: its page with Vega inlined (.dvc/config names it; not tracked).
+"$py" -m rewarm dvcfile --plots-page .dvc/plots/offline.html
 "$py" -c "import rewarm, torch; print(f'setup: rewarm {rewarm.__version__}, torch {torch.__version__}')"

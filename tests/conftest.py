@@ -94,6 +94,8 @@ def gpu_missing() -> bool:
 NEEDS = {
     "slurm": (lambda: SLURM_MISSING, "SLURM IS NOT INSTALLED HERE: {n} slurm test(s) NOT RUN "
                                      "(bash tests/slurm_cluster.sh install needs apt-get and root)"),
+    "node": (lambda: shutil.which("node") is None, "NODE.JS IS NOT INSTALLED HERE: {n} node test(s) NOT RUN "
+                                                    "(they render Vega as a browser would: apt-get install nodejs)"),
     "gpu": (gpu_missing, "NO CUDA DEVICE HERE: {n} gpu test(s) NOT RUN (run `python -m pytest -m gpu -s` on a machine with one)"),
 }
 

@@ -272,7 +272,9 @@ def cmd_params(args: argparse.Namespace) -> None:
 def cmd_dvcfile(args: argparse.Namespace) -> None:
     from rewarm import dvcfile
 
-    if args.write:
+    if args.plots_page:
+        dvcfile.write_plots_page(args.plots_page)
+    elif args.write:
         dvcfile.write(args.write)
         log.info("DVC stages written to %s", args.write)
     else:
@@ -430,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "it (the cells come from workflow/grid.yaml: `rewarm grid --write`).")
     sub.set_defaults(func=cmd_dvcfile)
     sub.add_argument("--write", metavar="PATH", help="write it there instead (e.g. dvc.yaml)")
+    sub.add_argument("--plots-page", metavar="PATH", help="instead, write the page `dvc plots show` fills, with Vega "
+                     "inlined so that it draws offline (.dvc/plots/offline.html, which .dvc/config names; setup writes it)")
 
     sub = commands.add_parser(
         "adopt", help="After `dvc pull` or `dvc checkout`: Snakemake takes DVC's outputs as done and reruns none of them.",

@@ -197,6 +197,9 @@ def write_grid(config: cfg.Config, path: str | Path) -> None:
     root = Path(os.path.relpath(".", plots_file.parent))
     write_text(plots_file, header + yaml.safe_dump({"plots": [{k: v} for k, v in dvc_plots(config, root).items()]}, sort_keys=False))
     log.info("DVC plot definitions written to %s", plots_file)
+    if PLOTS_PAGE.parent.parent.is_dir():  # a DVC project here: its offline page, if it has none yet
+        if not PLOTS_PAGE.exists():
+            write_plots_page(PLOTS_PAGE)
 
 
 def grid_listing(config: cfg.Config) -> dict:
@@ -230,21 +233,71 @@ def grid_listing(config: cfg.Config) -> dict:
             "benchmarked_base": list(evaluated_base) if config.benchmarking() else []}
 
 
+PLOTS_TEMPLATE = "rewarm_lines"
+"""The overlays' Vega-Lite template, .dvc/plots/rewarm_lines.json: a colour per cell, the legend beneath."""
+PLOTS_PAGE = Path(".dvc/plots/offline.html")
+"""`dvc plots show`'s page (.dvc/config: plots.html_template), with Vega inlined: it draws offline."""
+VEGA = ("vega/vega.js", "vega-lite/vega-lite.js", "vega-embed/vega-embed.js")
+
+
 def dvc_plots(config: cfg.Config, root) -> dict:
-    """Top-level `dvc plots` definitions: per corpus, validation perplexity against tokens for
-    all cells, and for each study its cells with the baselines (constant LR, from scratch)."""
+    """Top-level `dvc plots` definitions: per corpus, validation perplexity against tokens for all
+    cells, and for each study its cells with the baselines (constant LR); from scratch apart, in a
+    plot of its own (`from_scratch`, `study_<name>_from_scratch`), whose perplexities of thousands
+    would flatten the others' into one line."""
     names = grid.cells(config)
-    groups = {"all_cells": list(names)}
+    scratch = [n for n, c in names.items() if c.checkpoint == "scratch"]
+
+    def apart(group: str, members: list[str]) -> dict[str, list[str]]:
+        pretrained = [n for n in members if n not in scratch]
+        if not pretrained or len(pretrained) == len(members):
+            return {group: members}
+        return {group: pretrained, f"{group}_from_scratch": members}
+
+    groups = {"all_cells": [n for n in names if n not in scratch]}
+    if scratch:
+        groups["from_scratch"] = scratch
     for study, members in grid.studies(config).items():
-        groups[f"study_{study}"] = members + [b for b in grid.baseline_cells(names) if b not in members]
+        baselines = [b for b in grid.baseline_cells(names) if b not in members and b not in scratch]
+        groups.update(apart(f"study_{study}", members + baselines))
     return {
         f"{group}_{corpus}": {
             "title": f"{corpus} validation perplexity, {group.replace('_', ' ')}",
+            "template": PLOTS_TEMPLATE,
             "x": "tokens",
             "y": {(root / "runs" / name / "curves" / f"{corpus}.csv").as_posix(): "ppl" for name in members},
             "x_label": "tokens seen",
             "y_label": f"{corpus} perplexity",
         }
-        for group, members in groups.items()
+        for group, members in groups.items() if members
         for corpus in ("upstream", "downstream")
     }
+
+
+def plots_page() -> str:
+    """The HTML page `dvc plots show` fills (`{plot_divs}`), with Vega, Vega-Lite and Vega-Embed inlined
+    from the copies Snakemake ships (its reports draw with them), each with its licence: DVC's own page
+    loads them from a CDN, and draws nothing offline, as on a cluster's compute nodes."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("snakemake")  # located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("snakemake is not installed: it ships the Vega scripts of the offline plots page")
+    assets = Path(next(iter(spec.submodule_search_locations))) / "assets" / "data"
+    scripts = []
+    for name in VEGA:
+        path = assets / name
+        licence = (path.parent / "LICENSE").read_text().replace("--", "- -")
+        code = path.read_text().replace("</script", "<\\/script")
+        scripts.append(f"<!-- {name}, Snakemake's copy (snakemake/assets/data/{name}); its licence:\n{licence}-->\n<script>\n{code}\n</script>")
+    return ("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>DVC plots (rewarm, offline)</title>\n"
+            + "\n".join(scripts) + "\n<style>body{font-family:sans-serif} div{margin:1em 0}</style>\n</head>\n<body>\n"
+            "{plot_divs}\n</body>\n</html>\n")
+
+
+def write_plots_page(path: str | Path = PLOTS_PAGE) -> Path:
+    """Write `plots_page()` to `path` (.dvc/plots/offline.html: not tracked, rebuilt by setup and by
+    `rewarm grid --write`)."""
+    write_text(Path(path), plots_page())
+    log.info("offline page of `dvc plots show` written to %s", path)
+    return Path(path)
