@@ -4,6 +4,7 @@ fixtures in conftest.py and the tests import it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -107,6 +108,22 @@ FRONT_END_PARAMS = {**TEST_PARAMS, "grid": {"studies": {
 }}}
 
 
+def without(section: dict, *names: str) -> dict:
+    return {name: value for name, value in section.items() if name not in names}
+
+
+# Smaller still, for the runs whose point is scheduling, interruption and resumption (no harness jobs: the
+# front ends' benchmark jobs are compared in test_workflow.py), each with only the corpora and checkpoints
+# its cells use (the tokenizer learns from upstream alone, so the shards are the same). SLURM: one trained
+# cell (cancelled and retried) and one read from it (prefix). Interrupted: the three cells of the sequence,
+# each waiting for the one before, so an interruption after the first always leaves cells to do.
+SCHEDULED_PARAMS = {**FRONT_END_PARAMS, "benchmark": None, "corpora": without(TEST_PARAMS["corpora"], "later"),
+                    "checkpoints": without(TEST_PARAMS["checkpoints"], "early", "scratch", "after_first", "after_second"),
+                    "grid": {"studies": {"checkpoint": {"vary": {"checkpoint": ["final"]}}, "half": TEST_GRID["studies"]["half"]}}}
+SEQUENCE_PARAMS = {**FRONT_END_PARAMS, "benchmark": None, "checkpoints": without(TEST_PARAMS["checkpoints"], "early", "scratch"),
+                   "grid": {"studies": {"sequence": TEST_GRID["studies"]["sequence"]}}}
+
+
 def grid_file(project: Path) -> dict:
     """workflow/grid.yaml: cells (all), trained, prefixes."""
     return yaml.safe_load((project / "workflow/grid.yaml").read_text())
@@ -146,6 +163,26 @@ def digests(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name not in (".snakemake_timestamp", ".rewarm-output")
     }
+
+
+def curve(run_dir: Path) -> list[dict]:
+    """A run's logged rows without the wall-clock figure."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in rows]
+
+
+def assert_same_results(project: Path, reference: Path, cells: list[str]) -> None:
+    """Every cell's weights, final metrics and curve, the evaluations and the report equal the reference
+    run's (whose grid holds the project's cells and more): the report as the reference's redone with the
+    project's configuration."""
+    for cell in cells:
+        for name in ("model/model.safetensors", "metrics.json"):
+            assert (project / "runs" / cell / name).read_bytes() == (reference / "runs" / cell / name).read_bytes(), (cell, name)
+        assert curve(project / "runs" / cell) == curve(reference / "runs" / cell), cell
+    evals = digests(project / "evals")
+    assert evals == {k: v for k, v in digests(reference / "evals").items() if k in evals}
+    assert {k for k in evals if k.startswith("cells/")} == {f"cells/{cell}.json" for cell in cells}
+    assert (project / "reports/report.md").read_text() == reference_report(project, reference)
 
 
 def reference_report(project: Path, reference: Path) -> str:

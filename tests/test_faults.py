@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +20,8 @@ import yaml
 from rewarm import grid
 from rewarm.io import made_by
 from tests.project import (
-    FRONT_END_PARAMS, SECRET, copy_project, digests, git_commit, reference_report, rewarm, run, run_env, small_params, snakemake,
-    write_params,
+    SECRET, SEQUENCE_PARAMS, TEST_PARAMS, assert_same_results, copy_project, digests, git_commit, rewarm, run, run_env, small_params, snakemake,
+    without, write_params,
 )
 
 pytestmark = pytest.mark.fault
@@ -28,31 +29,6 @@ pytestmark = pytest.mark.fault
 
 def cells_of(project: Path) -> dict:
     return yaml.safe_load((project / "workflow/grid.yaml").read_text())["cells"]
-
-
-def curve(run_dir: Path) -> list[dict]:
-    """A run's logged rows without the wall-clock figure."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in rows]
-
-
-# The front ends' small grid without the harness's jobs: for the runs whose point is scheduling,
-# interruption and resumption, not benchmarks (the front ends' benchmark jobs are compared in test_workflow.py).
-WITHOUT_BENCHMARKS = {**FRONT_END_PARAMS, "benchmark": None}
-
-
-def assert_same_results(project: Path, reference: Path, cells: list[str]) -> None:
-    """Every cell's weights, final metrics and curve, the evaluations and the report equal the reference
-    run's (whose grid holds the project's cells and more): the report as the reference's redone with the
-    project's configuration."""
-    for cell in cells:
-        for name in ("model/model.safetensors", "metrics.json"):
-            assert (project / "runs" / cell / name).read_bytes() == (reference / "runs" / cell / name).read_bytes(), (cell, name)
-        assert curve(project / "runs" / cell) == curve(reference / "runs" / cell), cell
-    evals = digests(project / "evals")
-    assert evals == {k: v for k, v in digests(reference / "evals").items() if k in evals}
-    assert {k for k in evals if k.startswith("cells/")} == {f"cells/{cell}.json" for cell in cells}
-    assert (project / "reports/report.md").read_text() == reference_report(project, reference)
 
 
 def trained_cells(log: Path) -> set[str]:
@@ -74,7 +50,7 @@ def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path)
     """Ctrl-C in the middle of the grid (SIGINT to Snakemake and its jobs); while it runs, a second
     Snakemake on the same project is refused; `--rerun-incomplete` then finishes only the missing
     cells, and every output equals that of an uninterrupted run."""
-    project = copy_project(tmp_path / "interrupted", WITHOUT_BENCHMARKS)
+    project = copy_project(tmp_path / "interrupted", SEQUENCE_PARAMS)
     cells = list(cells_of(project))
     command = [sys.executable, "-m", "snakemake", "--cores", "2"]
     with open(project / "first.log", "w") as log:
@@ -116,20 +92,24 @@ def test_interrupted_grid_reruns_only_the_missing_cells(snakemake_run, tmp_path)
     assert_same_results(project, snakemake_run, cells)
 
 
-@pytest.mark.slow
-def test_diverging_cell_fails_and_the_report_lists_it(tmp_path):
+def test_diverging_cell_fails_and_the_report_lists_it(snakemake_run, tmp_path):
     """A cell whose loss becomes infinite fails naming the step and value; with --keep-going the
-    other cells finish and the report (written when the run ends with errors) lists it as failed."""
-    params = small_params(train={"checkpoint": "final"},
-                          grid={"studies": {"max_lr": {"vary": {"max_lr": [1e-3, 2e-3]},
-                                                       "baselines": [{"max_lr": 1e6, "warmup_fraction": 0.0}]}}})
+    other cells finish and the report (written when the run ends with errors) lists it as failed.
+    In a copy of the Snakemake run with a grid of new cells: the data and base checkpoints are done."""
+    project = tmp_path / "diverging"
+    shutil.copytree(snakemake_run, project, symlinks=True)
+    params = {**TEST_PARAMS, "checkpoints": without(TEST_PARAMS["checkpoints"], "after_first", "after_second"), "grid": {"studies": {"max_lr": {"vary": {"max_lr": [1.5e-3, 3e-3]},
+                                                             "baselines": [{"max_lr": 1e6, "warmup_fraction": 0.0}]}}}}
     params["benchmark"] = None  # training's failure is the point: no harness jobs
-    project = copy_project(tmp_path / "diverging", params)
-    cells = list(cells_of(project))
+    write_params(project / "params.yaml", params)
+    cells = list(grid.cells(grid.from_dict(params)))
+    assert not any((project / "runs" / cell).exists() for cell in cells)
     bad = grid.cell_name(grid.cells(grid.from_dict(params))[cells[-1]])
     assert "lr-1000000" in bad
-    result = snakemake("--cores", "2", "--keep-going", cwd=project, check=False)
+    result = snakemake("--cores", "2", "--keep-going", "--printshellcmds", cwd=project, check=False)
     assert result.returncode != 0
+    ran = set(re.findall(r"^(?:Shell command: )?(?:exec )?rewarm (\w+) ", result.stdout + result.stderr, re.MULTILINE))
+    assert ran == {"train", "evaluate"}, ran  # nothing before training is done again (the report: by onerror)
     log = (project / "logs/train" / f"{bad}.log").read_text()
     message = next(line for line in log.splitlines() if "loss is" in line)
     assert " at step " in message and ("loss is inf" in message or "loss is nan" in message)
@@ -150,7 +130,8 @@ def test_two_dvc_runs_at_once_the_second_is_refused(tmp_path):
     project = copy_project(tmp_path / "dvc-lock", {**small_params(grid={"studies": {}}), "benchmark": None})  # DVC tracks the `grid` key
     git_commit(project, "project")
     with open(project / "first.log", "w") as log:
-        first = subprocess.Popen(["dvc", "repro"], cwd=project, env=run_env(), stdout=log, stderr=subprocess.STDOUT)
+        # The first runs the stages up to one corpus's shards (long enough to be caught running), the second all.
+        first = subprocess.Popen(["dvc", "repro", "assemble@upstream"], cwd=project, env=run_env(), stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for(lambda: (project / "data/raw").exists() or list(project.glob("data/raw.partial-*")), first, "dvc started")
             second = run("dvc", "repro", cwd=project, check=False)

@@ -15,8 +15,8 @@ from tests.project import ROOT
 SRC = ROOT / "src"
 
 LAYERS = [
-    ("leaves: the package's version, files, learning-rate schedules, import graph",
-     {"rewarm", "rewarm.io", "rewarm.schedules", "rewarm.modules"}),
+    ("leaves: the package's version, files, learning-rate schedules, import graph, work done ahead in a thread",
+     {"rewarm", "rewarm.io", "rewarm.schedules", "rewarm.modules", "rewarm.prefetch"}),
     ("configuration schema", {"rewarm.config.schema"}),
     ("a run's derived values", {"rewarm.config.steps"}),
     ("configuration checks and loading", {"rewarm.config.checks", "rewarm.config.loading", "rewarm.config"}),

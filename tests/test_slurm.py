@@ -12,9 +12,7 @@ import time
 import pytest
 import yaml
 
-from tests.project import ROOT, run_env
-from tests.test_faults import WITHOUT_BENCHMARKS, assert_same_results
-from tests.project import copy_project
+from tests.project import ROOT, SCHEDULED_PARAMS, assert_same_results, copy_project, run_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.fault]
 CLUSTER = ROOT / "tests/slurm_cluster.sh"
@@ -46,7 +44,7 @@ def squeue(env: dict) -> list[tuple[str, str, str]]:
 
 
 def test_grid_through_slurm_equals_a_local_run(slurm, snakemake_run, tmp_path):
-    project = copy_project(tmp_path / "slurm", WITHOUT_BENCHMARKS)
+    project = copy_project(tmp_path / "slurm", SCHEDULED_PARAMS)
     listing = yaml.safe_load((project / "workflow/grid.yaml").read_text())
     cells = list(listing["cells"])
     command = ["timeout", "-k", "10", "1200", sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm", *FIT]
@@ -71,12 +69,11 @@ def test_grid_through_slurm_equals_a_local_run(slurm, snakemake_run, tmp_path):
 
     # Every job went through the scheduler: submitted with a SLURM job id, each with its SLURM log.
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
-    # generate, tokenizer, prepare x 4 corpora x 2 parts (`assemble` runs locally), pretrain, select x 3
-    # and select_cell x 2 (the sequence's continued cells), train (or prefix, for a cell read from a
-    # longer run) and evaluate per cell, evaluate_base x 3, report, and the cancelled job's retry (no
-    # benchmarks: WITHOUT_BENCHMARKS).
-    assert len(submitted) == 1 + 1 + 4 * 2 + 1 + 3 + 2 + 2 * len(cells) + 3 + 1 + 1, submitted
-    assert len(list((project / ".snakemake/slurm_logs/rule_prepare").glob("*/*.log"))) == 4 * 2
+    # generate, tokenizer, prepare x 3 corpora x 2 parts (`assemble` runs locally), pretrain, select_step of
+    # the one base checkpoint, train (or prefix, for the cell read from the longer run) and evaluate per
+    # cell, evaluate_base, report, and the cancelled job's retry (SCHEDULED_PARAMS: no benchmarks).
+    assert len(submitted) == 1 + 1 + 3 * 2 + 1 + 1 + 2 * len(cells) + 1 + 1 + 1, submitted
+    assert len(list((project / ".snakemake/slurm_logs/rule_prepare").glob("*/*.log"))) == 3 * 2
     assert not (project / ".snakemake/slurm_logs/rule_assemble").exists()
     assert listing["prefixes"]
     for cell in cells:

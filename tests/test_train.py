@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,8 +25,8 @@ from rewarm import config as cfg
 from rewarm import grid, metrics, runtime, state
 from rewarm.checkpoints import write_checksums
 from rewarm.config import Plan
-from rewarm.data.shards import ShardReader, ShuffledStream
-from rewarm.train import Data, step_batch
+from rewarm.data.shards import ShardError, ShardReader, ShuffledStream
+from rewarm.train import Data, step_batch, step_batches
 from tests.project import cell_of, rewarm, run_env, small_params, train_args, write_params
 
 
@@ -340,6 +341,57 @@ def test_batches_hold_distinct_sequences_and_each_process_reads_its_share(prepar
         assert (share == whole[4 * rank : 4 * rank + 4]).all()
     with pytest.raises(Exception, match="fewer than a step's"):
         ShuffledStream(downstream, 0).batch(0, n + 1)
+
+
+class Failing(Counted):
+    """A split whose reads fail after `after` sequences, as a shard damaged while a run reads it."""
+
+    def __init__(self, reader: ShardReader, after: int):
+        super().__init__(reader)
+        self.after = after
+
+    def __getitem__(self, index: int):
+        if self.reads == self.after:
+            raise ShardError(f"{self.split_dir}: damaged at sequence {index}")
+        return super().__getitem__(index)
+
+
+def test_batches_are_read_ahead_in_order_and_the_reader_stops_with_the_loop(prepared_project):
+    """Issue 30: the loop's batches are read in a thread ahead of the step. From a resumed step on, each
+    is that step's batch read alone (the stream's own positions, computed here without the loop), as
+    int32 for the device to widen; a read that fails in the thread fails the loop with its message,
+    after the batches before it; a loop that stops early stops the thread."""
+    downstream, upstream = readers(prepared_project)
+    run = grid.from_dict(small_params(train={"replay_fraction": 0.25})).train
+    data = Data(train=downstream, val={}, replay=upstream, replay_fraction=0.25)
+    plan = Plan.of(run, downstream.seq_len, 0.25, world=1)
+
+    def streams(train=downstream):
+        return ShuffledStream(train, run.seed), ShuffledStream(upstream, run.seed + 1)
+
+    ahead = list(step_batches(data, plan, run, streams(), start=3, rank=0, world=1))
+    assert len(ahead) == plan.total_steps - 3 == 37
+    own = streams()
+    for step, batch in zip(range(3, plan.total_steps), ahead):
+        assert batch.dtype == torch.int32 and not batch.is_pinned()  # pinned only for a GPU
+        # Within the first epoch: 6 fresh sequences at stream position 6 x step, 2 replayed at 2 x step.
+        if (step + 1) * 6 <= len(downstream) and (step + 1) * 2 <= len(upstream):
+            assert (batch.numpy()[:6] == own[0].take(6 * step, 6)).all(), step
+            assert (batch.numpy()[6:] == own[1].take(2 * step, 2)).all(), step
+    assert torch.equal(ahead[0].long(), torch.from_numpy(np.concatenate([own[0].take(18, 6), own[1].take(6, 2)])))
+
+    failing = Failing(downstream, after=6 * 5 + 3)  # fails within step 5's batch
+    got = []
+    with pytest.raises(ShardError, match="damaged at sequence"):
+        for batch in step_batches(Data(train=failing, val={}, replay=upstream, replay_fraction=0.25), plan, run, streams(failing), 0, 0, 1):
+            got.append(batch)
+    assert len(got) == 5
+
+    batches = step_batches(data, plan, run, streams(), start=0, rank=0, world=1)
+    next(batches)
+    assert any(t.name == "train-prefetch" for t in threading.enumerate())
+    batches.close()
+    assert not any(t.name == "train-prefetch" and t.is_alive() for t in threading.enumerate())
 
 
 @pytest.mark.slow

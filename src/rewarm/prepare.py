@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +29,7 @@ from rewarm.data import tokenizer as tok
 from rewarm.data.packing import SCHEMA_VERSION, MixtureBudget, Packer, ShardWriter, token_dtype
 from rewarm.data.shards import MANIFEST, SHARD_ENTRY
 from rewarm.io import atomic_dir, check_free_space, check_replaceable, file_sha256, object_schema, plain_file_name, read_checked_json, write_json
+from rewarm.prefetch import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +243,8 @@ def prepare_unit(
         with tqdm(desc=desc, unit=" docs", mininterval=1.0, dynamic_ncols=True) as bar:
             # Three stages at once: a thread reads and parses ahead, a thread encodes (the tokenizer's pool
             # works while the GIL is free), this thread packs and writes the batch before.
-            encoded = (_encode(backend, batch, skipped) for batch, skipped in _prefetch(_batches(documents, settings.batch_documents, stats)))
-            for batch, skipped, ids in _prefetch(encoded, depth=2):
+            encoded = (_encode(backend, batch, skipped) for batch, skipped in prefetch(_batches(documents, settings.batch_documents, stats), name="prepare-read"))
+            for batch, skipped, ids in prefetch(encoded, depth=2, name="prepare-encode"):
                 empty, bad = skipped
                 if mixture is None:
                     writer.add(packer.add(ids))
@@ -432,45 +431,3 @@ def _batches(documents: Iterator, size: int, stats: sources.ReadStats) -> Iterat
             batch = []
     if batch:
         yield batch, (stats.empty, stats.bad)
-
-
-def _prefetch(items: Iterator, depth: int = 4) -> Iterator:
-    """Produce the next items in a thread while the caller works on the current one (reading
-    and parsing while the tokenizer, which releases the GIL, encodes; encoding while the
-    caller packs). Order is kept; errors are re-raised in the caller's thread, after the
-    items before them. Stopping early closes `items` (and so a prefetch it wraps)."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(end)
-        except BaseException as error:  # handed to the consumer, raised there
-            put(error)
-        finally:
-            if hasattr(items, "close"):
-                items.close()
-
-    thread = threading.Thread(target=produce, name="prepare-prefetch", daemon=True)
-    thread.start()
-    try:
-        while (item := slots.get()) is not end:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)

@@ -20,8 +20,8 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from rewarm.data.shards import DATA_ORDER, ShardReader, ShuffledStream, Verified
 from rewarm.evaluate import mean_loss, perplexity
 from rewarm.io import FAILURE, atomic_dir, check_free_space, check_replaceable, claim_dir, exclusive, write_json
 from rewarm.metrics import History, MetricsLog, final_metrics
+from rewarm.prefetch import prefetch
 from rewarm.runtime import (
     autocast_for,
     from_rank0,
@@ -161,26 +162,43 @@ def evaluate_all(model, data: Data, plan: cfg.Plan, run: cfg.Optimization, devic
     return row
 
 
-def step_batch(data: Data, plan: cfg.Plan, run: cfg.Optimization, streams: tuple, step: int, rank: int, world: int) -> torch.Tensor:
+def step_batch(data: Data, plan: cfg.Plan, run: cfg.Optimization, streams: tuple, step: int, rank: int, world: int,
+               pin: bool = False) -> torch.Tensor:
     """This process's share of the global batch of `step` (downstream sequences then replayed upstream
-    ones), read alone: a process reads only the sequences it trains on."""
+    ones), read alone: a process reads only the sequences it trains on. Token ids as int32 (half of
+    int64's bytes to copy; the device widens them), in page-locked memory with `pin` (a GPU copies
+    them without blocking)."""
     train_stream, replay_stream = streams
     replayed = plan.replay_in(step)
     fresh = run.batch_sequences - replayed
     share = run.batch_sequences // world
     start, stop = rank * share, (rank + 1) * share
-    def read(stream, size: int, before: int, lo: int, hi: int) -> np.ndarray:
+    batch = torch.empty((share, data.train.seq_len), dtype=torch.int32, pin_memory=pin)
+    rows = batch.numpy()
+
+    def read(stream, size: int, before: int, lo: int, hi: int, out: np.ndarray) -> None:
         # The same split every step: each stream in whole batches of its own size; a share that is not a
         # whole number of sequences: each stream from where it stopped (`before` sequences read so far).
-        return stream.batch(step, size, lo, hi) if plan.uniform else stream.take(before + lo, hi - lo)
+        if plan.uniform:
+            stream.batch(step, size, lo, hi, out=out)
+        else:
+            stream.take(before + lo, hi - lo, out=out)
 
-    parts = []
     replayed_before = cfg.replay_before(plan.replay_fraction, run.batch_sequences, step)
+    split = min(stop, fresh) - start  # this share's fresh sequences, then its replayed ones
     if start < fresh:
-        parts.append(read(train_stream, fresh, step * run.batch_sequences - replayed_before, start, min(stop, fresh)))
+        read(train_stream, fresh, step * run.batch_sequences - replayed_before, start, min(stop, fresh), rows[:split])
     if stop > fresh:
-        parts.append(read(replay_stream, replayed, replayed_before, max(start, fresh) - fresh, stop - fresh))
-    return torch.from_numpy(np.concatenate(parts))
+        read(replay_stream, replayed, replayed_before, max(start, fresh) - fresh, stop - fresh, rows[max(split, 0):])
+    return batch
+
+
+def step_batches(data: Data, plan: cfg.Plan, run: cfg.Optimization, streams: tuple, start: int, rank: int, world: int,
+                 pin: bool = False) -> Iterator[torch.Tensor]:
+    """The batches of steps start, start + 1, ..., read ahead in a thread (two steps ahead) while the
+    current step runs: the reading of rows in Python overlaps the GPU's work."""
+    return prefetch((step_batch(data, plan, run, streams, step, rank, world, pin) for step in range(start, plan.total_steps)),
+                    depth=2, name="train-prefetch")
 
 
 def train_loop(
@@ -344,82 +362,85 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     # The schedule advances once per applied update, as DeepSpeed's does under GPT-NeoX: an fp16 step skipped
     # for overflow leaves the learning rate where it was (the papers' runs, fp16 with dynamic loss scaling).
     skipped_steps = sum(1 for row in history.steps if row.get("skipped"))
-    for step in range(start, plan.total_steps):
-        lr = plan.schedule(step - skipped_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = step_batch(data, plan, run, streams, step, rank, world).to(device)
-        step_loss = torch.zeros((), device=device)
-        for micro in range(plan.accumulation):
-            chunk = batch[micro * run.micro_batch_sequences : (micro + 1) * run.micro_batch_sequences]
-            # DDP all-reduces gradients on the last micro-batch only. FSDP reduce-scatters them on every one, into
-            # the shards: with the sync off it would hold every parameter's whole fp32 gradient across the
-            # micro-batches (4 bytes a parameter more per GPU than `plan` counts; torchtitan does the same).
-            last = micro == plan.accumulation - 1
-            with nullcontext() if world == 1 or sharded or last else model.no_sync():
-                with autocast or nullcontext():
-                    # use_cache=False: no key/value cache (Pythia's config asks for one; nothing here generates)
-                    loss = model(input_ids=chunk, labels=chunk, use_cache=False).loss / plan.accumulation
-                scaler.scale(loss).backward()
-            step_loss += loss.detach()
-        stop = PREEMPTION.requested
-        if world > 1:
-            # One all-reduce carries the loss and the stop request: a SIGTERM reaching any process
-            # (each gets its own under torchrun) stops every one at this same step.
-            shared = torch.stack([step_loss, torch.tensor(float(stop), device=device)])
-            dist.all_reduce(shared)
-            step_loss, stop = shared[0] / world, bool(shared[1] > 0)
-        train_loss = float(step_loss)
-        if not math.isfinite(train_loss) and not scaler.is_enabled():
-            # Before the update: the model and the last saved state stay as they were. (In fp16 a non-finite
-            # loss is an overflow like any other: its gradients are too, and the scaler skips the step.)
-            raise TrainingDiverged(f"{label}: loss is {train_loss} at step {step} (lr {lr:.3g}); last saved state kept in {state_dir}")
-        skipped = not update(model, optimizer, scaler, run.grad_clip)
-        if skipped and not scaler.is_enabled():
-            raise TrainingDiverged(f"{label}: gradient norm is not finite at step {step} although the loss is {train_loss:.4g} "
-                                   f"(lr {lr:.3g}); the step was not applied; last saved state kept in {state_dir}")
-        if skipped:
-            skipped_steps += 1
-            log.warning("%s: step %d: %s overflowed in fp16; step skipped, loss scale lowered to %g (dynamic loss scaling)",
-                        label, step, "the loss" if not math.isfinite(train_loss) else "gradients", scaler.get_scale())
-            if scaler.get_scale() < MIN_LOSS_SCALE:
-                raise TrainingDiverged(f"{label}: step {step} overflowed in fp16 with the loss scale already at its minimum "
-                                       f"({MIN_LOSS_SCALE:g}, as DeepSpeed's min_loss_scale in the papers' runs): the run diverges "
-                                       f"(lr {lr:.3g}); last saved state kept in {state_dir}")
-        done = step + 1
-        step_row = {"step": done, "lr": lr, "train_loss": train_loss, **({"skipped": True} if skipped else {})}
-        history.steps.append(step_row)
-        if stop and done < plan.total_steps:
-            # Pre-empted (SIGTERM; the job is killed some seconds later): save at once and exit. The step's
-            # evaluation and snapshot, if it has them, are deferred to the resumed run, which does them first.
-            if sharded:
-                save_sharded_state(state_dir, model, optimizer, done, history, fingerprint, scaler, deferred=True)
-            elif main:
-                save_state(state_dir, model, optimizer, done, history, fingerprint, scaler, deferred=True)
+    # The next batches read in a thread while a step runs; the thread is stopped however the loop ends.
+    with closing(step_batches(data, plan, run, streams, start, rank, world, pin=device.type == "cuda")) as batches:
+        for step in range(start, plan.total_steps):
+            lr = plan.schedule(step - skipped_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            # Copied while the host goes on (page-locked memory on a GPU), widened to int64 on the device.
+            batch = next(batches).to(device, non_blocking=True).long()
+            step_loss = torch.zeros((), device=device)
+            for micro in range(plan.accumulation):
+                chunk = batch[micro * run.micro_batch_sequences : (micro + 1) * run.micro_batch_sequences]
+                # DDP all-reduces gradients on the last micro-batch only. FSDP reduce-scatters them on every one, into
+                # the shards: with the sync off it would hold every parameter's whole fp32 gradient across the
+                # micro-batches (4 bytes a parameter more per GPU than `plan` counts; torchtitan does the same).
+                last = micro == plan.accumulation - 1
+                with nullcontext() if world == 1 or sharded or last else model.no_sync():
+                    with autocast or nullcontext():
+                        # use_cache=False: no key/value cache (Pythia's config asks for one; nothing here generates)
+                        loss = model(input_ids=chunk, labels=chunk, use_cache=False).loss / plan.accumulation
+                    scaler.scale(loss).backward()
+                step_loss += loss.detach()
+            stop = PREEMPTION.requested
             if world > 1:
-                dist.barrier()  # every process waits for rank 0's save: torchrun stops the others when one exits
+                # One all-reduce carries the loss and the stop request: a SIGTERM reaching any process
+                # (each gets its own under torchrun) stops every one at this same step.
+                shared = torch.stack([step_loss, torch.tensor(float(stop), device=device)])
+                dist.all_reduce(shared)
+                step_loss, stop = shared[0] / world, bool(shared[1] > 0)
+            train_loss = float(step_loss)
+            if not math.isfinite(train_loss) and not scaler.is_enabled():
+                # Before the update: the model and the last saved state stay as they were. (In fp16 a non-finite
+                # loss is an overflow like any other: its gradients are too, and the scaler skips the step.)
+                raise TrainingDiverged(f"{label}: loss is {train_loss} at step {step} (lr {lr:.3g}); last saved state kept in {state_dir}")
+            skipped = not update(model, optimizer, scaler, run.grad_clip)
+            if skipped and not scaler.is_enabled():
+                raise TrainingDiverged(f"{label}: gradient norm is not finite at step {step} although the loss is {train_loss:.4g} "
+                                       f"(lr {lr:.3g}); the step was not applied; last saved state kept in {state_dir}")
+            if skipped:
+                skipped_steps += 1
+                log.warning("%s: step %d: %s overflowed in fp16; step skipped, loss scale lowered to %g (dynamic loss scaling)",
+                            label, step, "the loss" if not math.isfinite(train_loss) else "gradients", scaler.get_scale())
+                if scaler.get_scale() < MIN_LOSS_SCALE:
+                    raise TrainingDiverged(f"{label}: step {step} overflowed in fp16 with the loss scale already at its minimum "
+                                           f"({MIN_LOSS_SCALE:g}, as DeepSpeed's min_loss_scale in the papers' runs): the run diverges "
+                                           f"(lr {lr:.3g}); last saved state kept in {state_dir}")
+            done = step + 1
+            step_row = {"step": done, "lr": lr, "train_loss": train_loss, **({"skipped": True} if skipped else {})}
+            history.steps.append(step_row)
+            if stop and done < plan.total_steps:
+                # Pre-empted (SIGTERM; the job is killed some seconds later): save at once and exit. The step's
+                # evaluation and snapshot, if it has them, are deferred to the resumed run, which does them first.
+                if sharded:
+                    save_sharded_state(state_dir, model, optimizer, done, history, fingerprint, scaler, deferred=True)
+                elif main:
+                    save_state(state_dir, model, optimizer, done, history, fingerprint, scaler, deferred=True)
+                if world > 1:
+                    dist.barrier()  # every process waits for rank 0's save: torchrun stops the others when one exits
+                if main:
+                    bar.close()
+                    log.warning("%s: SIGTERM: state saved at step %d in %s; rerun to resume", label, done, state_dir)
+                raise SystemExit(128 + signal.SIGTERM)
+            evaluation = None
+            if plan.evaluates(done, run):
+                elapsed = time.perf_counter() - clock
+                evaluation = {"step": done, "tokens": done * tokens_per_step, "lr": lr, "train_loss": train_loss,
+                              **evaluate_all(model, data, plan, run, device, autocast, rank, world),
+                              "tokens_per_s": (done - clock_step) * tokens_per_step / max(elapsed, 1e-9)}
+                history.evals.append(evaluation)
+                clock, clock_step = time.perf_counter(), done
             if main:
-                bar.close()
-                log.warning("%s: SIGTERM: state saved at step %d in %s; rerun to resume", label, done, state_dir)
-            raise SystemExit(128 + signal.SIGTERM)
-        evaluation = None
-        if plan.evaluates(done, run):
-            elapsed = time.perf_counter() - clock
-            evaluation = {"step": done, "tokens": done * tokens_per_step, "lr": lr, "train_loss": train_loss,
-                          **evaluate_all(model, data, plan, run, device, autocast, rank, world),
-                          "tokens_per_s": (done - clock_step) * tokens_per_step / max(elapsed, 1e-9)}
-            history.evals.append(evaluation)
-            clock, clock_step = time.perf_counter(), done
-        if main:
-            metrics.log_step(step_row, evaluation)
-        snapshot(done)
-        if done % run.save_every == 0 and done < plan.total_steps:
-            if sharded:
-                save_sharded_state(state_dir, model, optimizer, done, history, fingerprint, scaler)
-            elif main:
-                save_state(state_dir, model, optimizer, done, history, fingerprint, scaler)
-        bar.update(1)
-        bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+                metrics.log_step(step_row, evaluation)
+            snapshot(done)
+            if done % run.save_every == 0 and done < plan.total_steps:
+                if sharded:
+                    save_sharded_state(state_dir, model, optimizer, done, history, fingerprint, scaler)
+                elif main:
+                    save_state(state_dir, model, optimizer, done, history, fingerprint, scaler)
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
     bar.close()
     if start < plan.total_steps:
         # The finished run's state, kept until the stage's outputs are written: a job pre-empted or killed

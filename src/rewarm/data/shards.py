@@ -220,17 +220,19 @@ class ShuffledStream:
             self._epoch = epoch
         return self._order
 
-    def take(self, start: int, count: int) -> np.ndarray:
-        """Sequences at stream positions start, ..., start + count - 1, as a [count, seq_len] int64 array."""
-        rows = np.empty((count, self.reader.seq_len), dtype=np.int64)
+    def take(self, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Sequences at stream positions start, ..., start + count - 1, as a [count, seq_len] int64 array
+        (or written into `out`, an integer array of that shape)."""
+        rows = np.empty((count, self.reader.seq_len), dtype=np.int64) if out is None else out
         for i in range(count):
             epoch, offset = divmod(start + i, len(self.reader))
             rows[i] = self.reader[int(self._permutation(epoch)[offset])]
         return rows
 
-    def batch(self, step: int, size: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    def batch(self, step: int, size: int, start: int = 0, stop: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """Sequences start, ..., stop - 1 of the `size` distinct sequences of batch `step`, as a
-        [stop - start, seq_len] int64 array: a process reads only its share of a global batch."""
+        [stop - start, seq_len] int64 array (or written into `out`, an integer array of that shape): a
+        process reads only its share of a global batch."""
         stop = size if stop is None else stop
         per_epoch = len(self.reader) // size
         if per_epoch == 0:
@@ -238,7 +240,7 @@ class ShuffledStream:
                              f"(a batch of distinct sequences needs a larger split or a smaller batch_sequences)")
         epoch, index = divmod(step, per_epoch)
         order = self._permutation(epoch)
-        rows = np.empty((stop - start, self.reader.seq_len), dtype=np.int64)
+        rows = np.empty((stop - start, self.reader.seq_len), dtype=np.int64) if out is None else out
         for i in range(start, stop):
             rows[i - start] = self.reader[int(order[index * size + i])]
         return rows
