@@ -5,15 +5,16 @@ after another (read back from the JSON written beside each figure)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from rewarm import config as cfg
-from rewarm import grid
-from rewarm.report import labels, measures
+from rewarm import dvcfile, grid
+from rewarm.report import findings, labels, measures
 from rewarm.report.figures import figures as draw
 from rewarm.report.figures import token_axis
-from tests.project import TEST_PARAMS, small_params
+from tests.project import TEST_PARAMS, small_params, without
 
 
 def made_table(cells: dict[str, cfg.TrainConfig], seq_len: int) -> dict:
@@ -42,7 +43,7 @@ def drawn(tmp_path_factory):
     declared = {name: (study, members[name]) for name, study in grid.declared_studies(config).items()}
     table = made_table(cells, config.prepare.seq_len)
     out = tmp_path_factory.mktemp("figures")
-    made = draw(config, cells, table, declared, out)
+    made = draw(config, cells, table, declared, labels.cell_labels(declared, cells, grid.scratch_checkpoints(config.checkpoints)), out)
     return config, cells, members, table, out, made
 
 
@@ -127,7 +128,8 @@ def test_short_labels_are_unique_and_name_the_study():
         "replay": {"vary": {"replay_fraction": [0.0, 0.05]}}}}))
     cells = grid.cells(config)
     members = grid.studies(config)
-    short = labels.cell_labels({n: (s, members[n]) for n, s in grid.declared_studies(config).items()}, cells)
+    short = labels.cell_labels({n: (s, members[n]) for n, s in grid.declared_studies(config).items()}, cells,
+                               grid.scratch_checkpoints(config.checkpoints))
     by_lr = {cells[n].max_lr: n for n in members["max_lr"] if cells[n].schedule != "constant"}
     assert short[by_lr[1e-3]] == "max_lr: max LR 1e-3" and short[by_lr[2e-3]] == "max_lr: max LR 2e-3"
     constants = [n for n in members["max_lr"] if cells[n].schedule == "constant"]
@@ -135,3 +137,30 @@ def test_short_labels_are_unique_and_name_the_study():
     by_replay = {cells[n].replay_fraction: n for n in members["replay"]}
     assert short[by_replay[0.05]] == "replay: replay 5%"
     assert len(set(short.values())) == len(short)
+
+
+def test_from_scratch_is_the_checkpoints_type_not_its_name(tmp_path):
+    """A pre-trained checkpoint named `scratch` and a from-scratch one named otherwise: labels, styles,
+    panels, the DVC plots and the paper's takeaway 4 go by the checkpoint's type."""
+    checkpoints = {**without(TEST_PARAMS["checkpoints"], "scratch", "after_first", "after_second"),
+                   "scratch": {"type": "pretrain", "revision": "step20"}, "random_init": {"type": "scratch", "seed": 0}}
+    config = grid.from_dict({**TEST_PARAMS, "checkpoints": checkpoints, "grid": {"studies": {
+        "checkpoint": {"vary": {"checkpoint": ["final", "scratch", "random_init"]}}}}})
+    cells = grid.cells(config)
+    members = grid.studies(config)
+    declared = {name: (study, members[name]) for name, study in grid.declared_studies(config).items()}
+    by = {cells[n].checkpoint: n for n in members["checkpoint"]}
+    assert grid.scratch_checkpoints(config.checkpoints) == {"random_init"}
+    short = labels.cell_labels(declared, cells, grid.scratch_checkpoints(config.checkpoints))
+    assert short[by["random_init"]] == "checkpoint: from scratch" and short[by["scratch"]] == "checkpoint: start scratch"
+    table = made_table(cells, config.prepare.seq_len)
+    draw(config, cells, table, declared, short, tmp_path)
+    drawn = [{line["cell"] for line in panel["lines"] if ":" not in line["cell"]} for panel in panels(tmp_path, "study_checkpoint")]
+    # On top the pre-trained starts (the one named scratch among them); beneath, from scratch with them.
+    assert drawn == [{by["final"], by["scratch"]}] * 2 + [set(by.values())] * 2
+    finding = findings.takeaway_scratch(members["checkpoint"], table, cells, config.checkpoints)
+    assert f"from scratch {table[by['random_init']]['downstream_loss']:.4f}" in finding.why
+    assert f"{table[by['scratch']]['downstream_loss']:.4f}" in finding.why.split("re-warmed")[1]
+    plots = dvcfile.dvc_plots(config, tmp_path)
+    assert [Path(p).parts[-3] for p in plots["from_scratch_downstream"]["y"]] == [by["random_init"]]
+    assert {Path(p).parts[-3] for p in plots["all_cells_downstream"]["y"]} == {by["final"], by["scratch"]}

@@ -58,13 +58,13 @@ def test_warmup_takeaway_uses_the_spread_threshold_and_the_spike():
     by = {cells[n].warmup_fraction: n for n in studies["warmup"]}
     # Downstream losses 3.00, 3.01, 3.02: spread 0.02 / 3.01 = 0.66% < 1%; upstream identical; the 0% cell rises most.
     table = {by[0.0]: table_entry(2.0, 3.00, 0.4, 0.1), by[0.05]: table_entry(2.0, 3.01, 0.2, 0.0), by[0.1]: table_entry(2.0, 3.02, 0.1, 0.0)}
-    finding = findings.takeaway_warmup(studies["warmup"], table, cells)
+    finding = findings.takeaway_warmup(studies["warmup"], table, cells, config.checkpoints)
     assert finding.verdict == "supported" and "differ by 0.00% upstream and 0.66% downstream, threshold 1%" in finding.why
     assert "without warm-up the loss first rises by 0.400 nats, the largest" in finding.why
     table[by[0.1]]["downstream_loss"] = 3.10  # spread 3.3%: warm-up length matters here
-    assert findings.takeaway_warmup(studies["warmup"], table, cells).verdict == "partly supported"
+    assert findings.takeaway_warmup(studies["warmup"], table, cells, config.checkpoints).verdict == "partly supported"
     table[by[0.05]]["gap_upstream"] = measures.Gap(0.9, 100, None)  # and the spike is not the 0% cell's
-    assert findings.takeaway_warmup(studies["warmup"], table, cells).verdict == "contradicted"
+    assert findings.takeaway_warmup(studies["warmup"], table, cells, config.checkpoints).verdict == "contradicted"
 
 
 def test_max_lr_takeaway_with_the_constant_baseline():
@@ -79,11 +79,11 @@ def test_max_lr_takeaway_with_the_constant_baseline():
     }
     for name, up_early in zip(table, (2.1, 2.3, 2.6, 1.95)):
         table[name]["rows"][1]["val/upstream/loss"] = up_early
-    finding = findings.takeaway_max_lr(studies["max_lr"], table, cells, config.prepare.seq_len)
+    finding = findings.takeaway_max_lr(studies["max_lr"], table, cells, config.checkpoints, config.prepare.seq_len)
     assert finding.verdict == "supported", finding
     assert "final downstream loss 3.0000 -> 2.8000 -> 2.7000, upstream 2.0000 -> 2.2000 -> 2.5000" in finding.why
     table[by["constant", 2e-4]]["rows"][1]["val/upstream/loss"] = 2.2  # the constant LR is not better early
-    assert findings.takeaway_max_lr(studies["max_lr"], table, cells, config.prepare.seq_len).verdict == "partly supported"
+    assert findings.takeaway_max_lr(studies["max_lr"], table, cells, config.checkpoints, config.prepare.seq_len).verdict == "partly supported"
 
 
 def test_same_data_scratch_and_checkpoint_takeaways():

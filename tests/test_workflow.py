@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import json
 import re
 import shutil
@@ -108,6 +109,14 @@ def test_snakemake_runs_every_cell_of_the_grid(snakemake_run):
         assert data.startswith(b"\x89PNG") and len(data) > 10_000, figure
     assert "<table>" in (snakemake_run / "reports/report.html").read_text()
     results = {row["cell"]: row for row in csv.DictReader((snakemake_run / "reports/results.csv").open())}
+    # A row per cell with its short label and the settings in which the test grid's cells differ (read from
+    # workflow/grid.yaml); settings that every cell shares are left out.
+    columns = list(next(iter(results.values())))
+    assert columns[:2] == ["cell", "label"] and {"checkpoint", "max_lr", "warmup_fraction", "schedule", "train_corpus", "tokens"} <= set(columns)
+    assert not {"batch_sequences", "seed", "device", "eval_every"} & set(columns)
+    for name, settings in cells.items():
+        assert {k: results[name][k] for k in columns if k in settings} == {k: "" if v is None else str(v) for k, v in settings.items() if k in columns}
+    assert results[half]["label"] == "half: max LR 2e-3"
     for name in cells:
         evaluation = json.loads((snakemake_run / "evals/cells" / f"{name}.json").read_text())
         # Every corpus with a validation split, the extra held-out one (`news`) included, on whole splits.
@@ -333,6 +342,15 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert [row["step"] for row in rows] == [0, 20, 40]
     shown = run("dvc", "exp", "show", "--json", cwd=clone).stdout
     assert "train.eval_every" in shown or '"eval_every": 20' in shown
+    # The views of docs/front-ends.md: every column is hundreds wide; only what the experiment changed is a few,
+    # the changed parameter among them; a column per cell of its downstream loss.
+    def header(*args: str) -> list[str]:
+        return next(csv.reader(io.StringIO(run("dvc", "exp", "show", "--csv", *args, cwd=clone).stdout)))
+
+    every, changed = header(), header("--only-changed")
+    assert len(every) > 200 and len(changed) < 20 and any(c.endswith("train.eval_every") for c in changed), changed
+    per_cell = header("--drop", ".*", "--keep", r"Experiment|evals/cells/.*:downstream\.loss")
+    assert sorted(c for c in per_cell if c.startswith("evals/")) == sorted(f"evals/cells/{c}.json:downstream.loss" for c in cells)
 
 
 def planned_jobs(project: Path) -> set[tuple[str, str]]:
@@ -394,6 +412,8 @@ def test_dvc_commit_after_snakemake_leaves_nothing_to_do(snakemake_run, tmp_path
     whole = json.loads((project / f"evals/cells/{cell}.json").read_text())
     assert files[f"evals/cells/{cell}.json"]["data"]["downstream"]["loss"] == whole["downstream"]["loss"]
     assert not [name for name in files if name.startswith("runs/")]
+    # A row per cell and per base checkpoint, as docs/front-ends.md shows it.
+    assert set(files) == {f"evals/cells/{c}.json" for c in grid_file(project)["cells"]} | {f"evals/base/{b}.json" for b in ("early", "final", "scratch")}
     # The round trip of issue 29: the lock and a remote, then a fresh clone that pulls and adopts.
     run("dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"), cwd=project)
     git_commit(project, "results")

@@ -197,9 +197,8 @@ def write_grid(config: cfg.Config, path: str | Path) -> None:
     root = Path(os.path.relpath(".", plots_file.parent))
     write_text(plots_file, header + yaml.safe_dump({"plots": [{k: v} for k, v in dvc_plots(config, root).items()]}, sort_keys=False))
     log.info("DVC plot definitions written to %s", plots_file)
-    if PLOTS_PAGE.parent.parent.is_dir():  # a DVC project here: its offline page, if it has none yet
-        if not PLOTS_PAGE.exists():
-            write_plots_page(PLOTS_PAGE)
+    if PLOTS_PAGE.parent.parent.is_dir() and not PLOTS_PAGE.exists():  # a DVC project here without its offline page
+        write_plots_page(PLOTS_PAGE)
 
 
 def grid_listing(config: cfg.Config) -> dict:
@@ -246,7 +245,8 @@ def dvc_plots(config: cfg.Config, root) -> dict:
     plot of its own (`from_scratch`, `study_<name>_from_scratch`), whose perplexities of thousands
     would flatten the others' into one line."""
     names = grid.cells(config)
-    scratch = [n for n, c in names.items() if c.checkpoint == "scratch"]
+    from_scratch = grid.scratch_checkpoints(config.checkpoints)
+    scratch = [n for n, c in names.items() if c.checkpoint in from_scratch]
 
     def apart(group: str, members: list[str]) -> dict[str, list[str]]:
         pretrained = [n for n in members if n not in scratch]
@@ -258,7 +258,7 @@ def dvc_plots(config: cfg.Config, root) -> dict:
     if scratch:
         groups["from_scratch"] = scratch
     for study, members in grid.studies(config).items():
-        baselines = [b for b in grid.baseline_cells(names) if b not in members and b not in scratch]
+        baselines = [b for b in grid.baseline_cells(names, from_scratch) if b not in members and b not in scratch]
         groups.update(apart(f"study_{study}", members + baselines))
     return {
         f"{group}_{corpus}": {

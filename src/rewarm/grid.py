@@ -79,9 +79,15 @@ def study_axis(study: cfg.Study) -> str | None:
     return next(iter(study.vary), None)
 
 
-def baseline_cells(names: dict[str, cfg.TrainConfig]) -> list[str]:
-    """The paper's two baselines among the cells: no re-warming (a constant LR) and training from scratch."""
-    return [n for n, c in names.items() if c.schedule == "constant" or c.checkpoint == "scratch"]
+def scratch_checkpoints(checkpoints: dict[str, cfg.CheckpointSpec]) -> frozenset[str]:
+    """The checkpoints that are new, randomly initialised models (`type: scratch`), whatever they are named."""
+    return frozenset(name for name, spec in checkpoints.items() if isinstance(spec, cfg.ScratchCheckpoint))
+
+
+def baseline_cells(names: dict[str, cfg.TrainConfig], scratch: frozenset[str]) -> list[str]:
+    """The paper's two baselines among the cells: no re-warming (a constant LR) and training from scratch
+    (a cell whose checkpoint is one of `scratch`: `scratch_checkpoints`)."""
+    return [n for n, c in names.items() if c.schedule == "constant" or c.checkpoint in scratch]
 
 
 def run_key(run: cfg.TrainConfig, seq_len: int) -> str:

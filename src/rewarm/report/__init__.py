@@ -80,7 +80,7 @@ def collect(config: cfg.Config, runs: Path, evals: Path, partial: bool = False):
                 entry[f"{corpus}_change"] = result["loss"] - start[corpus]["loss"]
         # Forgetting and adaptation measure what a pre-trained start loses and gains: a cell from scratch knew
         # nothing to forget (its "forgetting" would be the best of the grid), so it has neither.
-        if start is not None and not isinstance(config.checkpoints.get(cell.checkpoint), cfg.ScratchCheckpoint):
+        if start is not None and cell.checkpoint not in grid.scratch_checkpoints(config.checkpoints):
             entry["forgetting"] = forgetting(final["upstream"]["loss"], start["upstream"]["loss"])
             entry["adaptation"] = adaptation(final["downstream"]["loss"], start["downstream"]["loss"])
         entry["mean_loss"] = sum(result["loss"] for result in final.values()) / len(final)
@@ -166,10 +166,10 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
     cols = columns(corpora, tasks)
     with atomic_dir(out_dir, "report") as tmp:
         (tmp / "figures").mkdir()
-        made = figures(config, cells, table, studies, tmp / "figures")
+        short = cell_labels(studies, cells, grid.scratch_checkpoints(config.checkpoints))
+        made = figures(config, cells, table, studies, short, tmp / "figures")
         best = {key: pick([n for n in table if key in table[n]], key=lambda n: table[n][key], default=None) for key, _, pick in cols}
         header = ["cell"] + [title for _, title, _ in cols] + ["stability gap up (rise)", "recovered at (tokens)"]
-        short = cell_labels(studies, cells)
         rows = []
         for name, entry in table.items():
             values = [_cell(entry.get(key), name == best[key]) for key, _, _ in cols]
@@ -228,7 +228,7 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
             "other_figures": made.get("all", []),
         }
         markdown = render_markdown(context)
-        write_text(tmp / "results.csv", _csv(table, corpora, list(tasks)))
+        write_text(tmp / "results.csv", _csv(table, corpora, list(tasks), cells, short))
         write_text(tmp / "report.md", markdown)
         write_text(tmp / "report.html", render_html(markdown))
     return out_dir / "report.md"
@@ -345,11 +345,28 @@ def _cell(value, best: bool) -> str:
     return f"**{text}**" if best else text
 
 
-def _csv(table: dict, corpora: list[str], tasks: list[str] = ()) -> str:
+def varied_settings(cells: dict[str, cfg.TrainConfig]) -> list[str]:
+    """The settings in which some cells of the grid differ, in the settings' own order."""
+    rows = {name: cfg.to_dict(cell) for name, cell in cells.items()}
+    keys = list(next(iter(rows.values()), {}))
+    return [k for k in keys if len({repr(row[k]) for row in rows.values()}) > 1]
+
+
+def _csv(table: dict, corpora: list[str], tasks: list[str], cells: dict[str, cfg.TrainConfig], short: dict[str, str]) -> str:
+    """results.csv: a row per finished cell, for a spreadsheet or pandas: its name and short label, the
+    settings in which the grid's cells differ, and its measures."""
+    import csv
+    import io
+
+    settings = varied_settings(cells)
     keys = [f"{c}_{m}" for c in corpora for m in ("loss", "ppl")] + ["forgetting", "adaptation"]
     keys += [f"{c}_change" for c in corpora if c not in CORPORA]
     keys += [f"bench_{t}" for t in tasks] + (["bench_average"] if tasks else [])
-    lines = ["cell," + ",".join(keys)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["cell", "label", *settings, *keys])
     for name, entry in table.items():
-        lines.append(name + "," + ",".join("" if entry.get(k) is None else repr(entry[k]) for k in keys))
-    return "\n".join(lines) + "\n"
+        values = cfg.to_dict(cells[name])
+        writer.writerow([name, short[name], *(values[k] for k in settings),
+                         *("" if entry.get(k) is None else repr(entry[k]) for k in keys)])
+    return out.getvalue()

@@ -31,12 +31,12 @@ def warmup_end_tokens(config: cfg.Config, cell: cfg.TrainConfig) -> int:
     return cfg.warmup_steps(cell, seq_len) * cell.batch_sequences * seq_len
 
 
-def study_lines(study_members: list[str], cells, table) -> list[str]:
+def study_lines(study_members: list[str], cells, table, scratch: frozenset[str]) -> list[str]:
     """A study's cells, and the baselines (constant LR, from scratch) of other studies trained as far
     on the same corpus, drawn for comparison as the paper's figures do."""
     members = [n for n in study_members if n in table]
     reach = {(cells[n].tokens, cells[n].train_corpus) for n in members}
-    extra = [n for n in grid.baseline_cells(cells) if n in table and n not in members and (cells[n].tokens, cells[n].train_corpus) in reach]
+    extra = [n for n in grid.baseline_cells(cells, scratch) if n in table and n not in members and (cells[n].tokens, cells[n].train_corpus) in reach]
     return members + extra
 
 
@@ -65,7 +65,7 @@ def offsets(config: cfg.Config, cells) -> dict[str, int]:
     return out
 
 
-def styles(names: list[str], cells, axes: list[str]) -> dict[str, tuple[str, str]]:
+def styles(names: list[str], cells, axes: list[str], scratch: frozenset[str]) -> dict[str, tuple[str, str]]:
     """Cell -> (colour, line style): colour by the value of the study's first axis, line style by its
     second (as the paper's Fig. 7 dashes warm-up against checkpoints); the baselines their own."""
     import matplotlib
@@ -76,9 +76,8 @@ def styles(names: list[str], cells, axes: list[str]) -> dict[str, tuple[str, str
     out = {}
     for i, name in enumerate(names):
         cell = cells[name]
-        label = labels.in_study(name, cells, axes)
-        if label == labels.baseline_label(cell):
-            out[name] = BASELINE_STYLE["scratch" if cell.checkpoint == "scratch" else "constant"]
+        if labels.shown_as_baseline(cell, axes, scratch):
+            out[name] = BASELINE_STYLE["scratch" if cell.checkpoint in scratch else "constant"]
             continue
         colour = palette[(first.index(repr(getattr(cell, axes[0]))) if axes else i) % len(palette)]
         dash = DASHES[second.index(repr(getattr(cell, axes[1]))) % len(DASHES)] if second else "-"
@@ -86,13 +85,13 @@ def styles(names: list[str], cells, axes: list[str]) -> dict[str, tuple[str, str
     return out
 
 
-def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, list[tuple[str, str]]]:
+def figures(config: cfg.Config, cells, table, studies, short: dict[str, str], out: Path) -> dict[str, list[tuple[str, str]]]:
     """PNG figures in the paper's style, each with a JSON of the values drawn (read back from the
     plotted lines, so tests and users can check them against the metrics). Per study: validation
     loss against tokens on both corpora (the paper's Figs. 1, 2, 3, 5, 7), each curve's final model's
     whole-split loss marked at its end, and the trajectory of downstream against upstream perplexity,
     start and end of warm-up marked (Figs. 4, 6); and the learning rates of every cell. Returns figure
-    -> (file, caption), by study (and `all`)."""
+    -> (file, caption), by study (and `all`). `short`: each cell's label (`labels.cell_labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,18 +99,17 @@ def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, l
 
     per, xlabel = token_axis(config)
     start = offsets(config, cells)
-    short = labels.cell_labels(studies, cells)
+    scratch = grid.scratch_checkpoints(config.checkpoints)
     made: dict[str, list[tuple[str, str]]] = {}
     for study_name, (study, members) in studies.items():
         axes = labels.study_axes(study, members, cells)
-        names = study_lines(members, cells, table)
+        names = study_lines(members, cells, table, scratch)
         if not names:
             continue
-        style = styles(names, cells, axes)
-        scratch = [n for n in names if cells[n].checkpoint == "scratch"]
-        pretrained = [n for n in names if n not in scratch]
+        style = styles(names, cells, axes, scratch)
+        pretrained = [n for n in names if cells[n].checkpoint not in scratch]
         # From scratch in a panel of its own beneath, with the others for comparison; on top, the pre-trained starts.
-        rows = [pretrained, names] if scratch and pretrained else [names]
+        rows = [pretrained, names] if len(pretrained) not in (0, len(names)) else [names]
         fig, grid_axes = plt.subplots(len(rows), 2, figsize=(11, 4 if len(rows) == 1 else 6.5), squeeze=False, layout="constrained",
                                       height_ratios=[1] if len(rows) == 1 else [1.6, 1])
         for r, drawn in enumerate(rows):
@@ -121,7 +119,7 @@ def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, l
                     points = table[name]["rows"]
                     xs = [(start[name] + p["tokens"]) / per for p in points]
                     line, = panel.plot(xs, [p[f"val/{corpus}/loss"] for p in points], dash, color=colour,
-                                       label=labels.in_study(name, cells, axes))
+                                       label=labels.in_study(name, cells, axes, scratch))
                     line.set_gid(name)
                     if f"{corpus}_loss" in table[name]:  # the final model's whole validation split, at the curve's end
                         panel.plot([xs[-1]], [table[name][f"{corpus}_loss"]], "o", color=colour, markerfacecolor="none",
@@ -150,7 +148,7 @@ def figures(config: cfg.Config, cells, table, studies, out: Path) -> dict[str, l
             colour, dash = style[name]
             points = table[name]["rows"]
             line, = ax.plot([p["val/downstream/ppl"] for p in points], [p["val/upstream/ppl"] for p in points], dash, color=colour,
-                            marker=".", label=labels.in_study(name, cells, axes))
+                            marker=".", label=labels.in_study(name, cells, axes, scratch))
             line.set_gid(name)
             end = warmup_end_tokens(config, cells[name])
             warm = next((p for p in points if p["tokens"] >= end), points[-1]) if end else None

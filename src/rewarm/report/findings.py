@@ -41,14 +41,16 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / (sum(values) / len(values))
 
 
-def rewarmed(names: list[str], cells: dict[str, cfg.TrainConfig]) -> list[str]:
-    """The cells that re-warm a pre-trained checkpoint (not the constant-LR or from-scratch baselines)."""
-    return [n for n in names if cells[n].schedule != "constant" and cells[n].checkpoint != "scratch"]
+def rewarmed(names: list[str], cells: dict[str, cfg.TrainConfig], specs) -> list[str]:
+    """The cells that re-warm a pre-trained checkpoint (not the constant-LR or from-scratch baselines);
+    `specs`: the configuration's checkpoints, which say which are from scratch."""
+    scratch = grid.scratch_checkpoints(specs)
+    return [n for n in names if cells[n].schedule != "constant" and cells[n].checkpoint not in scratch]
 
 
-def takeaway_warmup(members, table, cells) -> Finding | None:
+def takeaway_warmup(members, table, cells, specs) -> Finding | None:
     """Takeaway 1: warm-up length has no significant effect on either loss; 0% warm-up spikes first."""
-    names = [n for n in rewarmed(members, cells) if n in table]
+    names = [n for n in rewarmed(members, cells, specs) if n in table]
     if len(names) < 2:
         return None
     spreads = {c: spread([table[n][f"{c}_loss"] for n in names]) for c in CORPORA}
@@ -66,10 +68,10 @@ def takeaway_warmup(members, table, cells) -> Finding | None:
                    "initial loss spike (the stability gap)", verdict(parts), why)
 
 
-def takeaway_max_lr(members, table, cells, seq_len: int) -> Finding | None:
+def takeaway_max_lr(members, table, cells, specs, seq_len: int) -> Finding | None:
     """Takeaway 2: a larger max LR helps downstream and hurts upstream; re-warming then decaying is
     needed to learn well downstream; a constant LR is better early on upstream, and loses later."""
-    names = sorted((n for n in rewarmed(members, cells) if n in table), key=lambda n: cells[n].max_lr)
+    names = sorted((n for n in rewarmed(members, cells, specs) if n in table), key=lambda n: cells[n].max_lr)
     if len(names) < 2:
         return None
     down, up = [table[n]["downstream_loss"] for n in names], [table[n]["upstream_loss"] for n in names]
@@ -97,10 +99,10 @@ def takeaway_max_lr(members, table, cells, seq_len: int) -> Finding | None:
                    "learn well downstream, while a constant learning rate is better early on upstream", verdict(parts), why)
 
 
-def takeaway_same_data(members, table, cells) -> Finding | None:
+def takeaway_same_data(members, table, cells, specs) -> Finding | None:
     """Takeaway 3: re-warming raises the loss first even on the same data, and the models do not
     recover from it (their final upstream loss stays above the starting checkpoint's)."""
-    names = [n for n in rewarmed(members, cells) if n in table]
+    names = [n for n in rewarmed(members, cells, specs) if n in table]
     if not names:
         return None
     rose = [table[n]["gap_upstream"].rise > 0 for n in names]
@@ -112,10 +114,10 @@ def takeaway_same_data(members, table, cells) -> Finding | None:
                    verdict([all(rose), all(above)]), why)
 
 
-def takeaway_scratch(members, table, cells) -> Finding | None:
+def takeaway_scratch(members, table, cells, specs) -> Finding | None:
     """Takeaway 4: every re-warmed model beats training from scratch on downstream."""
-    scratch = [n for n in members if cells[n].checkpoint == "scratch" and n in table]
-    names = [n for n in rewarmed(members, cells) if n in table]
+    scratch = [n for n in members if cells[n].checkpoint in grid.scratch_checkpoints(specs) and n in table]
+    names = [n for n in rewarmed(members, cells, specs) if n in table]
     if not scratch or not names:
         return None
     beaten = [table[n]["downstream_loss"] < table[scratch[0]]["downstream_loss"] for n in names]
@@ -135,7 +137,7 @@ def checkpoint_age(spec) -> float:
 def takeaway_checkpoints(members, table, cells, specs) -> Finding | None:
     """Takeaway 5: the latest checkpoint is best on downstream, and earlier ones do not learn faster
     (compared within each group of cells that differ only by their checkpoint)."""
-    names = [n for n in rewarmed(members, cells) if n in table]
+    names = [n for n in rewarmed(members, cells, specs) if n in table]
     groups: dict[tuple, list[str]] = {}
     for n in names:
         key = tuple(sorted((k, v) for k, v in cfg.to_dict(cells[n]).items() if k != "checkpoint"))
@@ -165,11 +167,12 @@ def study_findings(study: cfg.Study, members, table, cells, specs, seq_len: int)
     same_data = bool(members) and all(cells[n].train_corpus == "upstream" for n in members)
     found = []
     if axis == "warmup_fraction":
-        found.append(takeaway_warmup(members, table, cells))
+        found.append(takeaway_warmup(members, table, cells, specs))
     if axis == "max_lr":
-        found.append(takeaway_same_data(members, table, cells) if same_data else takeaway_max_lr(members, table, cells, seq_len))
+        found.append(takeaway_same_data(members, table, cells, specs) if same_data
+                     else takeaway_max_lr(members, table, cells, specs, seq_len))
     if axis == "checkpoint":
-        found.append(takeaway_scratch(members, table, cells))
+        found.append(takeaway_scratch(members, table, cells, specs))
         found.append(takeaway_checkpoints(members, table, cells, specs))
     return [f for f in found if f is not None]
 
@@ -193,7 +196,7 @@ and downstream losses is at most 1% above the union baseline's. Table 2: 5% is 0
 
 def union_cells(cells: dict[str, cfg.TrainConfig], specs) -> list[str]:
     """The union baseline: from scratch with replay, i.e. trained on both corpora mixed (Ibrahim et al. 2024)."""
-    return [n for n, c in cells.items() if c.replay_fraction > 0 and isinstance(specs.get(c.checkpoint), cfg.ScratchCheckpoint)]
+    return [n for n, c in cells.items() if c.replay_fraction > 0 and c.checkpoint in grid.scratch_checkpoints(specs)]
 
 
 def replay_sweep(studies: dict, table, cells, specs) -> tuple[list[str], list[str]]:
@@ -263,7 +266,7 @@ def rewarming_raises_both(table, cells, specs) -> str | None:
     where it started. Counted on the cells that re-warm the latest pre-training checkpoint, as the paper
     states it for Pythia's final step143000 (earlier checkpoints are still far from a minimum)."""
     latest = latest_checkpoint(specs)
-    names = rewarmed_latest(table, cells, latest)
+    names = rewarmed_latest(table, cells, specs, latest)
     if not names:
         return None
     up = sum(table[n]["gap_upstream"].rise > 0 for n in names)
@@ -275,16 +278,16 @@ def rewarming_raises_both(table, cells, specs) -> str | None:
             f"cells, the downstream loss in {down}; the final downstream loss is below the step-0 loss in {below}).")
 
 
-def rewarmed_latest(table, cells, latest: str | None) -> list[str]:
+def rewarmed_latest(table, cells, specs, latest: str | None) -> list[str]:
     """The finished cells that re-warm the latest checkpoint on the downstream corpus as the paper does,
     without replay (Gupta et al. 2023, section 2: "We do not use replay")."""
-    return [n for n in rewarmed(list(table), cells)
+    return [n for n in rewarmed(list(table), cells, specs)
             if cells[n].train_corpus == "downstream" and cells[n].checkpoint == latest and cells[n].replay_fraction == 0]
 
 
 def latest_checkpoint(specs) -> str | None:
     """The pre-trained checkpoint furthest into pre-training (`final`, or the highest `step<N>`)."""
-    aged = {name: checkpoint_age(spec) for name, spec in specs.items() if not isinstance(spec, cfg.ScratchCheckpoint)}
+    aged = {name: checkpoint_age(spec) for name, spec in specs.items() if name not in grid.scratch_checkpoints(specs)}
     aged = {name: age for name, age in aged.items() if not math.isnan(age)}
     return max(aged, key=aged.get) if aged else None
 
@@ -304,7 +307,7 @@ ORDER_OF_FACTOR = 3.0
 def calibration(table, cells, base, specs) -> list[str]:
     """How the shift compares with the paper's, from the base checkpoints' and the cells' own numbers."""
     latest = latest_checkpoint(specs)
-    scratch = next((n for n, spec in specs.items() if isinstance(spec, cfg.ScratchCheckpoint) and n in base), None)
+    scratch = next((n for n in specs if n in grid.scratch_checkpoints(specs) and n in base), None)  # the first declared
     lines = []
     if latest in base and all(c in base[latest] for c in CORPORA):
         up, down = base[latest]["upstream"]["ppl"], base[latest]["downstream"]["ppl"]
@@ -316,7 +319,7 @@ def calibration(table, cells, base, specs) -> list[str]:
             lines.append(f"Pre-training upstream helps downstream: {_holds(untrained >= FAR_BELOW_FACTOR * down)} (downstream "
                          f"perplexity {down:.4g} against the untrained model's {untrained:.4g}, {untrained / down:.1f} times lower; "
                          f"threshold {FAR_BELOW_FACTOR:g} times).")
-    names = [n for n in rewarmed_latest(table, cells, latest) if "forgetting" in table[n]]
+    names = [n for n in rewarmed_latest(table, cells, specs, latest) if "forgetting" in table[n]]
     if names:
         ratios = {n: table[n]["forgetting"] / table[n]["adaptation"] if table[n]["adaptation"] > 0 else math.inf for n in names}
         worst = max(names, key=ratios.get)

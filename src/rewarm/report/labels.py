@@ -8,7 +8,7 @@ from rewarm import config as cfg
 
 # The settings' names as a reader of the paper knows them; any other setting reads as its key.
 SETTING_NAMES = {"warmup_fraction": "warm-up", "max_lr": "max LR", "min_lr": "min LR", "replay_fraction": "replay",
-                 "checkpoint": "start", "train_corpus": "data", "schedule": "schedule", "tokens": "tokens"}
+                 "checkpoint": "start", "train_corpus": "data"}
 
 
 def number(value: float) -> str:
@@ -19,9 +19,10 @@ def number(value: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def setting(axis: str, value) -> str:
-    """One setting as a legend reads it: fractions in percent, rates as `5e-4`, names as they are."""
-    if axis == "checkpoint" and value == "scratch":
+def setting(axis: str, value, scratch: frozenset[str]) -> str:
+    """One setting as a legend reads it: fractions in percent, rates as `5e-4`, names as they are, a
+    start from one of the `scratch` checkpoints as "from scratch"."""
+    if axis == "checkpoint" and value in scratch:
         return "from scratch"
     if axis.endswith("_fraction") and isinstance(value, (int, float)):
         return f"{SETTING_NAMES.get(axis, axis)} {value * 100:g}%"
@@ -40,31 +41,43 @@ def study_axes(study: cfg.Study, members: list[str], cells: dict[str, cfg.TrainC
     return ["train_corpus"] if "train_corpus" in differing else differing
 
 
-def baseline_label(cell: cfg.TrainConfig) -> str | None:
+def baseline_label(cell: cfg.TrainConfig, scratch: frozenset[str]) -> str | None:
     """The paper's baselines by what they are: no re-warming (a constant LR) and from scratch."""
-    if cell.checkpoint == "scratch":
+    if cell.checkpoint in scratch:
         return f"from scratch, max LR {number(cell.max_lr)}"
     if cell.schedule == "constant":
         return f"no re-warming (constant LR {number(cell.max_lr)})"
     return None
 
 
-def in_study(name: str, cells: dict[str, cfg.TrainConfig], axes: list[str]) -> str:
+def shown_as_baseline(cell: cfg.TrainConfig, axes: list[str], scratch: frozenset[str]) -> bool:
+    """Whether a study's figure shows the cell as one of the paper's baselines rather than by its values of
+    the study's axes: a constant LR where the study does not vary the schedule, a start from scratch where
+    it does not vary the checkpoint (or a study without axes)."""
+    if cell.schedule == "constant" and "schedule" not in axes:
+        return True
+    if cell.checkpoint in scratch and "checkpoint" not in axes:
+        return True
+    return not axes and baseline_label(cell, scratch) is not None
+
+
+def in_study(name: str, cells: dict[str, cfg.TrainConfig], axes: list[str], scratch: frozenset[str]) -> str:
     """A cell's label in a study's figure: its values of the study's axes (a baseline: what it is)."""
     cell = cells[name]
-    if not axes or (cell.schedule == "constant" and "schedule" not in axes) or (cell.checkpoint == "scratch" and "checkpoint" not in axes):
-        return baseline_label(cell) or name
-    return ", ".join(setting(a, getattr(cell, a)) for a in axes)
+    if not axes or shown_as_baseline(cell, axes, scratch):
+        return baseline_label(cell, scratch) or name
+    return ", ".join(setting(a, getattr(cell, a), scratch) for a in axes)
 
 
-def cell_labels(studies: dict[str, tuple[cfg.Study, list[str]]], cells: dict[str, cfg.TrainConfig]) -> dict[str, str]:
+def cell_labels(studies: dict[str, tuple[cfg.Study, list[str]]], cells: dict[str, cfg.TrainConfig],
+                scratch: frozenset[str]) -> dict[str, str]:
     """Cell -> its short label across the report: the first study that declares it and its settings there
     (`max_lr: max LR 1e-3`); unique (a label two cells would share gets each cell's full name instead)."""
     labels: dict[str, str] = {}
     for study_name, (study, members) in studies.items():
         axes = study_axes(study, members, cells)
         for name in members:
-            labels.setdefault(name, f"{study_name}: {in_study(name, cells, axes)}")
+            labels.setdefault(name, f"{study_name}: {in_study(name, cells, axes, scratch)}")
     for name in cells:
         labels.setdefault(name, name)
     counts: dict[str, int] = {}
