@@ -102,18 +102,20 @@ def test_wrong_types_and_non_finite_numbers_are_named_not_tracebacks(override, e
 
 
 @pytest.mark.bad_input
-def test_tensorboard_logging_without_the_package_is_refused_before_any_job(monkeypatch):
-    """`logging.tensorboard: true` where tensorboard cannot be imported (hidden here as Python hides a
-    module: None in sys.modules) is a configuration error naming the key and the install, not an
+@pytest.mark.parametrize("tracker", ["tensorboard", "wandb"])
+def test_a_tracker_without_its_package_is_refused_before_any_job(monkeypatch, tracker):
+    """`logging.tensorboard: true` (or `wandb`) where the package cannot be imported (hidden here as Python
+    hides a module: None in sys.modules) is a configuration error naming the key and the install, not an
     ImportError in the first training job."""
     import sys
 
-    assert cfg.from_dict(small_params(logging={"tensorboard": True})).logging.tensorboard
-    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    assert getattr(cfg.from_dict(small_params(logging={tracker: True})).logging, tracker)
+    monkeypatch.setitem(sys.modules, tracker, None)
     with pytest.raises(cfg.ConfigError) as caught:
-        cfg.from_dict(small_params(logging={"tensorboard": True}))
-    assert "logging.tensorboard: true needs the tensorboard package" in str(caught.value)
-    assert not cfg.from_dict(small_params()).logging.tensorboard  # off by default: nothing needed
+        cfg.from_dict(small_params(logging={tracker: True}))
+    assert f"logging.{tracker}: true needs the {tracker} package" in str(caught.value)
+    assert f"pip install 'rewarm[{tracker}]'" in str(caught.value)
+    assert not getattr(cfg.from_dict(small_params()).logging, tracker)  # off by default: nothing needed
 
 
 @pytest.mark.bad_input

@@ -14,7 +14,9 @@ from rewarm import dvcfile, grid
 from rewarm.report import findings, labels, measures
 from rewarm.report.figures import figures as draw
 from rewarm.report.figures import token_axis
-from tests.project import TEST_PARAMS, small_params, without
+from tests.project import ROOT, TEST_PARAMS, small_params, without
+
+DEMO_STUDIES = __import__("yaml").safe_load((ROOT / "params.yaml").read_text())["grid"]["studies"]
 
 
 def made_table(cells: dict[str, cfg.TrainConfig], seq_len: int) -> dict:
@@ -37,6 +39,8 @@ def drawn(tmp_path_factory):
     """The figures of tests/project.py's TEST_GRID (crossed studies added), with 1,024 tokens standing for a billion."""
     studies = {**TEST_PARAMS["grid"]["studies"],
                "crossed": {"settings": {"tokens": 10240}, "vary": {"checkpoint": ["early", "final"], "warmup_fraction": [0.0, 0.1]}}}
+    # The longest title of params.yaml's studies (the infinite schedule's), whose line reached into the legend.
+    studies["sequence"] = {**studies["sequence"], "title": max((s.get("title", "") for s in DEMO_STUDIES.values()), key=len)}
     config = grid.from_dict({**TEST_PARAMS, "grid": {"studies": studies}, "report": {"tokens_per_billion": 1024}})
     cells = grid.cells(config)
     members = grid.studies(config)
@@ -164,3 +168,24 @@ def test_from_scratch_is_the_checkpoints_type_not_its_name(tmp_path):
     plots = dvcfile.dvc_plots(config, tmp_path)
     assert [Path(p).parts[-3] for p in plots["from_scratch_downstream"]["y"]] == [by["random_init"]]
     assert {Path(p).parts[-3] for p in plots["all_cells_downstream"]["y"]} == {by["final"], by["scratch"]}
+
+
+def test_no_title_legend_or_panel_overlaps_another_or_leaves_the_figure(drawn):
+    """Every figure's texts, legends and panels, where they were drawn (boxes in pixels, from the JSON):
+    inside the image and apart from each other (a panel's own title sits on its top edge: it may touch
+    that panel only), with the longest study title of the paper's configurations."""
+    config, cells, members, table, out, made = drawn
+    for path in sorted(out.glob("*.json")):
+        layout = json.loads(path.read_text())["layout"]
+        width, height = layout["size"]
+        boxes = layout["boxes"]
+        for box in boxes:
+            x0, y0, x1, y1 = box["box"]
+            assert -1 <= x0 and -1 <= y0 and x1 <= width + 1 and y1 <= height + 1, (path.name, box)
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                if {a["kind"], b["kind"]} == {"title", "axes"}:
+                    continue
+                (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a["box"], b["box"]
+                apart = ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0
+                assert apart, (path.name, a, b)

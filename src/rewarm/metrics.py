@@ -1,6 +1,6 @@
 """What a run logs: its metric history (kept in the training state, so a resumed run rewrites identical
 logs), the per-evaluation JSON lines and CSV curves, DVCLive's files (`dvc plots`, `dvc exp show`) and,
-when asked, TensorBoard's event files."""
+when asked, TensorBoard's event files and an offline Weights & Biases run."""
 
 from __future__ import annotations
 
@@ -27,11 +27,13 @@ class MetricsLog:
     """Plain JSON lines (one row per evaluation) and DVCLive (lr and train loss per step,
     validation metrics per evaluation), so `dvc plots` and `dvc exp show` read them."""
 
-    def __init__(self, out_dir: Path, history: History, live: bool = True, tensorboard: bool = False):
+    def __init__(self, out_dir: Path, history: History, live: bool = True, tensorboard: bool = False, wandb: bool = False,
+                 settings: dict | None = None):
         """`live=False`: the JSON lines and curves without DVCLive's files (benchmarks/gpu_check.py, on a
         machine whose image has no DVC, which DVCLive imports; its cost per step is bench_train's to measure).
         `tensorboard`: the same scalars as DVCLive's as TensorBoard event files in `out_dir/tensorboard`
-        (config `logging.tensorboard`)."""
+        (config `logging.tensorboard`); `wandb`: as an offline W&B run in `out_dir/wandb`, named by the run
+        directory, `settings` its config (config `logging.wandb`)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         self.history = history
         self.curves = out_dir / "curves"
@@ -50,6 +52,16 @@ class MetricsLog:
             # log's own (inside the stage's output), so it is rewritten whole from the history, as DVCLive's is.
             shutil.rmtree(board_dir, ignore_errors=True)
             self.board = SummaryWriter(log_dir=str(board_dir))
+        self.wandb = None
+        if wandb:
+            import wandb as wb
+
+            # Offline only (nothing is sent; `wandb sync` uploads it later), rewritten whole as TensorBoard's;
+            # no console capture or system sampling: the job's log and timings stay as they are.
+            shutil.rmtree(out_dir / "wandb", ignore_errors=True)
+            self.wandb = wb.init(mode="offline", dir=str(out_dir), project="rewarm", name=out_dir.name, config=settings or {},
+                                 reinit="create_new", save_code=False,
+                                 settings=wb.Settings(console="off", silent=True, x_disable_stats=True, x_disable_meta=True))
         self.jsonl.write_text("".join(json.dumps(row) + "\n" for row in history.evals))
         evals = {row["step"]: row for row in history.evals}
         # A resumed run (or a cell read from a longer run) rewrites what was logged, in the order it was.
@@ -96,12 +108,16 @@ class MetricsLog:
         if self.board is not None:
             for key, value in scalars.items():
                 self.board.add_scalar(key, value, global_step=row["step"])
+        if self.wandb is not None and scalars:
+            self.wandb.log(scalars, step=row["step"])
 
     def close(self) -> None:
         if self.live:
             self.live.end()
         if self.board:
             self.board.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def final_metrics(history: History) -> dict:

@@ -51,7 +51,7 @@ def pretrain(
 
     arch = {"model": cfg.to_dict(config.model), "tokenizer": fingerprint}
     final = train_loop(model, run, data, logs_dir, state_dir, run_fingerprint(run, "scratch", data, arch),
-                       on_step=snapshot, label="pretrain", snapshot_steps=frozenset(keep), tensorboard=config.logging.tensorboard)
+                       on_step=snapshot, label="pretrain", snapshot_steps=frozenset(keep), trackers=config.logging)
     with atomic_dir(out_dir, "pretrain") as tmp:
         for step in keep:
             shutil.copytree(snapshots / f"step{step}", tmp / f"step{step}")

@@ -216,7 +216,7 @@ def train_loop(
     snapshot_steps: frozenset = frozenset(),
     locked: bool = False,
     live: bool = True,
-    tensorboard: bool = False,
+    trackers: cfg.LoggingConfig = cfg.LoggingConfig(),
 ) -> dict:
     """Train `model` for the run's steps; returns the final evaluation row. `on_step(step, model,
     history)` is called on the main process after each step (and at step 0) for snapshots; `stops`
@@ -226,11 +226,11 @@ def train_loop(
     model is sharded in place and `on_step` is called only at `snapshot_steps`, with the model gathered
     whole on rank 0's CPU. The state directory is locked for the run: a second run of the same cell
     refuses to start (`locked`: the caller holds that lock already). `live=False`: no DVCLive files
-    (`MetricsLog`); `tensorboard`: TensorBoard's event files too (config `logging.tensorboard`)."""
+    (`MetricsLog`); `trackers`: TensorBoard's event files and an offline W&B run too (config `logging`)."""
     main = process_rank() == 0
     with exclusive(state_dir, f"training of {label}") if main and not locked else nullcontext():
         return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer, on_end,
-                           snapshot_steps, live, tensorboard)
+                           snapshot_steps, live, trackers)
 
 
 def _check_fits(optimizer: torch.optim.Optimizer, saved: dict, label: str) -> None:
@@ -287,7 +287,7 @@ def full_optimizer_state(model, optimizer: torch.optim.Optimizer) -> dict | None
 
 
 def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer=None, on_end=None,
-                snapshot_steps=None, live=True, tensorboard=False) -> dict:
+                snapshot_steps=None, live=True, trackers=cfg.LoggingConfig()) -> dict:
     sharded = run.parallel == "fsdp"
     device, rank, world = setup_device(run.device, group=sharded)
     seq_len = data.train.seq_len
@@ -342,7 +342,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
         history.evals.append({"step": start, "tokens": start * run.batch_sequences * seq_len, "lr": last["lr"],
                               "train_loss": last["train_loss"], **evaluate_all(model, data, plan, run, device, autocast, rank, world),
                               "tokens_per_s": None})
-    metrics = MetricsLog(out_dir, history, live, tensorboard) if main else None
+    metrics = MetricsLog(out_dir, history, live, trackers.tensorboard, trackers.wandb, cfg.to_dict(run)) if main else None
     streams = (ShuffledStream(data.train, run.seed), ShuffledStream(data.replay, run.seed + 1) if data.replay else None)
 
     if deferred or start == plan.total_steps:  # resumed at a stop, or a finished run resumed to write its outputs
@@ -583,7 +583,7 @@ def _train_cell(config: cfg.Config, run: cfg.TrainConfig, base_dir: Path, train_
                            on_step=record_stop, label=name, stops=tuple(stops.values()), initial_optimizer=carried,
                            on_end=kept.update if grid.keeps_optimizer(config, name) else None,
                            snapshot_steps=frozenset(stops.values()) | {total}, locked=True,
-                           tensorboard=config.logging.tensorboard)
+                           trackers=config.logging)
     except TrainingDiverged as error:
         if main:  # kept beside the run's outputs (which the workflow removes), for the report to list
             write_json(failure, {"cell": name, "error": str(error)})
@@ -628,7 +628,7 @@ def prefix_cell(config: cfg.Config, cell: str, run_dir: Path, out_dir: Path) -> 
     claim_dir(out_dir, "prefix", also=RUN_STAGES)
     write_json(out_dir / "config.json", {**run_config, "cell": cell, "train": cfg.to_dict(named[cell]),
                                          "read_from": {"run": index["run"], "step": step}})
-    MetricsLog(out_dir, history, tensorboard=config.logging.tensorboard).close()
+    MetricsLog(out_dir, history, tensorboard=config.logging.tensorboard, wandb=config.logging.wandb, settings=cfg.to_dict(named[cell])).close()
     with atomic_dir(out_dir / "model", "prefix") as tmp:
         for item in (recorded / "model").iterdir():
             shutil.copy2(item, tmp / item.name)

@@ -34,6 +34,9 @@ def check(config: Config, base_dir: Path) -> list[str]:
     """Checks of values and of fields against each other, after types are right (the grid's cells are
     checked by `rewarm.grid`, which builds on this layer)."""
     problems = []
+    if config.logging.wandb and importlib.util.find_spec("wandb") is None:
+        problems.append("logging.wandb: true needs the wandb package, which is not installed "
+                        "(pip install 'rewarm[wandb]'), or set it to false")
     if config.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         problems.append("logging.tensorboard: true needs the tensorboard package, which is not installed "
                         "(pip install 'rewarm[tensorboard]'), or set it to false")

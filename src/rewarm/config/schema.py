@@ -355,6 +355,11 @@ class LoggingConfig:
     rate and training loss of every step and the validation losses and perplexities of every evaluation, as
     the run's other logs hold them; a resumed run rewrites them whole from its history. Needs the `tensorboard`
     package (`pip install 'rewarm[tensorboard]'`). Not a DVC output: event files hold wall-clock times."""
+    wandb: bool = False
+    """Also write a Weights & Biases run of the same scalars to `<run>/wandb/`, offline (`mode="offline"`: nothing
+    leaves the machine; `wandb sync runs/<cell>/wandb/offline-run-*` uploads it when you choose), named by the cell,
+    with its settings as the run's config; a resumed run rewrites it whole from its history. Needs the `wandb`
+    package (`pip install 'rewarm[wandb]'`). Not a DVC output."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -129,7 +129,8 @@ def figures(config: cfg.Config, cells, table, studies, short: dict[str, str], ou
                 panel.set_ylabel("loss (nats)")
         handles, names_drawn = grid_axes[-1][0].get_legend_handles_labels()
         keep = [(h, l) for h, l in zip(handles, names_drawn) if not l.startswith("_")]
-        fig.legend([h for h, _ in keep], [l for _, l in keep], loc="outside right upper", fontsize=8,
+        # Beneath the panels: a legend beside them would reach up into the study's title.
+        fig.legend([h for h, _ in keep], [l for _, l in keep], loc="outside lower center", fontsize=8, ncols=min(len(keep), 4) or 1,
                    title=", ".join(labels.SETTING_NAMES.get(a, a) for a in axes) or None)
         fig.suptitle(f"{study_name}: {study.title}" if study.title else study_name)
         files = [_save(fig, out, f"study_{study_name}", f"Study {study_name}: validation loss against tokens seen on both "
@@ -182,17 +183,24 @@ def figures(config: cfg.Config, cells, table, studies, short: dict[str, str], ou
 
 
 def _save(fig, out: Path, stem: str, caption: str) -> tuple[str, str]:
-    """Write `<stem>.png` and `<stem>.json`: per panel, each line's cell and the x and y it drew."""
+    """Write `<stem>.png` and `<stem>.json`: per panel, each line's cell and the x and y it drew; where the
+    titles, axes and legends lie, in pixels of the PNG (x0, y0, x1, y1 from its lower left corner)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_hex
 
     fig.savefig(out / f"{stem}.png", dpi=110)
+    renderer = fig.canvas.get_renderer()
+    texts = [*(("text", text.get_text(), text) for text in fig.texts), *(("legend", "", legend) for legend in fig.legends),
+             *(("title", ax.get_title(), ax.title) for ax in fig.axes), *(("axes", "", ax) for ax in fig.axes)]
+    layout = {"size": [float(v) for v in fig.canvas.get_width_height()],
+              "boxes": [{"kind": kind, "text": text, "box": [float(v) for v in artist.get_window_extent(renderer).extents]}
+                        for kind, text, artist in texts]}
     panels = [{"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
                "lines": [{"cell": line.get_gid(), "label": line.get_label(), "color": to_hex(line.get_color()),
                           "linestyle": line.get_linestyle(),
                           "x": [float(v) for v in line.get_xdata()],
                           "y": [float(v) for v in line.get_ydata()]} for line in ax.get_lines()]}
               for ax in fig.axes]
-    write_text(out / f"{stem}.json", json.dumps({"caption": caption, "panels": panels}, indent=1) + "\n")
+    write_text(out / f"{stem}.json", json.dumps({"caption": caption, "panels": panels, "layout": layout}, indent=1) + "\n")
     plt.close(fig)
     return f"{stem}.png", caption
