@@ -94,14 +94,18 @@ def test_local_directory_is_copied_and_checked(prepared_copy, tmp_path):
 
 
 @pytest.mark.bad_input
-def test_foreign_architecture_is_refused(prepared_copy, tmp_path):
-    foreign = tmp_path / "llama-ish"
+def test_an_architecture_that_is_not_a_native_causal_lm_is_refused(prepared_copy, tmp_path):
+    """An encoder-decoder (T5) or a model type transformers does not know (remote code, never run)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    foreign = tmp_path / "foreign"
     shutil.copytree(prepared_copy / "checkpoints/base/scratch", foreign)
     config = json.loads((foreign / "config.json").read_text())
-    config["model_type"] = "llama"
-    (foreign / "config.json").write_text(json.dumps(config))
-    with pytest.raises(checkpoints.CheckpointError, match="model_type 'llama', expected 'gpt_neox'"):
-        checkpoints.check_model_dir(foreign)
+    for model_type in ("t5", "my_own_lm"):
+        assert model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        (foreign / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+        with pytest.raises(checkpoints.CheckpointError, match=f"model_type '{model_type}' is not a causal LM that transformers"):
+            checkpoints.check_model_dir(foreign)
 
 
 def make_hub_cache(cache: Path, repo_id: str, revision: str, model_dir: Path) -> None:
@@ -224,7 +228,7 @@ def edited_base(project: Path, name: str, **changes) -> str:
 @pytest.mark.parametrize("changes, message", [
     ({"vocab_size": 64}, "embedding has 64 rows, fewer than the tokenizer's 1024 ids"),
     ({"max_position_embeddings": 32}, "context of 32 tokens (max_position_embeddings) is shorter than the shards' sequences (64 tokens"),
-    ({"model_type": "gpt2"}, "model_type 'gpt2', expected 'gpt_neox'"),
+    ({"model_type": "t5"}, "model_type 't5' is not a causal LM that transformers"),
 ])
 def test_checkpoint_that_cannot_train_on_the_shards_is_refused(prepared_copy, changes, message):
     from tests.project import train_args

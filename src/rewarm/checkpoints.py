@@ -46,7 +46,24 @@ SERIES = "series.json"
 
 
 class CheckpointError(ValueError):
-    """A model directory that is missing files or is not a GPT-NeoX causal LM."""
+    """A model directory that is missing files or is not a causal LM transformers knows natively."""
+
+
+def model_class(model_type: str, where: str = "config.json"):
+    """The transformers class of a causal LM that the installed transformers knows natively (its
+    `AutoModelForCausalLM` mapping: GPT-NeoX, Llama, Qwen2 and 3, OLMo and OLMo 2, Mistral, Gemma, ...);
+    no remote code is ever run, so any other `model_type` is refused, naming it."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    if name is None:
+        known = ", ".join(t for t in ("gpt_neox", "llama", "qwen2", "qwen3", "olmo", "olmo2", "mistral", "gemma")
+                          if t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+        raise CheckpointError(f"{where}: model_type {model_type!r} is not a causal LM that transformers {transformers.__version__} "
+                              f"knows natively (rewarm runs no remote code); it knows {len(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)}, "
+                              f"among them {known}")
+    return getattr(transformers, name)
 
 
 def neox_architecture(model: cfg.ModelConfig, vocab_size: int, **special_tokens):
@@ -82,12 +99,11 @@ def _padded(vocab: int, multiple: int = 64) -> int:
     return -(-vocab // multiple) * multiple
 
 
-def parameter_count(gpt_config) -> int:
-    """Parameters of a GPT-NeoX configuration, counted on the meta device (no memory allocated)."""
-    from transformers import GPTNeoXForCausalLM
-
+def parameter_count(model_config) -> int:
+    """Parameters of a model configuration (any family `model_class` knows), counted on the meta
+    device (no memory allocated)."""
     with torch.device("meta"):
-        model = GPTNeoXForCausalLM(gpt_config)
+        model = model_class(model_config.model_type)(model_config)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -96,13 +112,14 @@ def weights_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
 
 
-def init_model(gpt_config, seed: int, init: str = "hf"):
-    """A freshly initialised GPT-NeoX causal LM; the same seed gives the same weights. `init`: hf
-    (Hugging Face's normal(0, 0.02)) or gpt-neox (`gpt_neox_init`)."""
-    from transformers import GPTNeoXForCausalLM
-
+def init_model(model_config, seed: int, init: str = "hf"):
+    """A freshly initialised causal LM of `model_config`'s family; the same seed gives the same weights.
+    `init`: hf (the family's own initialisation in transformers: normal(0, 0.02) for GPT-NeoX) or gpt-neox
+    (`gpt_neox_init`, GPT-NeoX models only)."""
+    if init == "gpt-neox" and model_config.model_type != "gpt_neox":
+        raise CheckpointError(f"init: gpt-neox is GPT-NeoX's initialisation; a {model_config.model_type} model takes init: hf")
     torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(gpt_config).float()
+    model = model_class(model_config.model_type)(model_config).float()
     if init == "gpt-neox":
         gpt_neox_init(model)
     return model
@@ -245,7 +262,7 @@ def check_model_dir(path: str | Path) -> dict:
         missing.append(f"model.safetensors (or {WEIGHTS_INDEX} and its shards)")
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)} (a model directory needs {', '.join(MODEL_FILES + TOKENIZER_FILES)})")
-    return read_gpt_neox_config(path)
+    return read_model_config(path)
 
 
 def check_fits(path: str | Path, tokenizer, seq_len: int | None = None, what: str = "the shards' sequences") -> None:
@@ -261,26 +278,26 @@ def check_fits(path: str | Path, tokenizer, seq_len: int | None = None, what: st
                               f"than {what} ({seq_len} tokens, prepare.seq_len)")
 
 
-def read_gpt_neox_config(path: Path) -> dict:
-    """A model directory's config.json, refused unless it is a GPT-NeoX (Pythia) model."""
+def read_model_config(path: Path) -> dict:
+    """A model directory's config.json, refused unless it is a causal LM transformers knows natively
+    (`model_class`)."""
     try:
         config = json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path / 'config.json'}: not valid JSON ({error})") from None
-    if config.get("model_type") != "gpt_neox":
-        raise CheckpointError(f"{path / 'config.json'}: model_type {config.get('model_type')!r}, expected 'gpt_neox' (Pythia's architecture)")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path / 'config.json'}: not a model configuration (a JSON object)")
+    model_class(config.get("model_type"), str(path / "config.json"))
     return config
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", verify: bool = True):
     """Load a checked model directory (safetensors only, sharded or not, no remote code) in float32,
     its weights verified first (`verify=False`: the caller just did, with `weights_fingerprint`)."""
-    from transformers import GPTNeoXForCausalLM
-
-    check_model_dir(path)
+    config = check_model_dir(path)
     if verify:
         verify_weights(path)
-    model, info = GPTNeoXForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa",
+    model, info = model_class(config["model_type"]).from_pretrained(str(path), use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa",
                                                      output_loading_info=True, ignore_mismatched_sizes=True)
     _refuse_mismatch(path, info)
     return model.to(device)
@@ -289,18 +306,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", verify: boo
 def skeleton(config):
     """A model of `config`'s shape on the meta device: no memory, no weights (FSDP's processes other than
     rank 0 shard this and receive their shards of rank 0's weights; `runtime.shard_with_weights`)."""
-    from transformers import GPTNeoXForCausalLM
-
     with torch.device("meta"):
-        return GPTNeoXForCausalLM._from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+        return model_class(config.model_type)._from_config(config, dtype=torch.float32, attn_implementation="sdpa")
 
 
 def model_skeleton(path: str | Path):
     """`skeleton` of a checked model directory's configuration (its weights are not read)."""
-    from transformers import GPTNeoXConfig
+    from transformers import AutoConfig
 
     check_model_dir(path)
-    return skeleton(GPTNeoXConfig.from_pretrained(str(path)))
+    return skeleton(AutoConfig.from_pretrained(str(path), trust_remote_code=False))
 
 
 def check_weights_match_config(path: str | Path) -> None:
@@ -309,9 +324,7 @@ def check_weights_match_config(path: str | Path) -> None:
     keys on load (GPT-NeoX's `embed_out` is its `lm_head`), so only its own loader can say which tensors
     match. (It cannot load onto the meta device.) This holds the model in float32 once, within
     `plan.select_memory_mb`."""
-    from transformers import GPTNeoXForCausalLM
-
-    model, info = GPTNeoXForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32,
+    model, info = model_class(read_model_config(Path(path))["model_type"]).from_pretrained(str(path), use_safetensors=True, dtype=torch.float32,
                                                      output_loading_info=True, ignore_mismatched_sizes=True)
     del model
     _refuse_mismatch(path, info)
@@ -442,7 +455,7 @@ def materialize(source: Path, out_dir: Path) -> None:
         check_model_dir(source)  # raises, naming what is missing
     from transformers import AutoModelForCausalLM
 
-    read_gpt_neox_config(source)
+    read_model_config(source)
     # transformers reads .bin files with torch.load(weights_only=True); no remote code.
     try:
         model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, trust_remote_code=False)
@@ -500,6 +513,5 @@ def init_scratch(spec: cfg.ScratchCheckpoint, model_cfg: cfg.ModelConfig, tokeni
         from transformers import AutoConfig
 
         gpt_config = AutoConfig.from_pretrained(spec.config, revision=spec.revision, trust_remote_code=False)
-        if gpt_config.model_type != "gpt_neox":
-            raise CheckpointError(f"{spec.config}: model_type {gpt_config.model_type!r}, expected 'gpt_neox'")
+        model_class(gpt_config.model_type, spec.config)
     save_model_dir(init_model(gpt_config, spec.seed, spec.init), tokenizer_dir, out_dir)

@@ -103,9 +103,20 @@ def shard_model(model, precision: str) -> None:
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None)
-    for block in unwrap(model).gpt_neox.layers:
+    for block in decoder_layers(model):
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
+
+
+def decoder_layers(model) -> list:
+    """The model's transformer blocks, FSDP's units: the modules of the classes the family's transformers
+    class names in `_no_split_modules` (GPT-NeoX's GPTNeoXLayer, Llama's LlamaDecoderLayer, ...), in order."""
+    plain = unwrap(model)
+    names = set(getattr(plain, "_no_split_modules", None) or ())
+    blocks = [module for module in plain.modules() if type(module).__name__ in names]
+    if not blocks:
+        raise ValueError(f"{type(plain).__name__}: no transformer blocks to shard (its _no_split_modules: {sorted(names) or 'none'})")
+    return blocks
 
 
 def shard_with_weights(model, precision: str, device: torch.device):

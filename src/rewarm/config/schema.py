@@ -386,7 +386,8 @@ class HubCheckpoint:
 
 @dataclasses.dataclass(frozen=True)
 class LocalCheckpoint:
-    """A Hugging Face model directory on disk (config.json, weights, tokenizer files)."""
+    """A Hugging Face model directory on disk (config.json, weights, tokenizer files) of any causal LM that
+    transformers knows natively (GPT-NeoX, Llama, Qwen2, OLMo 2, ...), as `hub` checkpoints are too."""
 
     type: Literal["local"]
     path: str
@@ -401,13 +402,15 @@ class ScratchCheckpoint:
     seed: int = 0
     """Initialisation seed."""
     config: Optional[str] = None
-    """Take the architecture from this model (hub id or directory); None: the `model` section."""
+    """Take the architecture from this model (hub id or directory; any causal LM transformers knows natively:
+    GPT-NeoX, Llama, Qwen2, OLMo 2, ...); None: the `model` section (GPT-NeoX)."""
     revision: Optional[str] = None
     """Revision of `config` on the hub."""
     init: Literal["hf", "gpt-neox"] = "hf"
-    """hf: Hugging Face's initialisation, normal(0, 0.02) for every weight matrix. gpt-neox: GPT-NeoX's small_init
-    for every weight matrix, normal(0, sqrt(2 / (5 d))), and wang_init for the attention and MLP output
-    projections, normal(0, 2 / (L sqrt(d))), as the papers' from-scratch runs were initialised."""
+    """hf: the family's initialisation in transformers (GPT-NeoX's: normal(0, 0.02) for every weight matrix).
+    gpt-neox (GPT-NeoX models only): GPT-NeoX's small_init for every weight matrix, normal(0, sqrt(2 / (5 d))),
+    and wang_init for the attention and MLP output projections, normal(0, 2 / (L sqrt(d))), as the papers'
+    from-scratch runs were initialised."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,62 @@
+"""Issue 33, part: re-warming causal LMs of other families than GPT-NeoX, as transformers knows them
+natively (no remote code). Tiny random models built from each family's own config class: the parameter
+count and FSDP's blocks read from the model itself; and, through the real command line, a local
+checkpoint of each family selected, trained, evaluated and loaded back with AutoModelForCausalLM."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, Olmo2Config, Olmo2ForCausalLM,
+    Qwen2Config, Qwen2ForCausalLM,
+)
+
+from rewarm import checkpoints, grid, runtime
+from tests.project import rewarm, small_params, train_args, write_params
+
+SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+         "max_position_embeddings": 64, "vocab_size": 1024}
+# Each family's config class, its model class, and where its blocks are (read here by attribute, not by rewarm's search).
+FAMILIES = {
+    "gpt_neox": (GPTNeoXConfig(**SHAPE), GPTNeoXForCausalLM, lambda m: list(m.gpt_neox.layers)),
+    "llama": (LlamaConfig(**SHAPE, num_key_value_heads=2), LlamaForCausalLM, lambda m: list(m.model.layers)),  # grouped-query attention
+    "qwen2": (Qwen2Config(**SHAPE, num_key_value_heads=2), Qwen2ForCausalLM, lambda m: list(m.model.layers)),
+    "olmo2": (Olmo2Config(**SHAPE, num_key_value_heads=4), Olmo2ForCausalLM, lambda m: list(m.model.layers)),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parameters_and_blocks_are_read_from_the_model(family):
+    config, cls, layers = FAMILIES[family]
+    model = cls(config)
+    assert checkpoints.model_class(config.model_type) is cls
+    assert checkpoints.parameter_count(config) == sum(p.numel() for p in model.parameters())
+    assert runtime.decoder_layers(model) == layers(model) and len(layers(model)) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llama", "qwen2", "olmo2"])
+def test_a_local_checkpoint_of_another_family_is_selected_trained_and_evaluated(prepared_copy, family):
+    config, cls, _ = FAMILIES[family]
+    torch.manual_seed(0)
+    source = prepared_copy / f"local-{family}"
+    checkpoints.save_model_dir(cls(config), prepared_copy / "data/tokenizer", source)
+    params = small_params(checkpoints={"mine": {"type": "local", "path": str(source)}},
+                          train={"checkpoint": "mine", "tokens": 4096, "eval_every": 4, "save_every": 2})
+    write_params(prepared_copy / "params.yaml", params)
+    cell = next(iter(grid.cells(grid.from_dict(params))))
+    rewarm("select", "--name", "mine", "--tokenizer", "data/tokenizer", "--out", "checkpoints/base/mine", cwd=prepared_copy)
+    rewarm(*train_args(cell, base="checkpoints/base/mine"), cwd=prepared_copy)
+    rows = [json.loads(line) for line in (prepared_copy / "runs" / cell / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 4, 8]
+    assert rows[-1]["val/downstream/loss"] < rows[0]["val/downstream/loss"]  # it learns
+    trained = AutoModelForCausalLM.from_pretrained(str(prepared_copy / "runs" / cell / "model"))
+    assert type(trained) is cls and trained.config.num_key_value_heads == config.num_key_value_heads
+    rewarm("evaluate", "--model", f"runs/{cell}/model", "--val", "downstream=data/tokens/downstream/val", "--out", "evals/mine.json",
+           cwd=prepared_copy)
+    result = json.loads((prepared_copy / "evals/mine.json").read_text())
+    # The whole split after training: about the in-training sample's loss (16 of its sequences).
+    assert result["downstream"]["loss"] == pytest.approx(rows[-1]["val/downstream/loss"], abs=0.5)
