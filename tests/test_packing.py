@@ -57,6 +57,13 @@ def test_packer(batches, seq_len, max_tokens, rows, dropped, documents):
     assert packer.rows_out == len(rows)
 
 
+def test_a_prefix_goes_before_every_document():
+    """A family's BOS (9): BOS + document + EOS, counted in the budget as the document's own tokens are."""
+    packer = Packer(4, EOS, np.uint16, max_tokens=8, prefix=[9])
+    assert packer.add([[1, 2], [3], [4, 5, 6]]).tolist() == [[9, 1, 2, EOS], [9, 3, EOS, 9]]
+    assert packer.documents == 3 and packer.done and packer.frame == 2
+
+
 def test_budget_stops_further_batches():
     packer = Packer(2, EOS, np.uint16, max_tokens=2)
     assert packer.add([[1, 2, 3]]).tolist() == [[1, 2]]

@@ -476,3 +476,34 @@ def test_a_long_document_is_encoded_in_pieces_to_the_same_ids(hf_tokenizer):
     _, _, (ids, short) = stage._encode(backend, [(text, None), ("short text", None)], (0, 0), limit=1000)
     assert ids == whole and short == backend.encode("short text", add_special_tokens=False).ids
     assert stage.pieces("x" * 2500, 1000) == ["x" * 1000, "x" * 1000, "x" * 500]  # no space at all: cut at the limit
+
+
+def test_a_tokenizer_that_begins_texts_with_bos_packs_bos_before_every_document(project_copy):
+    """Issue 33: a family pre-trained with BOS + document + EOS (Llama 3: its tokenizer's post-processor
+    adds BOS) is packed so; the manifest records the prefix; the prefix is in the tokenizer's fingerprint,
+    so these shards are refused for a model whose tokenizer has none (and the demo's has none)."""
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    plain = tok.load(project_copy / "data/tokenizer")
+    assert tok.document_prefix(plain) == []
+    backend = Tokenizer.from_str(plain.backend_tokenizer.to_str())
+    backend.add_special_tokens(["<bos>"])
+    bos = backend.token_to_id("<bos>")
+    backend.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token=tok.EOS_TOKEN,
+                            pad_token=tok.PAD_TOKEN).save_pretrained(str(project_copy / "data/tokenizer-bos"))
+    with_bos = tok.load(project_copy / "data/tokenizer-bos")
+    assert tok.document_prefix(with_bos) == [bos] and tok.fingerprint(with_bos) != tok.fingerprint(plain)
+    rewarm("prepare", "--corpus", "upstream", "--tokenizer", "data/tokenizer-bos", "--out", "data/tokens-bos", cwd=project_copy)
+
+    reader = ShardReader(project_copy / "data/tokens-bos/train", tokenizer_fingerprint=tok.fingerprint(with_bos))
+    assert reader.manifest["tokenizer"]["document_prefix"] == [bos]
+    unit = reader.manifest["units"][0]
+    stream = np.concatenate([reader[i] for i in range(unit["sequences"])]).tolist()
+    # The first file's documents as the tokenizer itself encodes them with its special tokens, each then EOS.
+    expected = [i for text in documents(project_copy, "upstream", "train", 3)[0] for i in with_bos(text)["input_ids"] + [with_bos.eos_token_id]]
+    assert stream == expected[:len(stream)] and stream[0] == bos
+    with pytest.raises(Exception, match="shards were tokenized with tokenizer"):
+        ShardReader(project_copy / "data/tokens-bos/train", tokenizer_fingerprint=tok.fingerprint(plain))

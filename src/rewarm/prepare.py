@@ -212,6 +212,7 @@ def prepare_units(
             "fingerprint": tok.fingerprint(tokenizer),
             "vocab_size": tok.vocab_size(tokenizer),
             "eos_token_id": tokenizer.eos_token_id,
+            "document_prefix": tok.document_prefix(tokenizer),  # before every document (a family's BOS), then EOS after
         },
         "source": {"description": sources.describe(source, split_source.files), "config": cfg.to_dict(source)},
         "seq_len": settings.seq_len,
@@ -230,7 +231,7 @@ def prepare_unit(
     dtype = token_dtype(tok.vocab_size(tokenizer))
     budget_rows = None if share is None else share[0]
     budget = None if share is None else budget_rows * settings.seq_len
-    packer = Packer(settings.seq_len, tokenizer.eos_token_id, dtype, budget)
+    packer = Packer(settings.seq_len, tokenizer.eos_token_id, dtype, budget, prefix=tok.document_prefix(tokenizer))
     writer = ShardWriter(out_dir, settings.seq_len, dtype, settings.shard_sequences, prefix=f"shard-{unit.index:05d}")
     mixture = MixtureBudget(source.mixture.weights, share[1]) if source.mixture else None
     stats = sources.ReadStats()
@@ -379,11 +380,11 @@ def _merge_mixtures(summaries: list[dict]) -> dict:
 def _add_mixed(packer: Packer, mixture: MixtureBudget, ids: list[list[int]], parts: list[str | None]):
     """Pack the documents whose part still has budget; documents the packer did not take (its
     budget was reached in this batch) are given back, so the manifest counts what was written."""
-    admitted = [(doc, part) for doc, part in zip(ids, parts) if mixture.admit(part, len(doc) + 1)]
+    admitted = [(doc, part) for doc, part in zip(ids, parts) if mixture.admit(part, len(doc) + packer.frame)]
     before = packer.documents
     rows = packer.add([doc for doc, _ in admitted])
     for doc, part in admitted[packer.documents - before:]:
-        mixture.give_back(part, len(doc) + 1)
+        mixture.give_back(part, len(doc) + packer.frame)
     return rows
 
 

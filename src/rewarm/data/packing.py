@@ -43,9 +43,12 @@ class Packer:
     rest; a token budget (`max_tokens`) ends packing once reached.
     """
 
-    def __init__(self, seq_len: int, eos_id: int, dtype: np.dtype, max_tokens: int | None = None):
+    def __init__(self, seq_len: int, eos_id: int, dtype: np.dtype, max_tokens: int | None = None, prefix: Sequence[int] = ()):
+        """`prefix`: ids put before every document (a family's BOS: `tokenizer.document_prefix`)."""
         self.seq_len = seq_len
         self.eos_id = eos_id
+        self.prefix = tuple(prefix)
+        self.frame = len(self.prefix) + 1  # the tokens a document gets besides its own
         self.dtype = np.dtype(dtype)
         # The budget counts whole rows only: at most max_tokens tokens are written.
         self.max_rows = None if max_tokens is None else max_tokens // seq_len
@@ -59,20 +62,20 @@ class Packer:
         return self.max_rows is not None and self.rows_out >= self.max_rows
 
     def add(self, documents: Sequence[Sequence[int]]) -> np.ndarray:
-        """Rows (shape [n, seq_len]) completed by these documents, each followed by EOS.
+        """Rows (shape [n, seq_len]) completed by these documents, each after the prefix and followed by EOS.
 
         Once the budget is reached the remaining documents are not counted as read.
         """
         if self.done or not documents:
             return np.empty((0, self.seq_len), dtype=self.dtype)
-        lengths = np.fromiter((len(d) + 1 for d in documents), dtype=np.int64, count=len(documents))
+        lengths = np.fromiter((len(d) + self.frame for d in documents), dtype=np.int64, count=len(documents))
         if self.max_rows is not None:
             # Keep only the documents needed to fill the remaining budget.
             needed = (self.max_rows - self.rows_out) * self.seq_len - len(self._pending)
             keep = int(np.searchsorted(np.cumsum(lengths), needed, side="left")) + 1
             documents, lengths = documents[:keep], lengths[:keep]
         stream = np.fromiter(
-            itertools.chain.from_iterable(itertools.chain(d, (self.eos_id,)) for d in documents),
+            itertools.chain.from_iterable(itertools.chain(self.prefix, d, (self.eos_id,)) for d in documents),
             dtype=self.dtype,
             count=int(lengths.sum()),
         )
@@ -94,7 +97,7 @@ class Packer:
 
 class MixtureBudget:
     """Token budgets of a mixture's parts: part p may take round(w_p / sum(w) x max_tokens) tokens
-    (a document counts its tokens and its EOS). Pure and in-memory: `admit` says whether a
+    (a document counts its tokens, its EOS and any prefix: `Packer.frame`). Pure and in-memory: `admit` says whether a
     document is taken, in the order the source is read; the document that crosses its part's
     budget is taken whole, so a part ends at most one document over it."""
 

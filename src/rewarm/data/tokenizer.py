@@ -90,11 +90,28 @@ def load(tokenizer_dir: str | Path):
     return tokenizer
 
 
+def document_prefix(tokenizer) -> list[int]:
+    """The ids the tokenizer puts before every text it encodes with its special tokens (its post-processor, or
+    `add_bos_token`: Llama's BOS): packing puts them before every document, as the family was pre-trained
+    (Llama 3: BOS + document + EOS). None for GPT-NeoX (Pythia), whose documents are separated by EOS alone."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
 def fingerprint(tokenizer) -> str:
-    """sha256 of the tokenizer's canonical JSON and its EOS id: shards and models must agree on it."""
+    """sha256 of the tokenizer's canonical JSON, its EOS id and the ids it puts before every document
+    (`document_prefix`, when there are any): shards and models must agree on it, so shards packed
+    without a family's BOS are refused for a model that was pre-trained with it."""
     backend = tokenizer.backend_tokenizer
     digest = hashlib.sha256(backend.to_str().encode("utf-8"))
     digest.update(f"eos={tokenizer.eos_token_id}".encode())
+    prefix = document_prefix(tokenizer)
+    if prefix:  # (the fingerprints of tokenizers without one are those of earlier versions)
+        digest.update(f"prefix={prefix}".encode())
     return digest.hexdigest()
 
 
