@@ -172,6 +172,10 @@ def test_memory_per_gpu_under_ddp_and_fsdp_for_the_published_sizes(tmp_path):
         fsdp = -(-16 * count // gpus) + 2 * root + 4 * block + 6 * block + activations_and_logits
         assert plan.peak_memory(count, model, rows, seq, micro) == ddp
         assert plan.fsdp_memory(count, model, rows, seq, micro, gpus) == fsdp
+        # Activation checkpointing: each layer's bf16 input (2 bytes an element) and one layer recomputed (34).
+        kept = (2 * layers + 34) * seq * micro * d
+        assert plan.peak_memory(count, model, rows, seq, micro, checkpointing=True) == ddp - 34 * seq * micro * d * layers + kept
+        assert plan.fsdp_memory(count, model, rows, seq, micro, gpus, checkpointing=True) == fsdp - 34 * seq * micro * d * layers + kept
         verdicts[name] = "DDP and FSDP" if ddp <= budget else "FSDP (train.parallel: fsdp)" if fsdp <= budget else "other"
     # 18 bytes per parameter: DDP stops below 2.8B on an 80 GB GPU; FSDP over 8 takes 6.9B.
     assert verdicts == {"pythia-410m": "DDP and FSDP", "pythia-1b": "DDP and FSDP", "pythia-1.4b": "DDP and FSDP",

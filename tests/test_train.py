@@ -1440,3 +1440,22 @@ def test_a_carried_optimizer_state_round_trips_through_fsdp(prepared_project, on
     for index, moments in plain["state"].items():
         assert torch.equal(carried["state"][index]["exp_avg"], moments["exp_avg"])
         assert torch.equal(carried["state"][index]["exp_avg_sq"], moments["exp_avg_sq"])
+
+
+@pytest.mark.slow
+def test_activation_checkpointing_trains_bit_for_bit_as_without(prepared_copy):
+    """`train.activation_checkpointing`: every block's activations recomputed in the backward (the log
+    says on how many blocks); on the CPU the curve and the weights are those of the run without it."""
+    runs = {}
+    for on in (False, True):
+        write_params(prepared_copy / "params.yaml", small_params(train={"tokens": 4096, "eval_every": 4, "activation_checkpointing": on}))
+        cell = cell_of(prepared_copy)
+        out = f"runs-{on}/{cell}"
+        result = rewarm(*train_args(cell, out=out, state=f"state-{on}/{cell}"), cwd=prepared_copy)
+        assert ("activation checkpointing on 2 transformer blocks" in result.stderr) == on, result.stderr[-2000:]
+        rows = [json.loads(line) for line in (prepared_copy / out / "metrics.jsonl").read_text().splitlines()]
+        runs[on] = ([{k: v for k, v in row.items() if k != "tokens_per_s"} for row in rows],
+                    load_file(str(prepared_copy / out / "model/model.safetensors")))
+    assert runs[True][0] == runs[False][0] and len(runs[True][0]) == 3
+    assert runs[True][1].keys() == runs[False][1].keys()
+    assert all(torch.equal(runs[True][1][k], runs[False][1][k]) for k in runs[False][1])

@@ -90,15 +90,26 @@ def parameter_count(model: cfg.ModelConfig, vocab_size: int) -> int:
     return 2 * vocab_size * h + layers * block + 2 * h
 
 
-def peak_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_len: int, micro_batch: int) -> int:
+def activation_memory(model: cfg.ModelConfig, seq_len: int, micro_batch: int, checkpointing: bool = False) -> int:
+    """Bytes of activations kept for the backward pass: 34 x seq_len x micro_batch x hidden per layer
+    (Korthikanti et al. 2022, without the attention-score term that flash attention avoids); with
+    activation checkpointing, each layer's half-precision input (2 bytes per element) and one layer's
+    full activations while it is recomputed (Korthikanti et al. 2022, full recomputation)."""
+    per_layer = seq_len * micro_batch * model.hidden_size
+    if checkpointing:
+        return 2 * per_layer * model.num_layers + 34 * per_layer
+    return 34 * per_layer * model.num_layers
+
+
+def peak_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_len: int, micro_batch: int,
+                checkpointing: bool = False) -> int:
     """Bytes on one GPU for bf16- or fp16-autocast training under DDP with fused AdamW and scaled-dot-product
     attention: float32 weights, gradients and two Adam moments (16 bytes per parameter; the gradients are
     views of DDP's buckets, `train.wrap_model`), autocast's half-precision copies of the weights, kept
-    for the backward pass (2 bytes per parameter), activations kept for the backward pass (34 x seq_len
-    x micro_batch x hidden bytes per layer: Korthikanti et al. 2022, without the attention-score term
-    that flash attention avoids), and the logits (`LOGIT_BYTES` per element)."""
+    for the backward pass (2 bytes per parameter), activations kept for the backward pass
+    (`activation_memory`), and the logits (`LOGIT_BYTES` per element)."""
     states = (16 + AUTOCAST_COPY_BYTES) * parameters
-    activations = 34 * seq_len * micro_batch * model.hidden_size * model.num_layers
+    activations = activation_memory(model, seq_len, micro_batch, checkpointing)
     logits = LOGIT_BYTES * seq_len * micro_batch * vocab_size
     return states + activations + logits
 
@@ -118,7 +129,8 @@ def unit_parameters(model: cfg.ModelConfig, vocab_size: int, parameters: int) ->
     return root, (parameters - root) // model.num_layers
 
 
-def fsdp_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_len: int, micro_batch: int, gpus: int) -> int:
+def fsdp_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_len: int, micro_batch: int, gpus: int,
+                checkpointing: bool = False) -> int:
     """Bytes on one of `gpus` GPUs under FSDP (one unit per block, bf16 gathering, float32 reductions):
     the float32 weights, gradients and Adam moments sharded (16 x parameters / gpus), the same
     activations and logits as `peak_memory` (each GPU runs its own micro-batch; the gathered units are
@@ -129,7 +141,7 @@ def fsdp_memory(parameters: int, model: cfg.ModelConfig, vocab_size: int, seq_le
     root, block = unit_parameters(model, vocab_size, parameters)
     sharded = -(-16 * parameters // gpus)
     gathered = 2 * (root + 2 * block) + 6 * block
-    activations = 34 * seq_len * micro_batch * model.hidden_size * model.num_layers
+    activations = activation_memory(model, seq_len, micro_batch, checkpointing)
     logits = LOGIT_BYTES * seq_len * micro_batch * vocab_size
     return sharded + gathered + activations + logits
 
@@ -248,9 +260,10 @@ def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, co
             during = run_plan.evaluation_count(run) * run_plan.eval_sequences * seq_len * 2
         cells.append(CellPlan(name=name, run=by[name], tokens=tokens, steps=steps, flops=flops,
                               gpu_hours=flops / (mfu * peak_tflops * 1e12) / 3600,
-                              memory_bytes=peak_memory(parameters, config.model, vocab_size, seq_len, run.micro_batch_sequences),
+                              memory_bytes=peak_memory(parameters, config.model, vocab_size, seq_len, run.micro_batch_sequences,
+                                                       run.activation_checkpointing),
                               fsdp_memory_bytes=fsdp_memory(parameters, config.model, vocab_size, seq_len,
-                                                            run.micro_batch_sequences, gpus),
+                                                            run.micro_batch_sequences, gpus, run.activation_checkpointing),
                               eval_tokens=during + final_eval, eval_gpu_hours=(during + final_eval) * eval_cost,
                               train_eval_gpu_hours=during * eval_cost))
     itemsize = token_dtype(vocab_size).itemsize

@@ -48,6 +48,7 @@ from rewarm.runtime import (
     process_rank,
     resolve_precision,
     setup_device,
+    decoder_layers,
     shard_with_weights,
     share,
 )
@@ -324,6 +325,13 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             start_optimizer(optimizer, initial_optimizer, label)
         log.info("%s: optimizer state carried over from the continued cell", label)
     autocast = autocast_for(precision, device)
+    if run.activation_checkpointing:
+        # Per decoder layer, as transformers does it: only each block's input is kept, its activations are
+        # recomputed in the backward (non-reentrant: it composes with DDP, FSDP and torch.compile).
+        unwrap(model).activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if rank == 0:
+            log.info("%s: activation checkpointing on %d transformer blocks", label,
+                     sum(1 for block in decoder_layers(model) if getattr(block, "gradient_checkpointing", False)))
     model = wrap_model(model, run.compile, world > 1 and not sharded, device)
     main = rank == 0
 

@@ -254,6 +254,12 @@ class Optimization:
     """auto: CUDA when available (bf16 autocast, fused AdamW), else CPU (float32)."""
     compile: bool = False
     """torch.compile the model (GPU runs)."""
+    activation_checkpointing: bool = False
+    """Keep only each transformer block's input for the backward pass and recompute the block's activations
+    there (transformers' gradient checkpointing, non-reentrant, per decoder layer; under DDP and FSDP alike):
+    about a third more compute for activations of 2 x seq_len x micro_batch x hidden bytes a layer instead of
+    34 (`rewarm plan` counts it), so models above a few billion parameters fit at the paper's micro-batch.
+    The same results (on CPU bit for bit)."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """How several processes (torchrun) share a run. `ddp`: DistributedDataParallel, every process holds
     the whole model, its gradients and both Adam moments (16 bytes per parameter). `fsdp`: PyTorch's
