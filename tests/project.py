@@ -73,6 +73,10 @@ SECRET = "hf_rewarmTestSecret0123456789"
 
 
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", ".dvc", ".dvcignore", ".gitignore"]
+def without(section: dict, *names: str) -> dict:
+    return {name: value for name, value in section.items() if name not in names}
+
+
 # The demo grid's shape in miniature: studies of checkpoints and of max_lr with a constant-LR baseline,
 # training on upstream again (no shift), and a cell that stops at half of the reference cell's schedule
 # (read from the reference run, not trained).
@@ -97,19 +101,17 @@ TEST_PARAMS = small_params(
     checkpoints={"after_first": {"type": "cell", "cell": "sequence.cells[0]", "optimizer": True},
                  "after_second": {"type": "cell", "cell": "sequence.cells[1]", "optimizer": True}},
 )
-# The smallest grid that still has every kind of job a front end runs: checkpoints of the demo's series
+# The smallest grid that still has every kind of job a front end runs: a checkpoint of the demo's series
 # (select_step), a cell read from a longer run (prefix), datasets in sequence (select_cell), and the
-# scratch checkpoint selected and evaluated as a base. The DVC, SLURM and interrupted runs use it: each
-# of its cells is a cell of TEST_GRID, so their outputs are compared with the Snakemake run's cell by cell.
-FRONT_END_PARAMS = {**TEST_PARAMS, "grid": {"studies": {
-    "checkpoint": {"vary": {"checkpoint": ["early", "final"]}},
+# scratch checkpoint selected and evaluated as a base; each corpus in one part (the shards are the same for
+# any number of parts: tested in test_prepare.py). The DVC, SLURM and interrupted runs use it: each of its
+# cells is a cell of TEST_GRID, so their outputs are compared with the Snakemake run's cell by cell.
+FRONT_END_PARAMS = {**TEST_PARAMS, "prepare": {**TEST_PARAMS["prepare"], "parts": 1},
+                    "checkpoints": without(TEST_PARAMS["checkpoints"], "early"), "grid": {"studies": {
+    "checkpoint": {"vary": {"checkpoint": ["final"]}},
     "half": TEST_GRID["studies"]["half"],
     "sequence": TEST_GRID["studies"]["sequence"],
 }}}
-
-
-def without(section: dict, *names: str) -> dict:
-    return {name: value for name, value in section.items() if name not in names}
 
 
 # Smaller still, for the runs whose point is scheduling, interruption and resumption (no harness jobs: the
@@ -119,7 +121,6 @@ def without(section: dict, *names: str) -> dict:
 # job the scheduler runs costs a status poll of 10 s or more). Interrupted: the three cells of the sequence,
 # each waiting for the one before, so an interruption after the first always leaves cells to do.
 SCHEDULED_PARAMS = {**FRONT_END_PARAMS, "benchmark": None, "corpora": without(TEST_PARAMS["corpora"], "later"),
-                    "prepare": {**TEST_PARAMS["prepare"], "parts": 1},
                     "checkpoints": without(TEST_PARAMS["checkpoints"], "early", "scratch", "after_first", "after_second"),
                     "grid": {"studies": {"checkpoint": {"vary": {"checkpoint": ["final"]}}}}}
 SEQUENCE_PARAMS = {**FRONT_END_PARAMS, "benchmark": None, "checkpoints": without(TEST_PARAMS["checkpoints"], "early", "scratch"),

@@ -14,7 +14,9 @@ from transformers import (
     Qwen2Config, Qwen2ForCausalLM,
 )
 
-from rewarm import checkpoints, grid, runtime
+from rewarm import checkpoints, families, grid, plan, runtime
+from rewarm import config as cfg
+from rewarm.config.checks import check_model
 from tests.project import rewarm, small_params, train_args, write_params
 
 SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
@@ -35,6 +37,42 @@ def test_parameters_and_blocks_are_read_from_the_model(family):
     assert checkpoints.model_class(config.model_type) is cls
     assert checkpoints.parameter_count(config) == sum(p.numel() for p in model.parameters())
     assert runtime.decoder_layers(model) == layers(model) and len(layers(model)) == 2
+
+
+# Shapes for the `model` section: plain, grouped-query attention with tied embeddings, and heads of their own width.
+SHAPES = [dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=96),
+          dict(hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=80, tie_word_embeddings=True),
+          dict(hidden_size=48, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=40, intermediate_size=64)]
+
+
+def test_the_schema_names_every_family_there_is():
+    import typing
+
+    named = typing.get_args(typing.get_type_hints(cfg.ModelConfig)["model_type"])
+    assert set(named) == set(families.FAMILIES)
+
+
+# GPT-NeoX has one key and value head per query head, hidden_size / num_heads wide (the checks refuse others).
+CASES = [(family, shape) for family in sorted(families.FAMILIES) for shape in range(len(SHAPES))
+         if family != "gpt_neox" or not {"num_kv_heads", "head_dim"} & set(SHAPES[shape])]
+
+
+@pytest.mark.parametrize("family, shape", CASES)
+def test_plan_counts_each_family_as_transformers_builds_it(family, shape):
+    """The `model` section of each family, built by transformers (meta device): `plan`'s formula gives its
+    parameters, FSDP's root unit holds what is outside the decoder layers and a block what one layer has."""
+    model = cfg.ModelConfig(model_type=family, max_position_embeddings=64, **SHAPES[shape])
+    assert check_model(model, seq_len=64) == []
+    vocab = 320
+    with torch.device("meta"):
+        built = checkpoints.model_class(family)(checkpoints.architecture(model, vocab))
+    assert built.config.model_type == family and built.config.tie_word_embeddings == model.tie_word_embeddings
+    total = sum(p.numel() for p in built.parameters())
+    assert plan.parameter_count(model, vocab) == total
+    layers = runtime.decoder_layers(built)
+    assert len(layers) == model.num_layers
+    (per_layer,) = {sum(p.numel() for p in layer.parameters()) for layer in layers}
+    assert plan.unit_parameters(model, vocab, total) == (total - model.num_layers * per_layer, per_layer)
 
 
 @pytest.mark.slow

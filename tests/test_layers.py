@@ -23,6 +23,7 @@ LAYERS = [
     ("grid: cells, names, studies", {"rewarm.grid"}),
     ("data: sources, tokenizer, packing, shards, demo corpus", {"rewarm.data", "rewarm.data.sources", "rewarm.data.tokenizer",
                                                                "rewarm.data.packing", "rewarm.data.shards", "rewarm.data.demo"}),
+    ("model families: shapes and parameter counts", {"rewarm.families"}),
     ("costs: FLOPs, memory, time", {"rewarm.plan"}),
     ("model and runtime: checkpoints, devices, process groups, training state, metric logs",
      {"rewarm.checkpoints", "rewarm.runtime", "rewarm.state", "rewarm.metrics"}),

@@ -341,5 +341,17 @@ def test_parameter_count_by_formula_equals_the_model_transformers_builds(layers,
 
     model = cfg.ModelConfig(hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=intermediate,
                             max_position_embeddings=128)
-    counted = checkpoints.parameter_count(checkpoints.neox_architecture(model, vocab))
+    counted = checkpoints.parameter_count(checkpoints.architecture(model, vocab))
     assert plan.parameter_count(model, vocab) == counted
+
+
+def test_olmo2_plan_counts_olmo2_1b_by_hand():
+    """config/olmo2-1b.yaml: OLMo 2 1B's parameters by hand from its config.json (untied embeddings of
+    100,352 rows x 2,048, a final RMSNorm; per layer four 2048 x 2048 attention projections, three
+    2048 x 8192 SwiGLU projections, two RMSNorms and the query and key norms of 2,048 each)."""
+    config = grid.load([*PAPER, ROOT / "config/olmo2-1b.yaml"])
+    root = 2 * 100_352 * 2_048 + 2_048
+    block = 4 * 2_048 * 2_048 + 3 * 2_048 * 8_192 + 2 * 2_048 + 2 * 2_048
+    assert plan.parameter_count(config.model, config.tokenizer.vocab_size) == root + 16 * block == 1_484_916_736
+    assert plan.unit_parameters(config.model, config.tokenizer.vocab_size, root + 16 * block) == (root, block)
+

@@ -369,3 +369,33 @@ def test_forgetting_is_measured_only_from_a_pre_trained_start(tmp_path):
     by = {cells[n].checkpoint: table[n] for n in table}
     assert "forgetting" not in by["scratch"] and "adaptation" not in by["scratch"]
     assert by["final"]["forgetting"] == pytest.approx(2.25 - 2.0) and by["final"]["adaptation"] == pytest.approx(3.0 - 2.5)
+
+
+@pytest.mark.parametrize("spec, age", [
+    (cfg.HubCheckpoint(type="hub", repo_id="EleutherAI/pythia-410m-deduped", revision="step27000"), 27_000),  # Pythia: its step
+    (cfg.HubCheckpoint(type="hub", repo_id="allenai/OLMo-2-0425-1B", revision="stage1-step10000-tokens21B"), 21e9),  # OLMo: its tokens
+    (cfg.HubCheckpoint(type="hub", repo_id="allenai/OLMo-2-0425-1B", revision="stage1-step1907359-tokens4001B"), 4.001e12),
+    (cfg.HubCheckpoint(type="hub", repo_id="allenai/OLMo-2-0425-1B-early-training", revision="stage1-step27000-tokens56.7B"), 56.7e9),
+    (cfg.HubCheckpoint(type="hub", repo_id="x/y", revision="stage2-ingredient3-step2000-tokens50B"), 50e9),
+    (cfg.HubCheckpoint(type="hub", repo_id="TinyLlama/TinyLlama-1.1B-intermediate-step-480k-1T", tokens_seen=10**12), 1e12),  # declared
+    (cfg.HubCheckpoint(type="hub", repo_id="x/y", revision="main"), math.inf),  # a series' end
+    (cfg.PretrainCheckpoint(type="pretrain", revision="final"), math.inf),
+    (cfg.PretrainCheckpoint(type="pretrain", revision="step40"), 40),
+    (cfg.HubCheckpoint(type="hub", repo_id="x/y", revision="v1.0"), math.nan),  # unknown
+    (cfg.LocalCheckpoint(type="local", path="mine"), math.nan),
+    (cfg.LocalCheckpoint(type="local", path="mine", tokens_seen=5), 5),
+])
+def test_checkpoint_age_from_the_revision_or_as_declared(spec, age):
+    got = findings.checkpoint_age(spec)
+    assert (math.isnan(got) and math.isnan(age)) or got == pytest.approx(age, rel=1e-12)
+
+
+def test_the_latest_of_an_olmo_series_is_the_one_with_most_tokens():
+    """OLMo 2's revisions: the step alone would put stage 2 (its steps counted from its own start) before stage 1's end."""
+    specs = {"early": cfg.HubCheckpoint(type="hub", repo_id="allenai/OLMo-2-0425-1B", revision="stage1-step10000-tokens21B"),
+             "end": cfg.HubCheckpoint(type="hub", repo_id="allenai/OLMo-2-0425-1B", revision="stage1-step1907359-tokens4001B"),
+             "soup": cfg.HubCheckpoint(type="hub", repo_id="allenai/OLMo-2-0425-1B", revision="stage2-ingredient3-step2000-tokens50B",
+                                       tokens_seen=4_051_000_000_000),
+             "scratch": cfg.ScratchCheckpoint(type="scratch")}
+    assert findings.latest_checkpoint(specs) == "soup"
+    assert findings.latest_checkpoint({k: v for k, v in specs.items() if k != "soup"}) == "end"

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from rewarm import config as cfg
+from rewarm import families
 from rewarm.data import tokenizer as tok
 from rewarm.io import atomic_dir, check_free_space, file_sha256, load_tensors, write_text
 
@@ -66,27 +67,17 @@ def model_class(model_type: str, where: str = "config.json"):
     return getattr(transformers, name)
 
 
-def neox_architecture(model: cfg.ModelConfig, vocab_size: int, **special_tokens):
-    """The GPT-NeoX (Pythia) architecture of the `model` section, with `vocab_size` embedding rows."""
-    from transformers import GPTNeoXConfig
+def architecture(model: cfg.ModelConfig, vocab_size: int, **special_tokens):
+    """The transformers config of the `model` section's family and shape, with `vocab_size` embedding rows
+    (for GPT-NeoX, Pythia's architecture)."""
+    from transformers import AutoConfig
 
-    return GPTNeoXConfig(
-        vocab_size=vocab_size,
-        hidden_size=model.hidden_size,
-        num_hidden_layers=model.num_layers,
-        num_attention_heads=model.num_heads,
-        intermediate_size=model.intermediate_size,
-        max_position_embeddings=model.max_position_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": model.rotary_fraction},
-        use_parallel_residual=True,  # Pythia: attention and MLP in parallel
-        tie_word_embeddings=False,  # Pythia: untied input and output embeddings
-        **special_tokens,
-    )
+    return AutoConfig.for_model(model.model_type, **families.config_fields(model, vocab_size), **special_tokens)
 
 
-def gpt_neox_config(model: cfg.ModelConfig, tokenizer):
-    """The demo's architecture with the tokenizer's vocabulary and special tokens."""
-    return neox_architecture(
+def model_architecture(model: cfg.ModelConfig, tokenizer):
+    """The `model` section's architecture with the tokenizer's vocabulary and special tokens."""
+    return architecture(
         model,
         _padded(len(tokenizer)),
         bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
@@ -362,7 +353,7 @@ def select(
         raise cfg.ConfigError(f"checkpoint {name!r} is not in the configuration (have: {', '.join(config.checkpoints)})")
     spec = config.checkpoints[name]
     if isinstance(spec, cfg.ScratchCheckpoint) and spec.config is None:
-        needed = 4 * parameter_count(gpt_neox_config(config.model, tok.load(tokenizer_dir)))  # float32 safetensors
+        needed = 4 * parameter_count(model_architecture(config.model, tok.load(tokenizer_dir)))  # float32 safetensors
         check_free_space(out_dir, needed, f"select {name}")
     elif isinstance(spec, cfg.LocalCheckpoint) and Path(spec.path).is_dir():
         check_free_space(out_dir, weights_bytes(spec.path), f"select {name}")
@@ -508,7 +499,7 @@ def init_scratch(spec: cfg.ScratchCheckpoint, model_cfg: cfg.ModelConfig, tokeni
     """The from-scratch baseline: the architecture of `spec.config` (or the `model` section), new weights."""
     tokenizer = tok.load(tokenizer_dir)
     if spec.config is None:
-        gpt_config = gpt_neox_config(model_cfg, tokenizer)
+        gpt_config = model_architecture(model_cfg, tokenizer)
     else:
         from transformers import AutoConfig
 

@@ -5,7 +5,7 @@ GPU-hours at a given model FLOPs utilisation and GPU peak, the tokens it evaluat
 and in its `evaluate` job) and their GPU-hours (2 x parameters x tokens: forward passes only), and
 an estimate of peak GPU memory for a micro-batch; for the grid: the disk its shards and checkpoints
 take. The parameter count is
-exact (the `model` section's GPT-NeoX, counted on the meta device); the rest are estimates whose
+exact (the `model` section's architecture, by the formula of its family); the rest are estimates whose
 formulas are written out below so they can be checked by hand.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewarm import config as cfg
-from rewarm import grid
+from rewarm import families, grid
 from rewarm.io import human_bytes
 
 BYTES_FP32 = 4
@@ -80,14 +80,13 @@ class GridPlan:
 
 
 def parameter_count(model: cfg.ModelConfig, vocab_size: int) -> int:
-    """Exact parameters of the GPT-NeoX the `model` section describes, with `vocab_size` embedding rows,
-    counted by formula (no torch, so that planning and parsing the Snakefile stay light): untied input
-    and output embeddings (V x H each, no output bias), and per layer two LayerNorms (2 x 2H), the fused
-    query-key-value projection (H x 3H + 3H), the attention output (H x H + H) and the MLP
-    (H x I + I, I x H + H), then the final LayerNorm (2H). The tests count transformers' own model."""
-    h, i, layers = model.hidden_size, model.intermediate_size, model.num_layers
-    block = 4 * h + (3 * h * h + 3 * h) + (h * h + h) + (h * i + i) + (i * h + h)
-    return 2 * vocab_size * h + layers * block + 2 * h
+    """Exact parameters of the model the `model` section describes (any family of `families.FAMILIES`),
+    with `vocab_size` embedding rows, counted by formula (no torch, so that planning and parsing the
+    Snakefile stay light). For GPT-NeoX: untied input and output embeddings (V x H each, no output bias),
+    and per layer two LayerNorms (2 x 2H), the fused query-key-value projection (H x 3H + 3H), the
+    attention output (H x H + H) and the MLP (H x I + I, I x H + H), then the final LayerNorm (2H). The
+    tests count transformers' own models."""
+    return families.parameter_count(model, vocab_size)
 
 
 def activation_memory(model: cfg.ModelConfig, seq_len: int, micro_batch: int, checkpointing: bool = False) -> int:
@@ -123,9 +122,9 @@ that copy's gradient (4) (at Pythia's 50k vocabulary, 6.2 GB for 6 x 2048 tokens
 
 
 def unit_parameters(model: cfg.ModelConfig, vocab_size: int, parameters: int) -> tuple[int, int]:
-    """(root, block): parameters of FSDP's root unit (input and output embeddings, final LayerNorm)
-    and of one transformer block (the rest, shared equally by the layers)."""
-    root = 2 * vocab_size * model.hidden_size + 2 * model.hidden_size
+    """(root, block): parameters of FSDP's root unit (input and output embeddings, final norm) and of
+    one transformer block (the rest, shared equally by the layers)."""
+    root = families.root_parameters(model, vocab_size)
     return root, (parameters - root) // model.num_layers
 
 

@@ -34,7 +34,7 @@ def pretrain(
         train=ShardReader(train_dir, tokenizer_fingerprint=fingerprint),
         val={"upstream": ShardReader(val_dir, tokenizer_fingerprint=fingerprint)},
     )
-    gpt_config = checkpoints.gpt_neox_config(config.model, tokenizer)
+    gpt_config = checkpoints.model_architecture(config.model, tokenizer)
     model = checkpoints.init_model(gpt_config, run.seed)
     steps = cfg.total_steps(run, data.train.seq_len)
     keep = sorted(set(run.checkpoint_steps) | {steps})

@@ -62,7 +62,7 @@ def check(config: Config, base_dir: Path) -> list[str]:
     prep = config.prepare
     for field in ("seq_len", "shard_sequences", "batch_documents", "parts", "workers"):
         _positive(problems, f"prepare.{field}", getattr(prep, field))
-    problems.extend(_check_model(config.model, prep.seq_len))
+    problems.extend(check_model(config.model, prep.seq_len))
     problems.extend(check_optimization(config.pretrain, "pretrain", prep.seq_len))
     problems.extend(check_optimization(config.train, "train", prep.seq_len))
     problems.extend(check_train_corpus(config, config.train.train_corpus, "train.train_corpus"))
@@ -87,12 +87,24 @@ def _fields_named(value: Any, name: str, where: str = "") -> list[tuple[str, Any
     return found
 
 
-def _check_model(model: ModelConfig, seq_len: int) -> list[str]:
+def check_model(model: ModelConfig, seq_len: int) -> list[str]:
     problems: list[str] = []
     for field in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
         _positive(problems, f"model.{field}", getattr(model, field))
-    if model.num_heads > 0 and model.hidden_size % model.num_heads:
-        problems.append(f"model.num_heads: {model.num_heads} must divide model.hidden_size ({model.hidden_size})")
+    _positive(problems, "model.num_kv_heads", model.num_kv_heads, optional=True)
+    _positive(problems, "model.head_dim", model.head_dim, optional=True)
+    if model.num_heads > 0 and model.head_dim is None and model.hidden_size % model.num_heads:
+        problems.append(f"model.num_heads: {model.num_heads} must divide model.hidden_size ({model.hidden_size}), "
+                        f"or model.head_dim be set")
+    if model.num_kv_heads and model.num_heads > 0 and model.num_heads % model.num_kv_heads:
+        problems.append(f"model.num_kv_heads: {model.num_kv_heads} must divide model.num_heads ({model.num_heads})")
+    if model.model_type == "gpt_neox" and (model.num_kv_heads not in (None, model.num_heads) or model.head_dim is not None):
+        problems.append("model.num_kv_heads, model.head_dim: GPT-NeoX has one key and value head per query head and "
+                        "hidden_size / num_heads dimensions per head (leave both unset)")
+    elif model.model_type != "gpt_neox" and model.rotary_fraction != 0.25:
+        problems.append(f"model.rotary_fraction: a {model.model_type} model rotates every dimension (GPT-NeoX only)")
+    if model.rope_theta <= 0:
+        problems.append(f"model.rope_theta: {model.rope_theta} must be > 0")
     if model.max_position_embeddings < seq_len:
         problems.append(f"model.max_position_embeddings: {model.max_position_embeddings} is shorter than prepare.seq_len ({seq_len})")
     if not 0 < model.rotary_fraction <= 1:

@@ -155,9 +155,13 @@ class PrepareConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """GPT-NeoX architecture (Pythia's: rotary embeddings, parallel attention and MLP, untied
-    embeddings) for the demo's pre-training and for `scratch` checkpoints without a `config`."""
+    """The architecture: what `rewarm plan` counts, what the demo pre-trains and what `scratch` checkpoints
+    without a `config` build. The default is GPT-NeoX (Pythia's: rotary embeddings, parallel attention and
+    MLP, untied embeddings); other families by transformers' `model_type` (src/rewarm/families.py)."""
 
+    model_type: Literal["gpt_neox", "llama", "mistral", "qwen2", "qwen3", "olmo2"] = "gpt_neox"
+    """Family, as transformers names it in config.json. A hub or local checkpoint may be any causal LM
+    transformers knows natively; this section describes its shape for `plan`."""
     hidden_size: int = 128
     """Width of the residual stream (Pythia-410M: 1024)."""
     num_layers: int = 4
@@ -169,7 +173,16 @@ class ModelConfig:
     max_position_embeddings: int = 128
     """Longest context; at least prepare.seq_len (Pythia: 2048)."""
     rotary_fraction: float = 0.25
-    """Share of each head's dimensions that get rotary embeddings (Pythia: 0.25)."""
+    """GPT-NeoX: share of each head's dimensions that get rotary embeddings (Pythia: 0.25); the other families
+    rotate every dimension."""
+    num_kv_heads: Optional[int] = None
+    """Key and value heads (grouped-query attention; must divide num_heads). None: num_heads. GPT-NeoX has none."""
+    head_dim: Optional[int] = None
+    """Dimensions per head. None: hidden_size / num_heads (Qwen3 sets its own)."""
+    tie_word_embeddings: bool = False
+    """The output layer shares the input embedding's weights (Pythia and OLMo 2: no)."""
+    rope_theta: float = 10000.0
+    """Base of the rotary embeddings' frequencies (Pythia: 10,000; OLMo 2 and Llama 3: 500,000)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,7 +400,11 @@ class HubCheckpoint:
     repo_id: str
     """Hub model id, e.g. `EleutherAI/pythia-410m`."""
     revision: str = "main"
-    """Branch, tag or commit; Pythia's are `step0`, `step1000`, ... `step143000` (final)."""
+    """Branch, tag or commit; Pythia's are `step0`, `step1000`, ... `step143000` (final), OLMo 2's
+    `stage1-step<N>-tokens<M>B`."""
+    tokens_seen: Optional[int] = None
+    """Tokens the model was pre-trained on, to order a checkpoints study (the latest is the paper's
+    reference). None: read from the revision (`...-tokens21B`: 21B), else its step (`step<N>`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,6 +415,8 @@ class LocalCheckpoint:
     type: Literal["local"]
     path: str
     """Directory path, relative to the project directory or absolute."""
+    tokens_seen: Optional[int] = None
+    """Tokens the model was pre-trained on, to order a checkpoints study (None: unknown)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ any result was seen."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from rewarm import config as cfg
@@ -126,12 +127,26 @@ def takeaway_scratch(members, table, cells, specs) -> Finding | None:
     return Finding("Every re-warmed model beats training from scratch on downstream", verdict([all(beaten)]), why)
 
 
+PROGRESS_UNITS = {"M": 1e6, "B": 1e9, "T": 1e12}
+
+
 def checkpoint_age(spec) -> float:
-    """How far into pre-training a checkpoint is: its step (`step<N>` revisions), infinity for `final`."""
+    """How far into pre-training a checkpoint is, to find the latest of a series: the tokens it was
+    trained on where known (declared as `tokens_seen`, or named in its revision as OLMo's are:
+    `stage1-step10000-tokens21B`), else its step (Pythia's `step<N>` revisions); infinity for `final`
+    and `main` (the end of the series), NaN where neither is known. A series is compared in one unit:
+    its revisions name their tokens, or none does."""
+    declared = getattr(spec, "tokens_seen", None)
+    if declared is not None:
+        return float(declared)
     revision = getattr(spec, "revision", None) or ""
-    if revision == "final":
+    if revision in ("final", "main"):
         return math.inf
-    return float(revision[4:]) if revision.startswith("step") and revision[4:].isdigit() else math.nan
+    tokens = re.search(r"(?:^|-)tokens(\d+(?:\.\d+)?)([MBT])$", revision)
+    if tokens:
+        return float(tokens.group(1)) * PROGRESS_UNITS[tokens.group(2)]
+    step = re.fullmatch(r"step(\d+)", revision) or re.search(r"(?:^|-)step(\d+)(?:-|$)", revision)
+    return float(step.group(1)) if step else math.nan
 
 
 def takeaway_checkpoints(members, table, cells, specs) -> Finding | None:
@@ -286,7 +301,7 @@ def rewarmed_latest(table, cells, specs, latest: str | None) -> list[str]:
 
 
 def latest_checkpoint(specs) -> str | None:
-    """The pre-trained checkpoint furthest into pre-training (`final`, or the highest `step<N>`)."""
+    """The pre-trained checkpoint furthest into pre-training (`checkpoint_age`)."""
     aged = {name: checkpoint_age(spec) for name, spec in specs.items() if name not in grid.scratch_checkpoints(specs)}
     aged = {name: age for name, age in aged.items() if not math.isnan(age)}
     return max(aged, key=aged.get) if aged else None
