@@ -100,3 +100,17 @@ def test_a_local_checkpoint_of_another_family_is_selected_trained_and_evaluated(
     result = json.loads((prepared_copy / "evals/mine.json").read_text())
     # The whole split after training: about the in-training sample's loss (16 of its sequences).
     assert result["downstream"]["loss"] == pytest.approx(rows[-1]["val/downstream/loss"], abs=0.5)
+
+
+def test_a_scratch_checkpoint_of_the_model_section_is_of_its_family(tokenizer_dir, tmp_path):
+    """A `scratch` checkpoint without `config` builds the `model` section's family (here Llama with grouped-query
+    attention and tied embeddings), with the tokenizer's vocabulary, and AutoModelForCausalLM loads it back."""
+    model = cfg.ModelConfig(model_type="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=96,
+                            tie_word_embeddings=True, rope_theta=500000.0)
+    checkpoints.init_scratch(cfg.ScratchCheckpoint(type="scratch", seed=3), model, tokenizer_dir, tmp_path / "scratch")
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "scratch"))
+    assert type(loaded) is LlamaForCausalLM
+    assert (loaded.config.num_key_value_heads, loaded.config.tie_word_embeddings) == (2, True)
+    assert loaded.config.rope_parameters["rope_theta"] == 500000.0
+    assert loaded.config.vocab_size == 1024  # the tokenizer's 1,024 ids, a multiple of 64 already
+    assert sum(p.numel() for p in loaded.parameters()) == plan.parameter_count(model, 1024)
