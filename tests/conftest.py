@@ -98,26 +98,32 @@ NEEDS = {
                                                     "(they render Vega as a browser would: apt-get install nodejs)"),
     "gpu": (gpu_missing, "NO CUDA DEVICE HERE: {n} gpu test(s) NOT RUN (run `python -m pytest -m gpu -s` on a machine with one)"),
 }
+LEFT_OUT = "left out here, needs {marker}"
+"""The reason a test whose marker's requirement is missing is skipped with; the summary counts them."""
 
 
 # Fixtures that run a whole pipeline or several training processes: a test that uses one is `slow`.
 HEAVY_FIXTURES = {"snakemake_run", "torchrun_run", "fsdp_run"}
+PIPELINE = "pipeline"
+"""The xdist group of every test that reads the Snakemake run (or runs SLURM): one worker runs them all, the
+pipeline once. Every other test goes in its module's group, so that a module's fixtures are made once."""
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `slurm` need a SLURM installation (scripts/setup.sh --with-slurm installs one
     where apt-get and root are at hand), tests marked `gpu` a CUDA device; without them they are
-    left out, and the summary says so in capitals. A test that uses one of the HEAVY_FIXTURES or runs
-    SLURM is `slow`: the fast tier (`-m "not slow"`) leaves it out."""
+    skipped, and the summary says so in capitals. A test that uses one of the HEAVY_FIXTURES or runs
+    SLURM is `slow`: the fast tier (`-m "not slow"`) leaves it out. With `-n 2` (pytest-xdist, the
+    README's test command), tests go to the workers by group (`--dist loadgroup`)."""
+    missing = {marker for marker, (is_missing, _) in NEEDS.items() if any(marker in item.keywords for item in items) and is_missing()}
     for item in items:
-        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())) or "slurm" in item.keywords:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if HEAVY_FIXTURES & fixtures or "slurm" in item.keywords:
             item.add_marker(pytest.mark.slow)
-    for marker, (missing, _) in NEEDS.items():
-        left_out = [item for item in items if marker in item.keywords]
-        if left_out and missing():
-            items[:] = [item for item in items if marker not in item.keywords]
-            config.hook.pytest_deselected(items=left_out)
-            setattr(config, f"_rewarm_{marker}_left_out", len(left_out))
+        group = PIPELINE if "snakemake_run" in fixtures or "slurm" in item.keywords else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+        for marker in missing & set(item.keywords):
+            item.add_marker(pytest.mark.skip(reason=LEFT_OUT.format(marker=marker)))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -129,8 +135,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
                     if getattr(r, "when", "") == "call" and marker in r.keywords]
         if outcomes:
             lines.append(f"{tried}: {len(outcomes)}, {held}: {outcomes.count('passed')}")
+    skipped = [str(getattr(r, "longrepr", "")) for r in terminalreporter.stats.get("skipped", [])]
     for marker, (_, banner) in NEEDS.items():
-        left_out = getattr(terminalreporter.config, f"_rewarm_{marker}_left_out", 0)
+        left_out = sum(LEFT_OUT.format(marker=marker) in reason for reason in skipped)
         if left_out:
             terminalreporter.write_sep("!", banner.format(n=left_out))
     if lines:
