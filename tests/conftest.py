@@ -109,6 +109,7 @@ PIPELINE = "pipeline"
 pipeline once. Every other test goes in its module's group, so that a module's fixtures are made once."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `slurm` need a SLURM installation (scripts/setup.sh --with-slurm installs one
     where apt-get and root are at hand), tests marked `gpu` a CUDA device; without them they are

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,47 @@ def git_commit(project: Path, message: str) -> None:
         run("git", "init", "-q", cwd=project)
     run("git", "add", "-A", cwd=project)
     run("git", "-c", "user.name=rewarm", "-c", "user.email=rewarm@localhost", "commit", "-qm", message, cwd=project)
+
+
+def worker_pids(agent: int) -> dict[int, int]:
+    """Rank -> pid of the worker processes a torchrun agent started (read from /proc)."""
+    workers = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if int(fields["PPid"]) != agent:
+                continue
+            environ = (status.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, KeyError, ValueError):
+            continue
+        ranks = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"RANK=")]
+        if ranks:
+            workers[int(ranks[0])] = int(status.parent.name)
+    return workers
+
+
+def kill_job(agent: subprocess.Popen) -> None:
+    """SIGKILL to a torchrun agent's workers (torchrun starts them in sessions of their own) and to it."""
+    workers = worker_pids(agent.pid)
+    assert set(workers) == {0, 1}
+    for pid in [*workers.values(), agent.pid]:
+        os.kill(pid, signal.SIGKILL)
+    agent.wait(timeout=60)
+
+
+def log_likelihoods(model, tokenizer, context: str, continuation: str, max_length: int) -> tuple[float, bool]:
+    """log P(continuation | context) summed over its tokens, and whether each of its tokens is the
+    most likely one: the harness's request, computed here with torch alone (the continuation's tokens
+    are those the whole text adds to the context's, as the harness splits them; left-truncated to the
+    model's length, as it does)."""
+    import torch
+
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    target = whole[len(context_ids):]
+    tokens = (context_ids + target)[-(max_length + 1):]
+    with torch.no_grad():
+        logits = model(torch.tensor([tokens[:-1]])).logits[0].double().log_softmax(-1)
+    picked = logits[-len(target):]
+    ids = torch.tensor(target)
+    return float(picked[torch.arange(len(target)), ids].sum()), bool((picked.argmax(-1) == ids).all())

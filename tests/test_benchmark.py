@@ -15,7 +15,7 @@ from rewarm import benchmark
 from rewarm import config as cfg
 from rewarm import grid
 from rewarm.data import demo
-from tests.project import rewarm, small_params
+from tests.project import log_likelihoods, rewarm, small_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -73,24 +73,6 @@ def test_primary_metric_and_average():
     assert out["tasks"]["a"]["stderr"] == {"acc": 0.1} and out["tasks"]["b"]["num_fewshot"] == 5
     assert out["average"] == pytest.approx((0.25 + 0.75) / 2)
     assert benchmark.primary_metric({"perplexity": 3.0}) is None
-
-
-def log_likelihoods(model, tokenizer, context: str, continuation: str, max_length: int) -> tuple[float, bool]:
-    """log P(continuation | context) summed over its tokens, and whether each of its tokens is the
-    most likely one: the harness's request, computed here with torch alone (the continuation's tokens
-    are those the whole text adds to the context's, as the harness splits them; left-truncated to the
-    model's length, as it does)."""
-    import torch
-
-    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-    target = whole[len(context_ids):]
-    tokens = (context_ids + target)[-(max_length + 1):]
-    with torch.no_grad():
-        logits = model(torch.tensor([tokens[:-1]])).logits[0].double().log_softmax(-1)
-    picked = logits[-len(target):]
-    ids = torch.tensor(target)
-    return float(picked[torch.arange(len(target)), ids].sum()), bool((picked.argmax(-1) == ids).all())
 
 
 def test_pipeline_scores_match_a_direct_computation(snakemake_run):

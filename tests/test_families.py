@@ -6,6 +6,11 @@ checkpoint of each family selected, trained, evaluated and loaded back with Auto
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +22,7 @@ from transformers import (
 from rewarm import checkpoints, families, grid, plan, runtime
 from rewarm import config as cfg
 from rewarm.config.checks import check_model
-from tests.project import rewarm, small_params, train_args, write_params
+from tests.project import kill_job, log_likelihoods, rewarm, run_env, small_params, train_args, write_params
 
 SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
          "max_position_embeddings": 64, "vocab_size": 1024}
@@ -114,3 +119,68 @@ def test_a_scratch_checkpoint_of_the_model_section_is_of_its_family(tokenizer_di
     assert loaded.config.rope_parameters["rope_theta"] == 500000.0
     assert loaded.config.vocab_size == 1024  # the tokenizer's 1,024 ids, a multiple of 64 already
     assert sum(p.numel() for p in loaded.parameters()) == plan.parameter_count(model, 1024)
+
+
+def torchrun(cell: str, base: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "rewarm",
+            *train_args(cell, base=base)]
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_a_llama_under_ddp_and_fsdp_killed_and_resumed_then_benchmarked(prepared_project, tmp_path):
+    """A tiny Llama (grouped-query attention) over 2 gloo processes: under DDP uninterrupted; under FSDP (its
+    decoder layers sharded) killed with SIGKILL after a sharded save and resumed. The two runs agree up to
+    floating-point order (1e-4, as GPT-NeoX's in test_train.py), the gathered model loads back as a Llama,
+    and the harness's accuracy on the demo's next-word task equals the one computed from its log-likelihoods."""
+    from transformers import AutoTokenizer
+
+    config, cls, _ = FAMILIES["llama"]
+    runs = {}
+    for parallel in ("ddp", "fsdp"):
+        project = tmp_path / parallel
+        shutil.copytree(prepared_project, project, symlinks=True)
+        torch.manual_seed(0)
+        checkpoints.save_model_dir(cls(config), project / "data/tokenizer", project / "llama")
+        params = small_params(checkpoints={"mine": {"type": "local", "path": "llama"}},
+                              train={"checkpoint": "mine", "parallel": parallel, "eval_every": 10, "save_every": 10})
+        write_params(project / "params.yaml", params)
+        cell = next(iter(grid.cells(grid.from_dict(params, base_dir=project))))
+        rewarm("select", "--name", "mine", "--tokenizer", "data/tokenizer", "--out", "checkpoints/base/mine", cwd=project)
+        state = project / "state/runs" / cell / "state.json"
+        with open(tmp_path / f"{parallel}.log", "w") as log:
+            agent = subprocess.Popen(torchrun(cell, "checkpoints/base/mine"), cwd=project, env=run_env(), stderr=log)
+            if parallel == "fsdp":  # killed once it has saved a sharded state
+                deadline = time.monotonic() + 300
+                while not (state.exists() and json.loads(state.read_text())["step"] >= 10):
+                    assert agent.poll() is None, "training finished before it could be killed"
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                kill_job(agent)
+                assert json.loads(state.read_text())["sharded"]
+                agent = subprocess.Popen(torchrun(cell, "checkpoints/base/mine"), cwd=project, env=run_env(), stderr=log)
+            assert agent.wait(timeout=600) == 0, (tmp_path / f"{parallel}.log").read_text()[-3000:]
+        runs[parallel] = project / "runs" / cell
+    assert "resuming from step" in (tmp_path / "fsdp.log").read_text()
+    rows = {p: [json.loads(line) for line in (runs[p] / "metrics.jsonl").read_text().splitlines()] for p in runs}
+    assert [r["step"] for r in rows["fsdp"]] == [r["step"] for r in rows["ddp"]] == [0, 10, 20, 30, 40]
+    for a, b in zip(rows["fsdp"], rows["ddp"]):
+        for key in ("train_loss", "val/upstream/loss", "val/downstream/loss"):
+            if b[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
+    model = AutoModelForCausalLM.from_pretrained(str(runs["fsdp"] / "model")).eval()
+    assert type(model) is cls and model.config.num_key_value_heads == 2
+
+    project = runs["fsdp"].parents[1]
+    rewarm("tasks", "--out", "data/tasks", cwd=project)
+    rewarm("benchmark", "--model", f"runs/{runs['fsdp'].name}/model", "--tasks", "data/tasks", "--out", "evals/llama.json", cwd=project)
+    recorded = json.loads((project / "evals/llama.json").read_text())["tasks"]["demo_next_word"]["metrics"]
+    tokenizer = AutoTokenizer.from_pretrained(str(runs["fsdp"] / "model"))
+    examples = [json.loads(line) for line in (project / "data/tasks/demo_next_word.jsonl").read_text().splitlines()]
+    correct = 0
+    for example in examples:
+        scores = [log_likelihoods(model, tokenizer, example["context"], " " + c, model.config.max_position_embeddings)[0]
+                  for c in example["choices"]]
+        correct += max(range(len(scores)), key=scores.__getitem__) == example["answer"]
+    assert recorded["acc"] == pytest.approx(correct / len(examples))
+

@@ -27,7 +27,7 @@ from rewarm.checkpoints import write_checksums
 from rewarm.config import Plan
 from rewarm.data.shards import ShardError, ShardReader, ShuffledStream
 from rewarm.train import Data, step_batch, step_batches
-from tests.project import cell_of, rewarm, run_env, small_params, train_args, write_params
+from tests.project import cell_of, kill_job, rewarm, run_env, small_params, train_args, worker_pids, write_params
 
 
 def comparable(row: dict) -> dict:
@@ -572,23 +572,6 @@ def test_compile_wraps_ddp_whose_gradients_are_its_buckets(prepared_project, one
     assert isinstance(wrapped._orig_mod, DistributedDataParallel) and wrapped._orig_mod.gradient_as_bucket_view
     assert unwrap(wrapped) is model
     assert wrap_model(model, compile=False, ddp=False, device=torch.device("cpu")) is model
-
-
-def worker_pids(agent: int) -> dict[int, int]:
-    """Rank -> pid of the worker processes a torchrun agent started (read from /proc)."""
-    workers = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-            if int(fields["PPid"]) != agent:
-                continue
-            environ = (status.parent / "environ").read_bytes().split(b"\0")
-        except (OSError, KeyError, ValueError):
-            continue
-        ranks = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"RANK=")]
-        if ranks:
-            workers[int(ranks[0])] = int(status.parent.name)
-    return workers
 
 
 @pytest.mark.fault
@@ -1162,15 +1145,6 @@ def test_under_fsdp_only_rank_0_reads_and_hashes_the_base_weights(prepared_proje
     assert [comparable(r) for r in read_rows(run_dir)] == [comparable(r) for r in read_rows(fsdp_run)]
     for weights in sorted((fsdp_run / "model").glob("*.safetensors")):
         assert (run_dir / "model" / weights.name).read_bytes() == weights.read_bytes(), weights.name
-
-
-def kill_job(agent: subprocess.Popen) -> None:
-    """SIGKILL to a torchrun agent's workers (torchrun starts them in sessions of their own) and to it."""
-    workers = worker_pids(agent.pid)
-    assert set(workers) == {0, 1}
-    for pid in [*workers.values(), agent.pid]:
-        os.kill(pid, signal.SIGKILL)
-    agent.wait(timeout=60)
 
 
 @pytest.mark.slow
