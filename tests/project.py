@@ -74,6 +74,8 @@ SECRET = "hf_rewarmTestSecret0123456789"
 
 
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", ".dvc", ".dvcignore", ".gitignore"]
+
+
 def without(section: dict, *names: str) -> dict:
     return {name: value for name, value in section.items() if name not in names}
 
@@ -248,3 +250,17 @@ def log_likelihoods(model, tokenizer, context: str, continuation: str, max_lengt
     picked = logits[-len(target):]
     ids = torch.tensor(target)
     return float(picked[torch.arange(len(target)), ids].sum()), bool((picked.argmax(-1) == ids).all())
+
+
+def next_word_accuracy(model, tokenizer, task_file: Path, max_length: int) -> tuple[float, float]:
+    """(acc, acc_norm) of the demo's next-word task as the harness defines them, from `log_likelihoods`:
+    the choice of highest log-likelihood, and of highest log-likelihood per character."""
+    examples = [json.loads(line) for line in task_file.read_text().splitlines()]
+    correct = correct_norm = 0
+    for example in examples:
+        scores = [log_likelihoods(model, tokenizer, example["context"], " " + c, max_length)[0] for c in example["choices"]]
+        correct += max(range(len(scores)), key=scores.__getitem__) == example["answer"]
+        normalised = [score / len(c) for score, c in zip(scores, example["choices"])]
+        correct_norm += max(range(len(scores)), key=normalised.__getitem__) == example["answer"]
+    return correct / len(examples), correct_norm / len(examples)
+

@@ -15,7 +15,7 @@ from rewarm import benchmark
 from rewarm import config as cfg
 from rewarm import grid
 from rewarm.data import demo
-from tests.project import log_likelihoods, rewarm, small_params
+from tests.project import log_likelihoods, next_word_accuracy, rewarm, small_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -88,16 +88,10 @@ def test_pipeline_scores_match_a_direct_computation(snakemake_run):
     recorded = json.loads((snakemake_run / "evals/benchmark/base/final.json").read_text())
     tasks = snakemake_run / "data/tasks"
 
-    correct = correct_norm = 0
-    examples = [json.loads(line) for line in (tasks / "demo_next_word.jsonl").read_text().splitlines()]
-    for example in examples:
-        scores = [log_likelihoods(model, tokenizer, example["context"], " " + c, length)[0] for c in example["choices"]]
-        correct += max(range(len(scores)), key=scores.__getitem__) == example["answer"]
-        normalised = [s / len(c) for s, c in zip(scores, example["choices"])]
-        correct_norm += max(range(len(scores)), key=normalised.__getitem__) == example["answer"]
+    acc, acc_norm = next_word_accuracy(model, tokenizer, tasks / "demo_next_word.jsonl", length)
     metrics = recorded["tasks"]["demo_next_word"]["metrics"]
-    assert metrics["acc"] == pytest.approx(correct / len(examples))
-    assert metrics["acc_norm"] == pytest.approx(correct_norm / len(examples))
+    assert metrics["acc"] == pytest.approx(acc)
+    assert metrics["acc_norm"] == pytest.approx(acc_norm)
 
     examples = [json.loads(line) for line in (tasks / "demo_cloze.jsonl").read_text().splitlines()]
     pairs = [log_likelihoods(model, tokenizer, e["context"], " " + e["target"], length) for e in examples]

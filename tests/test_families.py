@@ -22,7 +22,7 @@ from transformers import (
 from rewarm import checkpoints, families, grid, plan, runtime
 from rewarm import config as cfg
 from rewarm.config.checks import check_model
-from tests.project import kill_job, log_likelihoods, rewarm, run_env, small_params, train_args, write_params
+from tests.project import kill_job, next_word_accuracy, rewarm, run_env, small_params, train_args, write_params
 
 SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
          "max_position_embeddings": 64, "vocab_size": 1024}
@@ -176,11 +176,6 @@ def test_a_llama_under_ddp_and_fsdp_killed_and_resumed_then_benchmarked(prepared
     rewarm("benchmark", "--model", f"runs/{runs['fsdp'].name}/model", "--tasks", "data/tasks", "--out", "evals/llama.json", cwd=project)
     recorded = json.loads((project / "evals/llama.json").read_text())["tasks"]["demo_next_word"]["metrics"]
     tokenizer = AutoTokenizer.from_pretrained(str(runs["fsdp"] / "model"))
-    examples = [json.loads(line) for line in (project / "data/tasks/demo_next_word.jsonl").read_text().splitlines()]
-    correct = 0
-    for example in examples:
-        scores = [log_likelihoods(model, tokenizer, example["context"], " " + c, model.config.max_position_embeddings)[0]
-                  for c in example["choices"]]
-        correct += max(range(len(scores)), key=scores.__getitem__) == example["answer"]
-    assert recorded["acc"] == pytest.approx(correct / len(examples))
+    acc, _ = next_word_accuracy(model, tokenizer, project / "data/tasks/demo_next_word.jsonl", model.config.max_position_embeddings)
+    assert recorded["acc"] == pytest.approx(acc)
 
