@@ -17,6 +17,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/forecast.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -36,6 +36,8 @@ WHERE = {
     "BenchmarkConfig": "benchmark",
     "LoggingConfig": "logging",
     "ReportConfig": "report",
+    "SearchConfig": "forecast.search",
+    "ForecastConfig": "forecast",
     "HubCheckpoint": "checkpoints.&lt;name&gt; with `type: hub`",
     "LocalCheckpoint": "checkpoints.&lt;name&gt; with `type: local`",
     "ScratchCheckpoint": "checkpoints.&lt;name&gt; with `type: scratch`",

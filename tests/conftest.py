@@ -12,7 +12,7 @@ import pytest
 
 from rewarm.data import demo
 from rewarm.data import tokenizer as tok
-from tests.project import SECRET, TEST_PARAMS, copy_of, copy_project, rewarm, run_env, small_params, snakemake, write_params
+from tests.project import SECRET, TEST_FORECAST, TEST_PARAMS, copy_of, copy_project, rewarm, run_env, small_params, snakemake, write_params
 
 # No test may reach the network: the hub clients fail fast instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -74,7 +74,7 @@ def prepared_copy(tmp_path, prepared_project) -> Path:
 def snakemake_run(tmp_path_factory) -> Path:
     """The whole pipeline under Snakemake on the small configuration (same stages, tiny sizes),
     with secrets in the environment, as a user logged in to the hub and a DVC remote has."""
-    project = copy_project(tmp_path_factory.mktemp("snakemake"), TEST_PARAMS)
+    project = copy_project(tmp_path_factory.mktemp("snakemake"), {**TEST_PARAMS, "forecast": TEST_FORECAST})
     env = {**run_env(), "HF_TOKEN": SECRET, "HUGGING_FACE_HUB_TOKEN": SECRET, "AWS_SECRET_ACCESS_KEY": SECRET}
     result = snakemake("--cores", "2", cwd=project, env=env)
     (project / "snakemake-output.log").write_text(result.stdout + result.stderr)

@@ -104,13 +104,16 @@ TEST_PARAMS = small_params(
     checkpoints={"after_first": {"type": "cell", "cell": "sequence.cells[0]", "optimizer": True},
                  "after_second": {"type": "cell", "cell": "sequence.cells[1]", "optimizer": True}},
 )
+# The Snakemake run fits the continual pre-training law on the max-LR study's two cells and forecasts the rest.
+TEST_FORECAST = {"fit": ["max_lr.vary[0]", "max_lr.vary[1]"]}
 # The smallest grid that still has every kind of job a front end runs: a checkpoint of the demo's series
 # (select_step), a cell read from a longer run (prefix), datasets in sequence (select_cell), and the
 # scratch checkpoint selected and evaluated as a base; each corpus in one part (the shards are the same for
 # any number of parts: tested in test_prepare.py). The DVC, SLURM and interrupted runs use it: each of its
 # cells is a cell of TEST_GRID, so their outputs are compared with the Snakemake run's cell by cell.
 FRONT_END_PARAMS = {**TEST_PARAMS, "prepare": {**TEST_PARAMS["prepare"], "parts": 1},
-                    "checkpoints": without(TEST_PARAMS["checkpoints"], "early"), "grid": {"studies": {
+                    "checkpoints": without(TEST_PARAMS["checkpoints"], "early"),
+                    "forecast": {"fit": ["checkpoint.vary[0]", "half.vary[0]"]}, "grid": {"studies": {
     "checkpoint": {"vary": {"checkpoint": ["final"]}},
     "half": TEST_GRID["studies"]["half"],
     "sequence": TEST_GRID["studies"]["sequence"],
@@ -123,10 +126,10 @@ FRONT_END_PARAMS = {**TEST_PARAMS, "prepare": {**TEST_PARAMS["prepare"], "parts"
 # (cancelled and retried), each corpus in one part (the shards are the same for any number of parts: each
 # job the scheduler runs costs a status poll of 10 s or more). Interrupted: the three cells of the sequence,
 # each waiting for the one before, so an interruption after the first always leaves cells to do.
-SCHEDULED_PARAMS = {**FRONT_END_PARAMS, "benchmark": None, "corpora": without(TEST_PARAMS["corpora"], "later"),
+SCHEDULED_PARAMS = {**FRONT_END_PARAMS, "benchmark": None, "forecast": {}, "corpora": without(TEST_PARAMS["corpora"], "later"),
                     "checkpoints": without(TEST_PARAMS["checkpoints"], "early", "scratch", "after_first", "after_second"),
                     "grid": {"studies": {"checkpoint": {"vary": {"checkpoint": ["final"]}}}}}
-SEQUENCE_PARAMS = {**FRONT_END_PARAMS, "benchmark": None, "checkpoints": without(TEST_PARAMS["checkpoints"], "early", "scratch"),
+SEQUENCE_PARAMS = {**FRONT_END_PARAMS, "benchmark": None, "forecast": {}, "checkpoints": without(TEST_PARAMS["checkpoints"], "early", "scratch"),
                    "grid": {"studies": {"sequence": TEST_GRID["studies"]["sequence"]}}}
 
 

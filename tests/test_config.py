@@ -66,7 +66,7 @@ def test_every_problem_is_reported_in_one_error(tmp_path):
         ({"tokenizer": {"type": "pretrained"}}, "tokenizer.name_or_path: required when tokenizer.type is 'pretrained'"),
         ({"tokenizer": {"vocab_size": 100}}, "tokenizer.vocab_size: 100 must be in [258, 1048576]"),
         ({"prepare": {"on_bad_record": "ignore"}}, "prepare.on_bad_record: 'ignore' is not one of 'error', 'skip'"),
-        ({"stages": {}}, "stages: unknown key (allowed: corpora, tokenizer, prepare, model, pretrain, checkpoints, train, grid, benchmark, logging, report)"),
+        ({"stages": {}}, "stages: unknown key (allowed: corpora, tokenizer, prepare, model, pretrain, checkpoints, train, grid, benchmark, logging, report, forecast)"),
     ],
 )
 def test_bad_value_names_key_and_allowed(override, expected):

@@ -29,9 +29,10 @@ LAYERS = [
      {"rewarm.checkpoints", "rewarm.runtime", "rewarm.state", "rewarm.metrics"}),
     ("measuring: perplexity, harness benchmarks", {"rewarm.evaluate", "rewarm.benchmark"}),
     ("training loop", {"rewarm.train"}),
+    ("the continual pre-training law", {"rewarm.law"}),
     ("the report's parts: measures, the papers' findings, figures", {"rewarm.report.measures", "rewarm.report.findings", "rewarm.report.labels",
                                                                       "rewarm.report.figures"}),
-    ("stages", {"rewarm.prepare", "rewarm.pretrain", "rewarm.report", "rewarm.adopt"}),
+    ("stages", {"rewarm.prepare", "rewarm.pretrain", "rewarm.report", "rewarm.adopt", "rewarm.forecast"}),
     ("command line and front-end files", {"rewarm.cli", "rewarm.__main__", "rewarm.dvcfile"}),
 ]
 LAYER = {module: level for level, (_, modules) in enumerate(LAYERS) for module in modules}

@@ -203,11 +203,21 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     from rewarm import report
 
-    out = report.write_report(_load(args), Path(args.runs), Path(args.evals), Path(args.out), partial=args.partial)
+    out = report.write_report(_load(args), Path(args.runs), Path(args.evals), Path(args.out), partial=args.partial,
+                              forecast_dir=Path(args.forecast) if args.forecast else None)
     if out is None:
         log.warning("no cell has finished: no report written")
     else:
         log.info("report written: %s", out)
+
+
+def cmd_forecast(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from rewarm import forecast
+
+    out = forecast.write_forecast(_load(args), Path(args.runs), Path(args.evals), Path(args.out))
+    log.info("forecast written: %s", out)
 
 
 def cmd_grid(args: argparse.Namespace) -> None:
@@ -396,8 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--runs", default="runs", help="directory of the cells' run directories (default: runs)")
     sub.add_argument("--evals", default="evals", help="directory of evaluations: cells/<cell>.json, base/<name>.json (default: evals)")
     sub.add_argument("--out", required=True, help="report directory (e.g. reports)")
+    sub.add_argument("--forecast", metavar="DIR", help="the forecast stage's directory (e.g. forecast): the report's section on "
+                     "the continual pre-training law")
     sub.add_argument("--partial", action="store_true", help="report the cells that finished and list the others as failed "
                      "or not run (the Snakefile does this when a run with --keep-going ends with failed cells)")
+
+    sub = add("forecast", cmd_forecast, "Fit the continual pre-training law (Wang, Tissue et al. 2025) on the cells forecast.fit "
+              "names, forecast every other cell's curve and final loss on both corpora (with its error where the cell was run), "
+              "and search the schedule that minimises the weighted final loss: fit-<corpus>.json, forecast.json, forecast.csv "
+              "(without forecast.fit, forecast.json says there is no forecast).")
+    sub.add_argument("--runs", default="runs", help="directory of the cells' run directories (default: runs)")
+    sub.add_argument("--evals", default="evals", help="directory of evaluations: cells/<cell>.json, base/<name>.json (default: evals)")
+    sub.add_argument("--out", required=True, help="forecast directory (e.g. forecast)")
 
     sub = add("plan", cmd_plan, "Before anything runs: cells, tokens, steps, FLOPs, GPU-hours, disk and peak GPU memory.")
     sub.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed for GPU-hours (default: 0.4)")

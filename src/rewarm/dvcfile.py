@@ -138,8 +138,12 @@ STAGES = (
           " --out evals/benchmark/base/${item}.json --harness-out evals/benchmark/base/${item}.harness",
           ("rewarm.benchmark", "rewarm.io"), foreach="benchmarked_base", deps=("checkpoints/base/${item}", "data/tasks"),
           params=("benchmark",), outs=("evals/benchmark/base/${item}.json", "evals/benchmark/base/${item}.harness")),
-    Stage("report", "rewarm report --params params.yaml --runs runs --evals evals --out reports", ("rewarm.report",),
-          deps=("evals", "runs"), params=("grid", "train", "benchmark", "report"), outs=("reports",), resources=("templates",)),
+    Stage("forecast", "rewarm forecast --params params.yaml --runs runs --evals evals --out forecast", ("rewarm.forecast",),
+          deps=("evals", "runs"), params=("grid", "train", "forecast", "pretrain", "checkpoints"), outs=("forecast",),
+          comment="The continual pre-training law fitted on forecast.fit's cells, forecasting the others (without\n"
+                  "forecast.fit, forecast/forecast.json says there is no forecast)."),
+    Stage("report", "rewarm report --params params.yaml --runs runs --evals evals --forecast forecast --out reports", ("rewarm.report",),
+          deps=("evals", "runs", "forecast"), params=("grid", "train", "benchmark", "report"), outs=("reports",), resources=("templates",)),
 )
 
 

@@ -164,7 +164,33 @@ def expand(config: cfg.Config) -> tuple[dict[str, cfg.TrainConfig], list[str]]:
         where_by_name.setdefault(name, where)
     if not problems:
         problems += _check_continuations(config, cells_by_name, located)
+        problems += _check_forecast(config, cells_by_name, located)
     return cells_by_name, problems
+
+
+def forecast_cells(config: cfg.Config) -> list[str]:
+    """The cells `forecast.fit` names, as names (each may be given where it is declared: `max_lr.vary[0]`)."""
+    located = declared_at(config)
+    return list(dict.fromkeys(located.get(entry, entry) for entry in config.forecast.fit))
+
+
+def _check_forecast(config: cfg.Config, named: dict[str, cfg.TrainConfig], located: dict[str, str]) -> list[str]:
+    """The cells the law is fitted on are cells of the grid that continue pre-training on the downstream
+    or the upstream corpus (a run from scratch is not continual pre-training)."""
+    problems = []
+    scratch = scratch_checkpoints(config.checkpoints)
+    for i, entry in enumerate(config.forecast.fit):
+        name = located.get(entry, entry)
+        key = f"forecast.fit[{i}]"
+        if name not in named:
+            problems.append(f"{key}: {entry!r} is not a cell of the grid: give a cell's name (`rewarm grid` lists them) or where "
+                            f"it is declared, e.g. {next(iter(located), 'study.vary[0]')}")
+        elif named[name].checkpoint in scratch:
+            problems.append(f"{key}: {entry!r} trains from scratch: the law describes continual pre-training (fit on a cell "
+                            f"that starts from a pre-trained checkpoint)")
+        elif named[name].train_corpus not in ("downstream", "upstream"):
+            problems.append(f"{key}: {entry!r} trains on {named[name].train_corpus}: fit on cells of the downstream corpus")
+    return problems
 
 
 def continued(config: cfg.Config) -> dict[str, cfg.CellCheckpoint]:

@@ -40,6 +40,8 @@ TRAINED_BY = rewarm_grid.trained_by(CONFIG)
 TRAINED = [cell for cell in CELLS if TRAINED_BY[cell] == cell]
 PREFIXES = [cell for cell in CELLS if TRAINED_BY[cell] != cell]
 RECORDS = rewarm_grid.records(CONFIG)
+# The cells the continual pre-training law is fitted on (`forecast`; none: it says there is no forecast).
+FORECAST_FIT = rewarm_grid.forecast_cells(CONFIG)
 # Benchmarks (LM Evaluation Harness): every cell and evaluated base checkpoint, when tasks are declared.
 BENCHMARKED = list(CELLS) if CONFIG.benchmarking() else []
 BENCHMARKED_BASE = EVALUATED_BASE if CONFIG.benchmarking() else []

@@ -6,6 +6,7 @@ rule report:
         curves=expand("runs/{cell}/metrics.jsonl", cell=CELLS),
         benchmarks=expand("evals/benchmark/cells/{cell}.json", cell=BENCHMARKED),
         benchmarks_base=expand("evals/benchmark/base/{checkpoint}.json", checkpoint=BENCHMARKED_BASE),
+        forecast="forecast",
     output:
         # `snakemake --report report.html` attaches the figures and the report itself.
         report(
@@ -31,4 +32,4 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "rewarm report {params.config} --runs runs --evals evals --out {output} 2> {log}"
+        "rewarm report {params.config} --runs runs --evals evals --forecast forecast --out {output} 2> {log}"

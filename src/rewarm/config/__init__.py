@@ -49,6 +49,8 @@ from rewarm.config.schema import (
     LocalCheckpoint,
     LoggingConfig,
     ReportConfig,
+    ForecastConfig,
+    SearchConfig,
     Mixture,
     ModelConfig,
     Optimization,
@@ -77,7 +79,7 @@ from rewarm.config.steps import (
 __all__ = [
     "SAFE_NAME", "ConfigError", "Mixture", "DemoSource", "JsonlSource", "HfSource", "Source", "SOURCE_TYPES",
     "Corpus", "TokenizerConfig", "PrepareConfig", "ModelConfig", "Optimization", "PretrainConfig",
-    "TrainConfig", "Study", "GridConfig", "DemoTasks", "BenchmarkConfig", "LoggingConfig", "ReportConfig", "HubCheckpoint", "LocalCheckpoint",
+    "TrainConfig", "Study", "GridConfig", "DemoTasks", "BenchmarkConfig", "LoggingConfig", "ReportConfig", "ForecastConfig", "SearchConfig", "HubCheckpoint", "LocalCheckpoint",
     "ScratchCheckpoint", "PretrainCheckpoint", "CellCheckpoint", "CheckpointSpec", "CHECKPOINT_TYPES",
     "Config", "DEMO_TASKS", "replay_before", "replay_is_whole", "replay_in_step", "total_steps",
     "schedule_steps", "warmup_steps", "warmup_exact", "decay_steps", "min_lr", "Plan", "check",

@@ -69,7 +69,30 @@ def check(config: Config, base_dir: Path) -> list[str]:
     problems.extend(_check_checkpoints(config, base_dir))
     problems.extend(_check_benchmark(config.benchmark))
     _positive(problems, "report.tokens_per_billion", config.report.tokens_per_billion, optional=True)
+    problems.extend(_check_forecast(config))
     problems.extend(f"{key}: {value} must be >= 0 (a seed)" for key, value in _fields_named(config, "seed") if value < 0)
+    return problems
+
+
+def _check_forecast(config: Config) -> list[str]:
+    """The law's settings (the fitted cells are checked against the grid by `rewarm.grid`)."""
+    forecast, problems = config.forecast, []
+    if not 0 < forecast.decay < 1:
+        problems.append(f"forecast.decay: {forecast.decay} must be in (0, 1) (Tissue et al. 2024 use 0.999)")
+    if forecast.extrapolation < 1:
+        problems.append(f"forecast.extrapolation: {forecast.extrapolation} must be >= 1 (a factor of the longest fitted cell)")
+    search = forecast.search
+    if not 0 <= search.upstream_weight <= 1:
+        problems.append(f"forecast.search.upstream_weight: {search.upstream_weight} must be in [0, 1]")
+    _positive(problems, "forecast.search.tokens", search.tokens, optional=True)
+    problems.extend(f"forecast.search.max_lr[{i}]: {v} must be > 0" for i, v in enumerate(search.max_lr) if v <= 0)
+    problems.extend(f"forecast.search.warmup_fraction[{i}]: {v} must be in [0, 1)" for i, v in enumerate(search.warmup_fraction)
+                    if not 0 <= v < 1)
+    problems.extend(f"forecast.search.replay_fraction[{i}]: {v} must be in [0, 1)" for i, v in enumerate(search.replay_fraction)
+                    if not 0 <= v < 1)
+    for key in ("warmup_fraction", "replay_fraction"):
+        if not getattr(search, key):
+            problems.append(f"forecast.search.{key}: needs at least one value")
     return problems
 
 

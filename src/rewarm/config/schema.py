@@ -393,6 +393,43 @@ class ReportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """The schedule search on the fitted law (`rewarm forecast`): the reference cell (`train`) with each
+    combination of these values, at the token budget; the one that minimises the weighted final loss wins
+    (Wang, Tissue et al. 2025, section 5: balancing general and domain performance)."""
+
+    max_lr: list[float] = dataclasses.field(default_factory=list)
+    """Maximum learning rates to try (empty: those of the fitted cells)."""
+    warmup_fraction: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.005, 0.01, 0.02])
+    """Warm-ups to try, as shares of the schedule (Gupta et al. 2023's 0 to 2%)."""
+    replay_fraction: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.01, 0.05, 0.1, 0.25, 0.5])
+    """Replay shares to try (Ibrahim et al. 2024 sweep 0 to 50%)."""
+    tokens: Optional[int] = None
+    """The token budget (null: train.tokens)."""
+    upstream_weight: float = 0.5
+    """w in w x upstream + (1 - w) x downstream loss: 0 cares only for the new data, 1 only for the old."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecastConfig:
+    """The continual pre-training law of Wang, Tissue et al. 2025 (`rewarm forecast`), fitted on a few
+    cells, forecasting every other cell's curve and final loss on both corpora."""
+
+    fit: list[str] = dataclasses.field(default_factory=list)
+    """The cells the law is fitted on: names (`rewarm grid` lists them) or where they are declared
+    (`max_lr.vary[0]`). Empty: no forecast (the stage does not run)."""
+    decay: float = 0.999
+    """The annealing momentum's decay (Tissue et al. 2024's lambda: 0.999 in their runs)."""
+    extrapolation: float = 2.0
+    """A forecast for a cell longer than this many times the longest fitted cell is marked as an extrapolation."""
+    base_points: bool = True
+    """Also fit on each pre-trained base checkpoint's evaluation before training (a point of the hidden
+    pre-training curve, costing no training): what lets the law forecast cells from other checkpoints."""
+    search: SearchConfig = SearchConfig()
+    """The schedule search on the fitted law."""
+
+
+@dataclasses.dataclass(frozen=True)
 class HubCheckpoint:
     """A model on the Hugging Face hub at a revision, as Pythia publishes them."""
 
@@ -501,10 +538,16 @@ class Config:
     """Curves for experiment trackers (TensorBoard), besides rewarm's own logs."""
     report: ReportConfig = ReportConfig()
     """How the report draws the grid (its figures' token axes)."""
+    forecast: ForecastConfig = ForecastConfig()
+    """The continual pre-training law fitted on a few cells, forecasting the rest (`rewarm forecast`)."""
 
     def sources(self) -> dict[tuple[str, str], Source]:
         """Every (corpus, split) source, in a stable order."""
         return {(c, s): src for c, corpus in self.corpora.items() for s, src in corpus.splits().items()}
+
+    def forecasting(self) -> bool:
+        """Whether the `forecast` stage runs: cells to fit the law on are declared."""
+        return bool(self.forecast.fit)
 
     def benchmarking(self) -> bool:
         """Whether the `benchmark` stage runs: a `benchmark` section with tasks."""

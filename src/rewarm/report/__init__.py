@@ -18,9 +18,9 @@ import logging
 from pathlib import Path
 
 from rewarm import config as cfg
-from rewarm import grid
+from rewarm import forecast, grid
 from rewarm.io import FAILURE, atomic_dir, object_schema, read_checked_json, write_text
-from rewarm.report.figures import figures
+from rewarm.report.figures import figures, forecast_figure
 from rewarm.report.labels import cell_labels
 from rewarm.report.findings import (
     CLOSE_PPL_FACTOR,
@@ -152,9 +152,11 @@ def benchmark_note(record: dict | None) -> str:
             f"The average is the mean of the tasks' scores (evals/benchmark/ has every metric with its standard error).")
 
 
-def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, partial: bool = False) -> Path | None:
+def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, partial: bool = False,
+                 forecast_dir: Path | None = None) -> Path | None:
     """Write the report; with `partial`, over the cells that finished, listing the others as
-    failed or not run (None, and nothing written, if no cell finished)."""
+    failed or not run (None, and nothing written, if no cell finished). `forecast_dir`: the forecast
+    stage's output, for the section on the continual pre-training law."""
     cells, table, base, unfinished = collect(config, runs, evals, partial)
     if not table:
         return None
@@ -181,6 +183,10 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
             overview.insert(0, f"{len(unfinished)} of {len(cells)} cells did not finish and are left out of the findings: "
                                + "; ".join(f"{name} {status}" for name, status in unfinished.items()) + ".")
         fit_rows, fit_text = predictions(config, cells, table, short)
+        law_result = forecast.read(forecast_dir) if forecast_dir else None
+        law_section = forecast.section(law_result, lambda n: labelled(short, n))
+        if law_result and law_result.get("enabled"):
+            law_section["figure"] = forecast_figure(law_result, short, tmp / "figures")
         sweep, union = replay_sweep(studies, table, cells, config.checkpoints)
         context = {
             "replay": {"table": replay_table(sweep, union, table, cells),
@@ -215,7 +221,7 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
                            *([("RANKS_AGREE", f"{RANKS_AGREE:g}", "the benchmark ranking agrees with the perplexity ranking when "
                                "Spearman's rho between them is at least this"),
                               ("RANKS_DISAGREE", f"{RANKS_DISAGREE:g}", "they disagree when it is at most this")] if tasks else [])],
-            "fit_text": fit_text, "fit": {"header": FIT_HEADER, "rows": fit_rows},
+            "fit_text": fit_text, "fit": {"header": FIT_HEADER, "rows": fit_rows}, "forecast": law_section,
             "results": {"header": header, "rows": rows},
             "key": {"header": ["label", "cell (runs/<cell>/, evals/cells/<cell>.json)"],
                     "rows": [[short[name], f"`{name}`"] for name in cells]},

@@ -204,3 +204,43 @@ def _save(fig, out: Path, stem: str, caption: str) -> tuple[str, str]:
     write_text(out / f"{stem}.json", json.dumps({"caption": caption, "panels": panels, "layout": layout}, indent=1) + "\n")
     plt.close(fig)
     return f"{stem}.png", caption
+
+
+def forecast_figure(result: dict, short: dict[str, str], out: Path) -> tuple[str, str] | None:
+    """The continual pre-training law's forecasts against the measured final losses, one panel per corpus
+    (whole validation splits): the fitted cells, the cells forecast within what the fit supports, and those it
+    extrapolates for, each a point named by its cell in the JSON; the diagonal is a perfect forecast. None
+    where no cell was both forecast and run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {name: row for name, row in result["cells"].items() if "measured" in row}
+    if not rows:
+        return None
+    kinds = (("fitted", "s", "tab:blue", "full"), ("forecast", "o", "tab:green", "full"),
+             ("forecast, extrapolating", "^", "tab:orange", "none"))
+    fig, panels = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
+    for ax, corpus in zip(panels, CORPORA):
+        values = [v for row in rows.values() for v in (row["measured"][corpus], row["final"][corpus])]
+        low, high = min(values), max(values)
+        pad = 0.05 * (high - low or 1.0)
+        ax.plot([low - pad, high + pad], [low - pad, high + pad], color="grey", linewidth=0.8, label="forecast = measured")
+        seen = set()
+        for name, row in rows.items():
+            kind = kinds[0] if row["fitted"] else kinds[2] if row["marks"] else kinds[1]
+            line, = ax.plot([row["measured"][corpus]], [row["final"][corpus]], linestyle="none", marker=kind[1], color=kind[2],
+                            fillstyle=kind[3], markersize=7, label=kind[0] if kind[0] not in seen else "_nolegend_")
+            line.set_gid(name)
+            seen.add(kind[0])
+        ax.set_title(f"{corpus}: final loss, forecast against measured")
+        ax.set_xlabel(f"measured {corpus} loss (nats, whole split)")
+        ax.set_ylabel(f"forecast {corpus} loss (nats)")
+    handles, names = panels[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=4)
+    caption = ("The continual pre-training law (Wang, Tissue et al. 2025) fitted on the fitted cells (squares) against the "
+               "final loss each cell measured on the whole validation split: circles, forecasts within what the fit "
+               "supports; hollow triangles, forecasts that extrapolate (another schedule family, checkpoint, replay share "
+               "or length; the section's table says which). On the diagonal a forecast is exact.")
+    return _save(fig, out, "forecast", caption)
