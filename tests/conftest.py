@@ -104,25 +104,19 @@ LEFT_OUT = "left out here, needs {marker}"
 
 # Fixtures that run a whole pipeline or several training processes: a test that uses one is `slow`.
 HEAVY_FIXTURES = {"snakemake_run", "torchrun_run", "fsdp_run"}
-PIPELINE = "pipeline"
-"""The xdist group of every test that reads the Snakemake run (or runs SLURM): one worker runs them all, the
-pipeline once. Every other test goes in its module's group, so that a module's fixtures are made once."""
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `slurm` need a SLURM installation (scripts/setup.sh --with-slurm installs one
     where apt-get and root are at hand), tests marked `gpu` a CUDA device; without them they are
     skipped, and the summary says so in capitals. A test that uses one of the HEAVY_FIXTURES or runs
     SLURM is `slow`: the fast tier (`-m "not slow"`) leaves it out. With `-n 2` (pytest-xdist, the
-    README's test command), tests go to the workers by group (`--dist loadgroup`)."""
+    README's test command), tests go to whichever worker is free (`--dist load`): each worker that runs a
+    test of the Snakemake run makes that run once (grouping them on one worker, `--dist loadgroup`,
+    measured slower: its worker then ran the pipeline, DVC and SLURM tests one after another)."""
     missing = {marker for marker, (is_missing, _) in NEEDS.items() if any(marker in item.keywords for item in items) and is_missing()}
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if HEAVY_FIXTURES & fixtures or "slurm" in item.keywords:
             item.add_marker(pytest.mark.slow)
-        group = PIPELINE if "snakemake_run" in fixtures or "slurm" in item.keywords else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
         for marker in missing & set(item.keywords):
             item.add_marker(pytest.mark.skip(reason=LEFT_OUT.format(marker=marker)))
 

@@ -196,10 +196,10 @@ def assert_same_results(project: Path, reference: Path, cells: list[str]) -> Non
 
 def reference_report(project: Path, reference: Path) -> str:
     """The reference run's report redone with `project`'s configuration (its grid may be a part of the
-    reference's, its benchmarks switched off)."""
+    reference's, its benchmarks switched off) and `project`'s own forecast."""
     redone = project / "reference-report"
     rewarm("report", "--params", str(project / "params.yaml"), "--runs", str(reference / "runs"), "--evals", str(reference / "evals"),
-           "--out", str(redone), cwd=project)
+           "--forecast", str(project / "forecast"), "--out", str(redone), cwd=project)
     return (redone / "report.md").read_text()
 
 

@@ -57,6 +57,7 @@ class PaperProject:
                             "early": None, "mid": None, "scratch": None},
             "train": train,
             "grid": {"studies": {"one_step": {"vary": {"checkpoint": ["final"]}}}},
+            "forecast": {"fit": []},  # one cell: nothing to forecast
         }
         (root / "standin.yaml").write_text(yaml.safe_dump(standin))
         (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())

@@ -71,9 +71,9 @@ def test_grid_through_slurm_equals_a_local_run(slurm, snakemake_run, tmp_path):
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
     # generate, tokenizer, prepare x 3 corpora in one part each (`assemble` runs locally), pretrain, select_step
     # of the one base checkpoint, train and evaluate of the one cell, evaluate_base, report, and the cancelled
-    # job's retry (SCHEDULED_PARAMS: no benchmarks).
+    # job's retry (SCHEDULED_PARAMS: no benchmarks), and forecast (which says there is none: no cells to fit on).
     assert len(cells) == 1
-    assert len(submitted) == 1 + 1 + 3 + 1 + 1 + 2 + 1 + 1 + 1, submitted
+    assert len(submitted) == 1 + 1 + 3 + 1 + 1 + 2 + 1 + 1 + 1 + 1, submitted
     assert len(list((project / ".snakemake/slurm_logs/rule_prepare").glob("*/*.log"))) == 3
     assert not (project / ".snakemake/slurm_logs/rule_assemble").exists()
     job, cell = cancelled

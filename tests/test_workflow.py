@@ -289,6 +289,8 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
     assert {k for k in evals if k.startswith("benchmark/cells/") and k.endswith(".harness/results.json")} == {
         f"benchmark/cells/{cell}.harness/results.json" for cell in cells}
     assert (project / "reports/report.md").read_text() == reference_report(project, snakemake_run)
+    forecast = json.loads((project / "forecast/forecast.json").read_text())  # `rewarm forecast` under DVC, on its two cells
+    assert forecast["enabled"] and len(forecast["fit_cells"]) == 2 and set(forecast["cells"]) == set(grid.cells(grid.load([project / "params.yaml"])))
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     corpora = ("upstream", "downstream", "news", "later")
     expected = {"generate", "tokenizer", *(f"prepare@{corpus}-0" for corpus in corpora),
@@ -551,11 +553,12 @@ def test_changed_cell_reruns_only_that_cell(snakemake_run, tmp_path):
     planned = snakemake("-n", "--printshellcmds", cwd=project).stdout
     commands = [line.replace("exec rewarm ", "rewarm ", 1) for line in planned.splitlines()
                 if line.startswith(("Shell command: rewarm ", "Shell command: exec rewarm "))]
-    # The new cell trains, is evaluated and benchmarked, and the report is redone; nothing else.
+    # The new cell trains, is evaluated and benchmarked, the forecast (which forecasts every cell) and the report
+    # are redone; nothing else.
     cell = "ckpt-final_lr-3e-4_warm-0_sched-constant_replay-0_tokens-20480"
-    assert len(commands) == 4 and f"--cell {cell}" in commands[0], planned[-3000:]
+    assert len(commands) == 5 and f"--cell {cell}" in commands[0], planned[-3000:]
     assert sorted(c.split()[3] for c in commands[1:3]) == ["benchmark", "evaluate"] and all(f"runs/{cell}/model" in c for c in commands[1:3])
-    assert "rewarm report" in commands[3]
+    assert "rewarm forecast" in commands[3] and "rewarm report" in commands[4]
     # The report's grid and each cell's settings are parameters as digests: a changed one is printed as two
     # short strings (before, now), not as the whole grid's dict twice (kilobytes per job).
     changed = re.findall(r"Params have changed since last execution[^;\n]*", planned)
