@@ -298,7 +298,7 @@ def test_dvc_repro_gives_the_same_outputs(snakemake_run, tmp_path):
                 "select_step@final", "select@scratch", "select_cell@after_first", "select_cell@after_second",
                 *(f"train@{cell}" for cell in listing["trained"]),
                 *(f"prefix@{cell}" for cell in listing["prefixes"]), *(f"evaluate@{cell}" for cell in cells),
-                *(f"evaluate_base@{name}" for name in ("final", "scratch")), "report",  # not the continued cells' ends
+                *(f"evaluate_base@{name}" for name in ("final", "scratch")), "forecast", "report",  # not the continued cells' ends
                 "tasks@tasks", *(f"benchmark@{cell}" for cell in cells), *(f"benchmark_base@{name}" for name in ("final", "scratch"))}
     assert expected == set(lock["stages"])
     # The sequence's dependencies, as DVC recorded them: each select_cell on the continued cell's model.
@@ -379,7 +379,7 @@ def check_adopt_after_pull(project: Path, clone: Path, tmp_path: Path) -> None:
     write_params(clone / "params.yaml", params)
     (added,) = set(json.loads(rewarm("grid", "--format", "json", cwd=clone).stdout)) - set(grid_file(clone)["cells"])
     assert planned_jobs(clone) == {("train", f"cell={added}"), ("evaluate", f"cell={added}"), ("benchmark", f"cell={added}"),
-                                   ("report", ""), ("all", "")}
+                                   ("forecast", ""), ("report", ""), ("all", "")}
     run("git", "checkout", "params.yaml", cwd=clone)
 
     partial = tmp_path / "partial"
