@@ -37,6 +37,7 @@ WHERE = {
     "LoggingConfig": "logging",
     "ReportConfig": "report",
     "SearchConfig": "forecast.search",
+    "HalvingConfig": "forecast.halving",
     "ForecastConfig": "forecast",
     "HubCheckpoint": "checkpoints.&lt;name&gt; with `type: hub`",
     "LocalCheckpoint": "checkpoints.&lt;name&gt; with `type: local`",

@@ -4,6 +4,7 @@ by the formula written out here, and forecasts outside what a fit supports marke
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -180,6 +181,8 @@ def test_the_learning_rates_forecast_are_those_the_schedule_gives():
     ({"extrapolation": 0.5}, "forecast.extrapolation: 0.5 must be >= 1"),
     ({"search": {"upstream_weight": 2}}, "forecast.search.upstream_weight: 2.0 must be in [0, 1]"),
     ({"search": {"replay_fraction": []}}, "forecast.search.replay_fraction: needs at least one value"),
+    ({"halving": {"fraction": 1.5}}, "forecast.halving.fraction: 1.5 must be in (0, 1)"),
+    ({"halving": {"fraction": 0.25, "margin": -1}}, "forecast.halving.margin: -1.0 must be >= 0"),
 ])
 def test_a_bad_forecast_setting_is_refused_naming_its_key(section, message):
     with pytest.raises(cfg.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
@@ -242,3 +245,125 @@ def test_the_pipeline_forecasts_the_cells_it_did_not_fit_on(snakemake_run):
     assert len(rows) == 2 * len(cells)
     report = (project / "reports/report.md").read_text()
     assert "## Forecast: the continual pre-training law" in report and "Schedule search on the fitted law" in report
+
+
+def test_early_stopping_decides_the_cells_that_train_runs_of_their_own_from_a_pretrained_checkpoint():
+    """Every cell but the one from scratch; each rung the first quarter of its steps (40 steps of 8 x 64
+    tokens for 20,480 tokens; 320 for 163,840)."""
+    config = forecast_config(halving={"fraction": 0.25})
+    where = grid.declared_at(config)
+    expected = {where[f"max_lr.vary[{i}]"]: 10 for i in range(2)}
+    expected.update({where[f"other.cells[{i}]"]: 10 for i in (0, 2, 3, 5, 6)})
+    expected[where["other.cells[1]"]] = 80
+    assert grid.halving_pool(config) == expected
+    assert grid.halving_pool(forecast_config()) == {}  # off
+
+
+@pytest.mark.bad_input
+def test_early_stopping_with_fewer_than_two_cells_to_decide_is_refused():
+    with pytest.raises(cfg.ConfigError, match=r"forecast.halving.fraction: early stopping needs at least 2 cells it can decide, the grid has 1"):
+        grid.from_dict(small_params(train={"checkpoint": "final"}, forecast={"halving": {"fraction": 0.5}}))
+
+
+def rows_of(path) -> list[dict]:
+    """A metrics.jsonl's rows without the wall-clock figure."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in rows]
+
+
+@pytest.mark.slow
+def test_early_stopping_trains_on_only_the_cells_forecast_near_the_best(snakemake_run, tmp_path):
+    """The test grid with early stopping at a quarter of each run: under Snakemake every decided cell trains
+    its rung (the first quarter of the uninterrupted run, the same numbers), the law fitted on the rungs
+    decides (recomputed here from its parameters and the logged learning rates), the cells that go on end
+    as the uninterrupted runs did (resumed from the rung), the others end at their rung; `rewarm plan`
+    prints the GPU-hours saved, here computed from 6 x parameters x tokens."""
+    import hashlib
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from safetensors import safe_open
+
+    from tests.project import snakemake
+
+    project = tmp_path / "halving"
+    shutil.copytree(snakemake_run, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["forecast"] = {"halving": {"fraction": 0.25, "margin": 0.02}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    config = grid.load([project / "params.yaml"])
+    pool = grid.halving_pool(config)
+    assert len(pool) >= 3 and set(pool.values()) == {10}  # 40 steps each
+    snakemake("--cores", "2", "halving", *[f"runs/{name}/metrics.json" for name in pool], cwd=project)
+    decided = json.loads((project / "halving/halving.json").read_text())
+    pretraining = logged_lrs(snakemake_run / "runs/pretrain")
+    objectives = {}
+    for name, rung in pool.items():
+        full = rows_of(snakemake_run / "runs" / name / "metrics.jsonl")
+        assert rows_of(project / "rungs" / name / "metrics.jsonl") == [r for r in full if r["step"] <= rung]
+        cell = grid.cells(config)[name]
+        steps = {"early": 20, "final": len(pretraining)}[cell.checkpoint]
+        share = 0.0 if cell.train_corpus == "upstream" else 1.0 - cell.replay_fraction
+        s1, s2, new = own_areas(pretraining[:steps], logged_lrs(snakemake_run / "runs" / name), share)[-1]
+        final = {c: loss(s1, s2, new, **decided["fits"][c]["law"]) for c in ("upstream", "downstream")}
+        objectives[name] = 0.5 * final["upstream"] + 0.5 * final["downstream"]
+        assert decided["cells"][name]["objective"] == pytest.approx(objectives[name], abs=1e-9)
+    best = min(objectives.values())
+    goes_on = sorted(name for name, value in objectives.items() if value <= best + 0.02)
+    assert sorted(decided["goes_on"]) == goes_on and len(goes_on) < len(pool)
+
+    def weights(run_dir):
+        return hashlib.sha256((run_dir / "model/model.safetensors").read_bytes()).hexdigest()
+
+    for name, rung in pool.items():
+        run = project / "runs" / name
+        ran = json.loads((run / "config.json").read_text())["halving"]
+        final = json.loads((run / "metrics.json").read_text())
+        if name in goes_on:  # resumed from the rung: the uninterrupted run's end, bit for bit
+            assert ran == {"rung": rung, "of": 40, "goes_on": True}
+            assert final == json.loads((snakemake_run / "runs" / name / "metrics.json").read_text())
+            assert weights(run) == weights(snakemake_run / "runs" / name)
+        else:
+            assert ran == {"rung": rung, "of": 40, "goes_on": False}
+            assert final == [r for r in rows_of(snakemake_run / "runs" / name / "metrics.jsonl") if r["step"] == rung][0]
+            assert rows_of(run / "metrics.jsonl") == rows_of(project / "rungs" / name / "metrics.jsonl")
+    # The savings: each stopped cell's last 30 of 40 steps, at 6 x parameters x tokens per step's tokens.
+    with safe_open(str(project / "runs" / goes_on[0] / "model/model.safetensors"), "pt") as f:
+        parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    hours = 6 * parameters * config.train.batch_sequences * config.prepare.seq_len / (0.4 * 989e12) / 3600  # a step's GPU-hours
+    saved = sum(40 - pool[n] for n in pool if n not in goes_on) * hours
+    printed = subprocess.run([sys.executable, "-m", "rewarm", "plan", "--params", "params.yaml"], cwd=project, check=True,
+                             capture_output=True, text=True).stdout
+    found = re.search(r"decided: (\d+) go on .*, ([0-9.e+-]+) saved", printed)
+    assert found, printed
+    assert int(found[1]) == len(goes_on) and float(found[2]) == pytest.approx(saved, rel=1e-3)
+    # The report names the stopped cells, each at its rung (read from the run directories).
+    subprocess.run([sys.executable, "-m", "rewarm", "report", "--params", "params.yaml", "--runs", "runs", "--evals", "evals",
+                    "--forecast", "forecast", "--out", "halved-report"], cwd=project, check=True, capture_output=True)
+    report = (project / "halved-report/report.md").read_text()
+    sentence = re.search(r"Early stopping \(forecast.halving; halving/halving.json\): (\d+) of \d+ cells were stopped[^\n]*", report)
+    assert sentence and int(sentence[1]) == len(pool) - len(goes_on), report[:3000]
+    assert sentence[0].count("at step 10 of 40") == len(pool) - len(goes_on)
+
+
+@pytest.mark.bad_input
+def test_a_cell_early_stopping_decides_is_not_trained_without_its_decision(tmp_path):
+    """dvc.yaml has no early stopping: its `train` (no --halving) of a decided cell is refused before any work,
+    and a rung of a cell early stopping does not decide is refused too; nothing is written."""
+    from rewarm import train
+
+    config = forecast_config(halving={"fraction": 0.25})
+    cells = grid.cells(config)
+    where = grid.declared_at(config)
+    decided, scratch = cells[where["max_lr.vary[0]"]], cells[where["other.cells[4]"]]
+    paths = [tmp_path / "base", tmp_path / "train", {"upstream": tmp_path / "val"}, tmp_path / "out", tmp_path / "state"]
+    with pytest.raises(cfg.ConfigError, match=r"under early stopping .* give --halving DIR .*dvc.yaml has no early stopping"):
+        train.train_cell(config, decided, *paths)
+    with pytest.raises(cfg.ConfigError, match=r"has no rung: early stopping .* does not decide it"):
+        train.train_cell(config, scratch, *paths, rung=True)
+    with pytest.raises(FileNotFoundError, match=r"halving.json: missing \(the `halve` stage writes it"):
+        train.train_cell(config, decided, *paths, halving=tmp_path / "halving")
+    assert list(tmp_path.iterdir()) == []

@@ -143,10 +143,13 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"`train` section, regenerate DVC's list of cells: rewarm grid --write workflow/grid.yaml"
         )
     val = dict(args.val)
+    rung = args.command == "rung"
     final = train.train_cell(config, cells[args.cell], Path(args.base), Path(args.train), val, Path(args.out), Path(args.state),
-                             Path(args.replay) if args.replay else None)
+                             Path(args.replay) if args.replay else None, rung=rung,
+                             halving=Path(args.halving) if getattr(args, "halving", None) else None)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("val/") and k.endswith("/ppl"))
-    log.info("training done: %s; run in %s", summary, args.out)
+    log.info("%s done at step %d: %s; %s in %s", "rung" if rung else "training", final["step"], summary,
+             "its curve so far" if rung else "run", args.out)
 
 
 def cmd_prefix(args: argparse.Namespace) -> None:
@@ -211,6 +214,15 @@ def cmd_report(args: argparse.Namespace) -> None:
         log.info("report written: %s", out)
 
 
+def cmd_halve(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from rewarm import forecast
+
+    out = forecast.write_halving(_load(args), Path(args.rungs), Path(args.out))
+    log.info("early stopping decided: %s", out)
+
+
 def cmd_forecast(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -247,6 +259,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from rewarm import plan
 
     config = _load(args)
@@ -262,6 +276,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
                       f"{gpus} GPU{'s' if gpus > 1 else ''})", gpus, gpu_bytes), end="")
     if profile:
         print(plan.render_profile(result, profile), end="")
+    if config.halving():
+        from rewarm.forecast import read_halving
+
+        print(plan.render_halving(result, grid.halving_pool(config), config.forecast.halving.fraction, config.forecast.halving.margin,
+                                  read_halving(Path(args.halving))), end="")
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -361,16 +380,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--run", help="the continued cell's run directory (runs/<cell>), for checkpoints of type `cell`")
     sub.add_argument("--out", required=True, help="model directory to write (e.g. checkpoints/base/final)")
 
-    sub = add("train", cmd_train, "Re-warm a base checkpoint on downstream shards (one grid cell); resumes after a kill.")
-    sub.add_argument("--base", required=True, help="base model directory (from `rewarm select`)")
-    sub.add_argument("--train", required=True, help="downstream train shards (e.g. data/tokens/downstream/train)")
-    sub.add_argument("--val", action="append", required=True, metavar="NAME=PATH", type=_pair,
-                     help="validation shards to evaluate during training; repeat (e.g. upstream=data/tokens/upstream/val)")
-    sub.add_argument("--replay", help="upstream train shards for replay (needed when replay_fraction > 0)")
-    sub.add_argument("--state", required=True, help="resumable state directory, kept outside the output (e.g. state/runs/<cell>)")
-    sub.add_argument("--cell", required=True, help="the cell's name (`rewarm grid` lists them)")
-    sub.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
-    sub.add_argument("--out", required=True, help="run directory: config.json, metrics.jsonl, dvclive/, metrics.json, model/")
+    for command, text, out in (
+            ("train", "Re-warm a base checkpoint on downstream shards (one grid cell); resumes after a kill.",
+             "run directory: config.json, metrics.jsonl, dvclive/, metrics.json, model/"),
+            ("rung", "Early stopping (forecast.halving): train a cell's first forecast.halving.fraction of steps, keeping its state "
+             "for `rewarm train --halving` to go on from; its curve so far goes to --out.",
+             "rung directory: config.json, metrics.jsonl, dvclive/, metrics.json (e.g. rungs/<cell>)")):
+        sub = add(command, cmd_train, text)
+        sub.add_argument("--base", required=True, help="base model directory (from `rewarm select`)")
+        sub.add_argument("--train", required=True, help="downstream train shards (e.g. data/tokens/downstream/train)")
+        sub.add_argument("--val", action="append", required=True, metavar="NAME=PATH", type=_pair,
+                         help="validation shards to evaluate during training; repeat (e.g. upstream=data/tokens/upstream/val)")
+        sub.add_argument("--replay", help="upstream train shards for replay (needed when replay_fraction > 0)")
+        sub.add_argument("--state", required=True, help="resumable state directory, kept outside the output (e.g. state/runs/<cell>)")
+        sub.add_argument("--cell", required=True, help="the cell's name (`rewarm grid` lists them)")
+        sub.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+        sub.add_argument("--out", required=True, help=out)
+        if command == "train":
+            sub.add_argument("--halving", metavar="DIR", help="the `halve` stage's directory (e.g. halving), under early stopping: "
+                             "whether the cell goes on from its rung to the end or ends at the rung")
 
     sub = add("prefix", cmd_prefix, "A cell that stops earlier than a longer run with the same settings: its run directory, read "
               "from what that run recorded at the cell's stopping point (no training).")
@@ -419,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--evals", default="evals", help="directory of evaluations: cells/<cell>.json, base/<name>.json (default: evals)")
     sub.add_argument("--out", required=True, help="forecast directory (e.g. forecast)")
 
+    sub = add("halve", cmd_halve, "Early stopping (forecast.halving): fit the continual pre-training law on every rung's curve at "
+              "once, forecast each cell's final loss on both corpora, and let on only the cells within forecast.halving.margin of "
+              "the best (one rung of successive halving): halving.json.")
+    sub.add_argument("--rungs", default="rungs", help="directory of the cells' rung directories (default: rungs)")
+    sub.add_argument("--out", required=True, help="halving directory to write (e.g. halving)")
+
     sub = add("plan", cmd_plan, "Before anything runs: cells, tokens, steps, FLOPs, GPU-hours, disk and peak GPU memory.")
     sub.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed for GPU-hours (default: 0.4)")
     sub.add_argument("--peak-tflops", type=float, default=989.0,
@@ -426,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--vocab-size", type=int, help="embedding rows (default: tokenizer.vocab_size of the configuration)")
     sub.add_argument("--concurrent", type=int, default=1, help="cells running at once, for the disk their states take (default: 1)")
     sub.add_argument("--gpus", type=int, default=8, help="GPUs per cell, over which FSDP shards the model (default: 8, one node)")
+    sub.add_argument("--halving", default="halving", metavar="DIR",
+                     help="under early stopping (forecast.halving), the `halve` stage's directory: its decision's savings (default: halving)")
     sub.add_argument("--gpu-memory", type=float, default=80.0, metavar="GB",
                      help="memory of one GPU in GB, to say whether DDP or FSDP fits (default: 80, an H100)")
     sub.add_argument("--profile", metavar="DIR",

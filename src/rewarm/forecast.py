@@ -83,7 +83,8 @@ def observe(config: cfg.Config, name: str, cell: cfg.TrainConfig, runs: Path, de
             raise ValueError(f"{path}: the learning rate logged at step {step} ({row['lr']:.6g}) is not the one its settings give "
                              f"({rates[step - 1]:.6g}): the run was made with other settings than params.yaml's")
     points = law.areas(pretraining_lrs(config, cell.checkpoint) or [], rates, new_share(cell), decay)
-    kept = [row for row in rows if row["step"] <= len(rates)]
+    # (A checkpoint whose pre-training is not known starts at S1 = 0, where the law has no value: from step 1 on.)
+    kept = [row for row in rows if row["step"] <= len(rates) and points[row["step"]].s1 > 0]
     return Observed(points=[points[row["step"]] for row in kept],
                     losses={corpus: [row[f"val/{corpus}/loss"] for row in kept] for corpus in CORPORA})
 
@@ -281,6 +282,76 @@ def csv_text(result: dict) -> str:
 
 def _number(value) -> str:
     return "" if value is None else f"{value:.6f}"
+
+
+def halving(config: cfg.Config, rungs: Path) -> dict:
+    """Early stopping, one rung of successive halving: the law fitted on every rung's curve at once (each
+    cell's first `forecast.halving.fraction` of steps, its own base checkpoint's evaluation at step 0
+    included), each cell's final loss forecast on both corpora, and the cells whose forecast objective
+    (forecast.search.upstream_weight x upstream + the rest x downstream) is within `margin` of the best go on.
+    Losses are the in-training sample's, the same for every cell: the ranking needs no offset."""
+    settings = config.forecast
+    pool = grid.halving_pool(config)
+    cells = grid.cells(config)
+    observed = {}
+    for name, step in pool.items():
+        observed[name] = observe(config, name, cells[name], rungs, settings.decay)
+        logged = [json.loads(line)["step"] for line in (rungs / name / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        if not logged or logged[-1] != step:
+            raise ValueError(f"{rungs / name / 'metrics.jsonl'}: the rung of cell {name} ends at step {logged[-1] if logged else 0}, "
+                             f"not at its rung's step {step}: the rung did not finish (run the `rung` stage again)")
+    fits = {}
+    for corpus in CORPORA:
+        points = [p for o in observed.values() for p in o.points]
+        losses = [v for o in observed.values() for v in o.losses[corpus]]
+        result = law.fit(points, losses)
+        if result is None:
+            raise ValueError(f"halve: {len(points)} points of {len(pool)} rungs are too few to fit the law on {corpus} "
+                             f"(a larger forecast.halving.fraction, or evaluations more often: train.eval_every)")
+        fits[corpus] = result
+    weight, margin = settings.search.upstream_weight, settings.halving.margin
+    rows = {}
+    for name, rung in pool.items():
+        cell = cells[name]
+        rates = lrs(cell, config.prepare.seq_len)
+        point = law.areas(pretraining_lrs(config, cell.checkpoint) or [], rates, new_share(cell), settings.decay)[-1]
+        final = {c: fits[c].law.predict(point) for c in CORPORA}
+        sd = math.sqrt(sum(w * w * law.variance(fits[c], fits[c].law.gradient(point)) for c, w in zip(CORPORA, (weight, 1 - weight))))
+        rows[name] = {"rung": rung, "steps": len(rates), "at_rung": {c: observed[name].losses[c][-1] for c in CORPORA},
+                      "forecast": final, "objective": weight * final["upstream"] + (1 - weight) * final["downstream"],
+                      "objective_sd": sd}
+    best = min(row["objective"] for row in rows.values())
+    for row in rows.values():
+        row["goes_on"] = row["objective"] <= best + margin
+    stopped = [name for name, row in rows.items() if not row["goes_on"]]
+    steps = sum(row["steps"] for row in rows.values())
+    trained = sum(row["steps"] if row["goes_on"] else row["rung"] for row in rows.values())
+    return {"fraction": settings.halving.fraction, "margin": margin, "objective": f"{weight:g} x upstream + {1 - weight:g} x "
+            f"downstream final loss (in-training sample)", "best": best, "cells": rows,
+            "goes_on": [name for name in rows if name not in stopped], "stopped": stopped,
+            "steps": {"full": steps, "trained": trained, "saved": steps - trained},
+            "fits": {c: fits[c].to_dict() for c in CORPORA}}
+
+
+def write_halving(config: cfg.Config, rungs: Path, out_dir: Path) -> Path:
+    """The `halve` stage: halving.json (atomically, as a whole directory)."""
+    if not config.halving():
+        raise cfg.ConfigError("forecast.halving.fraction is null: early stopping is off, there is nothing to decide")
+    result = halving(config, rungs)
+    with atomic_dir(out_dir, "halve") as tmp:
+        write_json(tmp / "halving.json", result)
+    for name, row in result["cells"].items():
+        log.info("%s: forecast %.4f +/- %.4f (best %.4f): %s", name, row["objective"], row["objective_sd"], result["best"],
+                 "goes on" if row["goes_on"] else f"stops at step {row['rung']} of {row['steps']}")
+    log.info("early stopping: %d of %d cells go on; %d of %d steps saved", len(result["goes_on"]), len(result["cells"]),
+             result["steps"]["saved"], result["steps"]["full"])
+    return out_dir / "halving.json"
+
+
+def read_halving(out_dir: Path) -> dict | None:
+    """The `halve` stage's halving.json, None where there is none."""
+    path = Path(out_dir) / "halving.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 OFF = {"enabled": False, "why": "forecast.fit names no cell to fit the law on"}

@@ -190,7 +190,34 @@ def _check_forecast(config: cfg.Config, named: dict[str, cfg.TrainConfig], locat
                             f"that starts from a pre-trained checkpoint)")
         elif named[name].train_corpus not in ("downstream", "upstream"):
             problems.append(f"{key}: {entry!r} trains on {named[name].train_corpus}: fit on cells of the downstream corpus")
+    if config.forecast.halving.fraction is not None and len(pool := _halving_pool(config, named)) < 2:
+        problems.append(f"forecast.halving.fraction: early stopping needs at least 2 cells it can decide, the grid has "
+                        f"{len(pool)} ({', '.join(pool) or 'none'}): cells that train a run of their own from a pre-trained "
+                        f"checkpoint (set forecast.halving.fraction: null)")
     return problems
+
+
+def halving_pool(config: cfg.Config) -> dict[str, int]:
+    """The cells early stopping decides (`forecast.halving`), each with its rung's step (the first
+    `fraction` of its steps): every cell that trains a run of its own from a pre-trained checkpoint on the
+    downstream or the upstream corpus; not a run that records shorter cells or that another cell
+    continues (their later steps are needed whatever the forecast), not a continuation itself. Empty
+    when early stopping is off."""
+    return _halving_pool(config, cells(config))
+
+
+def _halving_pool(config: cfg.Config, named: dict[str, cfg.TrainConfig]) -> dict[str, int]:
+    fraction = config.forecast.halving.fraction
+    if fraction is None:
+        return {}
+    by = _trained_by(config, named)
+    recorded = {by[name] for name in named if by[name] != name}
+    sequences = _resolved(config, declared_at(config))
+    continued_cells = {spec.cell for spec in sequences.values()}
+    skipped = scratch_checkpoints(config.checkpoints) | set(sequences)
+    return {name: max(1, int(fraction * cfg.total_steps(run, config.prepare.seq_len))) for name, run in named.items()
+            if by[name] == name and name not in recorded and name not in continued_cells
+            and run.checkpoint not in skipped and run.train_corpus in ("downstream", "upstream")}
 
 
 def continued(config: cfg.Config) -> dict[str, cfg.CellCheckpoint]:

@@ -276,6 +276,39 @@ def plan(config: cfg.Config, vocab_size: int, mfu: float, peak_tflops: float, co
                     base_eval_gpu_hours=len(config.checkpoints) * final_eval * eval_cost, checkpoint_bytes=checkpoint_bytes)
 
 
+def halving_savings(result: GridPlan, pool: dict[str, int], decided: dict | None) -> dict:
+    """Early stopping's cost against the full grid, in training GPU-hours (a run's cost is proportional to
+    its steps: every step the same batch): the rungs' (each cell's first `pool[cell]` steps); once the
+    `halve` stage decided (`decided`, its halving.json), what the cells that go on add and what the grid
+    saves; before, at most what it can save (every cell but the best stopped at its rung)."""
+    by_name = {c.name: c for c in result.cells}
+    cost = {name: by_name[name].gpu_hours for name in pool}
+    rungs = {name: cost[name] * pool[name] / by_name[name].steps for name in pool}
+    out = {"cells": len(pool), "full": result.gpu_hours, "rungs": sum(rungs.values()),
+           "at_most_saved": sum(cost.values()) - sum(rungs.values()) - max((cost[n] - rungs[n] for n in pool), default=0.0)}
+    if decided is not None:
+        stopped = [name for name in decided["stopped"] if name in pool]
+        saved = sum(cost[name] - rungs[name] for name in stopped)
+        out.update(stopped=stopped, goes_on=[name for name in pool if name not in stopped], saved=saved,
+                   with_halving=result.gpu_hours - saved)
+    return out
+
+
+def render_halving(result: GridPlan, pool: dict[str, int], fraction: float, margin: float, decided: dict | None) -> str:
+    s = halving_savings(result, pool, decided)
+    lines = [f"early stopping (forecast.halving: the first {fraction:g} of each cell's steps, then the cells forecast within "
+             f"{margin:g} nats of the best go on): {s['cells']} cells decided, their rungs {s['rungs']:.4g} GPU-hours of the "
+             f"full grid's {s['full']:.4g}"]
+    if decided is None:
+        lines.append(f"  not decided yet (no halving/halving.json): at most {s['at_most_saved']:.4g} GPU-hours saved "
+                     f"({s['at_most_saved'] / s['full']:.0%} of the grid's training), when all but one cell stop at their rung")
+    else:
+        lines.append(f"  decided: {len(s['goes_on'])} go on ({', '.join(s['goes_on'])}), {len(s['stopped'])} stopped at their "
+                     f"rung: {s['with_halving']:.4g} GPU-hours instead of {s['full']:.4g}, {s['saved']:.4g} saved "
+                     f"({s['saved'] / s['full']:.0%} of the grid's training)")
+    return "\n".join(lines) + "\n"
+
+
 def render(result: GridPlan, mfu: float, peak_tflops: float, micro_note: str, gpus: int = 1, gpu_bytes: int | None = None) -> str:
     """Study by study, each cell's cost (a cell read from a longer run costs nothing); the totals
     count every run once."""

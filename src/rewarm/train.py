@@ -218,6 +218,7 @@ def train_loop(
     locked: bool = False,
     live: bool = True,
     trackers: cfg.LoggingConfig = cfg.LoggingConfig(),
+    until: int | None = None,
 ) -> dict:
     """Train `model` for the run's steps; returns the final evaluation row. `on_step(step, model,
     history)` is called on the main process after each step (and at step 0) for snapshots; `stops`
@@ -227,11 +228,13 @@ def train_loop(
     model is sharded in place and `on_step` is called only at `snapshot_steps`, with the model gathered
     whole on rank 0's CPU. The state directory is locked for the run: a second run of the same cell
     refuses to start (`locked`: the caller holds that lock already). `live=False`: no DVCLive files
-    (`MetricsLog`); `trackers`: TensorBoard's event files and an offline W&B run too (config `logging`)."""
+    (`MetricsLog`); `trackers`: TensorBoard's event files and an offline W&B run too (config `logging`).
+    `until`: end at this step (the schedule stays the whole run's) with the state saved there, for the
+    run to go on from it later (early stopping's rung)."""
     main = process_rank() == 0
     with exclusive(state_dir, f"training of {label}") if main and not locked else nullcontext():
         return _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer, on_end,
-                           snapshot_steps, live, trackers)
+                           snapshot_steps, live, trackers, until)
 
 
 def _check_fits(optimizer: torch.optim.Optimizer, saved: dict, label: str) -> None:
@@ -288,11 +291,12 @@ def full_optimizer_state(model, optimizer: torch.optim.Optimizer) -> dict | None
 
 
 def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, label, stops, initial_optimizer=None, on_end=None,
-                snapshot_steps=None, live=True, trackers=cfg.LoggingConfig()) -> dict:
+                snapshot_steps=None, live=True, trackers=cfg.LoggingConfig(), until=None) -> dict:
     sharded = run.parallel == "fsdp"
     device, rank, world = setup_device(run.device, group=sharded)
     seq_len = data.train.seq_len
     plan = cfg.Plan.of(run, seq_len, data.replay_fraction, world, stops)
+    end = plan.total_steps if until is None else min(until, plan.total_steps)  # where this run stops
     if plan.replays and data.replay is None:
         raise cfg.ConfigError("replay_fraction > 0 needs the upstream train split (--replay)")
     precision = resolve_precision(run.precision, device)
@@ -317,6 +321,9 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         history, start, deferred = state["history"], state["step"], state.get("deferred", False)
+        if start > end:
+            raise cfg.ConfigError(f"{label}: the state saved in {state_dir} is at step {start}, past this run's end at step {end} "
+                                  f"(early stopping's rung): it was saved by the longer run; remove {state_dir} to train the rung again")
         log.info("%s: resuming from step %d of %d (%s)", label, start, plan.total_steps, state_dir)
     elif initial_optimizer is not None:
         if sharded:
@@ -353,7 +360,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     metrics = MetricsLog(out_dir, history, live, trackers.tensorboard, trackers.wandb, cfg.to_dict(run)) if main else None
     streams = (ShuffledStream(data.train, run.seed), ShuffledStream(data.replay, run.seed + 1) if data.replay else None)
 
-    if deferred or start == plan.total_steps:  # resumed at a stop, or a finished run resumed to write its outputs
+    if deferred or start == end:  # resumed at a stop, or a finished run resumed to write its outputs
         snapshot(start)
     if start == 0:
         row = {"step": 0, "tokens": 0, "lr": plan.schedule(0), "train_loss": None,
@@ -372,7 +379,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
     skipped_steps = sum(1 for row in history.steps if row.get("skipped"))
     # The next batches read in a thread while a step runs; the thread is stopped however the loop ends.
     with closing(step_batches(data, plan, run, streams, start, rank, world, pin=device.type == "cuda")) as batches:
-        for step in range(start, plan.total_steps):
+        for step in range(start, end):
             lr = plan.schedule(step - skipped_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -418,7 +425,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             done = step + 1
             step_row = {"step": done, "lr": lr, "train_loss": train_loss, **({"skipped": True} if skipped else {})}
             history.steps.append(step_row)
-            if stop and done < plan.total_steps:
+            if stop and done < end:
                 # Pre-empted (SIGTERM; the job is killed some seconds later): save at once and exit. The step's
                 # evaluation and snapshot, if it has them, are deferred to the resumed run, which does them first.
                 if sharded:
@@ -442,7 +449,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             if main:
                 metrics.log_step(step_row, evaluation)
             snapshot(done)
-            if done % run.save_every == 0 and done < plan.total_steps:
+            if done % run.save_every == 0 and done < end:
                 if sharded:
                     save_sharded_state(state_dir, model, optimizer, done, history, fingerprint, scaler)
                 elif main:
@@ -450,13 +457,14 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
     bar.close()
-    if start < plan.total_steps:
+    if start < end:
         # The finished run's state, kept until the stage's outputs are written: a job pre-empted or killed
         # while it evaluates or writes them is retried, and the retry resumes here instead of training again.
+        # (At a rung, `until`: the state the run goes on from.)
         if sharded:
-            save_sharded_state(state_dir, model, optimizer, plan.total_steps, history, fingerprint, scaler)
+            save_sharded_state(state_dir, model, optimizer, end, history, fingerprint, scaler)
         elif main:
-            save_state(state_dir, model, optimizer, plan.total_steps, history, fingerprint, scaler)
+            save_state(state_dir, model, optimizer, end, history, fingerprint, scaler)
     final_optimizer = full_optimizer_state(model, optimizer) if sharded and on_end else None  # every process
     if main:
         metrics.close()
@@ -471,7 +479,7 @@ def _train_loop(model, run, data, out_dir, state_dir, fingerprint, on_step, labe
         shared = torch.tensor(float(stop), device=device)
         dist.all_reduce(shared)  # also the barrier that lets rank 0 finish its saves first
         stop = bool(shared > 0)
-    exit_if_preempted(label, state_dir, plan.total_steps, requested=stop)
+    exit_if_preempted(label, state_dir, end, requested=stop)
     return final_metrics(history)
 
 
@@ -512,19 +520,54 @@ def train_cell(
     out_dir: Path,
     state_dir: Path,
     replay_dir: Path | None = None,
+    rung: bool = False,
+    halving: Path | None = None,
 ) -> dict:
     """Re-warm the base model on `train_dir` with the cell's settings `run`; write the run directory (replaced
     whole: an earlier run of the cell there is removed first, so a killed rerun leaves no old results beside new).
-    The cell's state directory is locked first: a second run of the same cell refuses before touching anything."""
+    The cell's state directory is locked first: a second run of the same cell refuses before touching anything.
+
+    Early stopping (`forecast.halving`): `rung=True` trains the cell's first steps only and writes its curve so
+    far to `out_dir` (`rewarm rung`), keeping the state there; `halving`, the `halve` stage's directory, says
+    whether the cell goes on to its end (resuming from the rung) or ends at the rung (its run directory is the
+    rung's model and curve, marked in config.json)."""
     main = process_rank() == 0
+    stage = "rung" if rung else "train"
+    halving_decision(config, grid.cell_name(run), halving, rung)  # a cell early stopping decides needs its decision, first
     if main:
-        check_replaceable(out_dir, "train", also=RUN_STAGES)  # before any work
+        check_replaceable(out_dir, stage, also=() if rung else RUN_STAGES)  # before any work
     with exclusive(state_dir, f"training of {grid.cell_name(run)}") if main else nullcontext():
-        return _train_cell(config, run, base_dir, train_dir, val_dirs, out_dir, state_dir, replay_dir)
+        return _train_cell(config, run, base_dir, train_dir, val_dirs, out_dir, state_dir, replay_dir, rung, halving)
+
+
+def halving_decision(config: cfg.Config, name: str, halving: Path | None, rung: bool = False) -> dict | None:
+    """A cell's part in early stopping: None when it has none (off, or a cell it does not decide), else
+    {"rung": step, "of": steps, "goes_on": bool} (`goes_on` from the `halve` stage's directory, `halving`)."""
+    pool = grid.halving_pool(config)
+    if name not in pool:
+        if rung:
+            raise cfg.ConfigError(f"cell {name} has no rung: early stopping is off (forecast.halving.fraction) or does not "
+                                  f"decide it (it decides: {', '.join(pool) or 'none'})")
+        return None
+    decision = {"rung": pool[name], "of": cfg.total_steps(grid.cells(config)[name], config.prepare.seq_len), "goes_on": True}
+    if halving is None and not rung:
+        raise cfg.ConfigError(f"cell {name}: under early stopping (forecast.halving.fraction) its training goes on from its rung "
+                              f"as the `halve` stage decides: give --halving DIR (Snakemake does; dvc.yaml has no early "
+                              f"stopping: run the grid with Snakemake, or set forecast.halving.fraction: null)")
+    if halving is not None:
+        path = Path(halving) / "halving.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (the `halve` stage writes it; give --halving its directory)")
+        cells = json.loads(path.read_text())["cells"]
+        if name not in cells:
+            raise cfg.ConfigError(f"{path} does not decide cell {name} (it decides: {', '.join(cells)}): it was written for "
+                                  f"another grid; run the `halve` stage again")
+        decision["goes_on"] = bool(cells[name]["goes_on"])
+    return decision
 
 
 def _train_cell(config: cfg.Config, run: cfg.TrainConfig, base_dir: Path, train_dir: Path, val_dirs: dict[str, Path],
-                out_dir: Path, state_dir: Path, replay_dir: Path | None) -> dict:
+                out_dir: Path, state_dir: Path, replay_dir: Path | None, rung: bool = False, halving: Path | None = None) -> dict:
     # The process group first, with a long timeout: from here on no process works alone while the others
     # wait outside a collective (under torchrun the ranks start together and meet at once).
     _, rank, world = setup_device(run.device, group=run.parallel == "fsdp")
@@ -553,6 +596,11 @@ def _train_cell(config: cfg.Config, run: cfg.TrainConfig, base_dir: Path, train_
     # The final model, the resumable state (weights and two Adam moments), and a model per shorter cell.
     name = grid.cell_name(run)
     stops = grid.prefix_stops(config, name)
+    decision = halving_decision(config, name, halving, rung)
+    total = cfg.total_steps(run, data.train.seq_len)
+    # Early stopping: the run evaluates at its rung (the law is fitted there) and ends there unless it goes on.
+    until = None if decision is None or (decision["goes_on"] and not rung) else decision["rung"]
+    evaluated = tuple(stops.values()) + ((decision["rung"],) if decision else ())
     check_free_space(out_dir, (4 + len(stops)) * checkpoints.weights_bytes(base_dir), f"train {name}")
     weights = from_rank0(lambda: checkpoints.weights_fingerprint(base_dir))  # verifies the weights: rank 0 hashes them once
     # Under FSDP only rank 0 reads the weights; the others shard a skeleton and receive theirs from it.
@@ -562,8 +610,10 @@ def _train_cell(config: cfg.Config, run: cfg.TrainConfig, base_dir: Path, train_
     kept: dict = {}
     main = rank == 0
     if main:
-        claim_dir(out_dir, "train", also=RUN_STAGES)
+        claim_dir(out_dir, "rung" if rung else "train", also=() if rung else RUN_STAGES)
         write_json(out_dir / "config.json", {
+            **({"halving": {"rung": decision["rung"], "of": decision["of"], "goes_on": decision["goes_on"] and not rung}}
+               if decision else {}),
             "cell": name, "train": cfg.to_dict(run), "seq_len": data.train.seq_len,
             "code": code_version(), "data_order": DATA_ORDER,
             "inputs": {"base_dir": str(base_dir), "base_weights": weights, "tokenizer": fingerprint,
@@ -571,12 +621,11 @@ def _train_cell(config: cfg.Config, run: cfg.TrainConfig, base_dir: Path, train_
                           [("train", data.train), *[(f"val/{k}", v) for k, v in data.val.items()]]}},
         })
     snapshots = state_dir / "stops"
-
-    total = cfg.total_steps(run, data.train.seq_len)
     final_model: list = []
+    end = total if until is None else until
 
     def record_stop(step: int, current, history: History) -> None:
-        if step == total:  # the final model (under FSDP, gathered: the run's own `model` is sharded)
+        if step == end and not rung:  # the final model (under FSDP, gathered: the run's own `model` is sharded)
             final_model.append(current)
         # What a shorter cell of this run needs at its stopping point: the model and the curve so far.
         if step in stops.values():
@@ -588,14 +637,20 @@ def _train_cell(config: cfg.Config, run: cfg.TrainConfig, base_dir: Path, train_
     try:
         extra = {"stops": sorted(stops.values()), "optimizer_state": carried is not None}
         final = train_loop(model, run, data, out_dir, state_dir, run_fingerprint(run, weights, data, extra),
-                           on_step=record_stop, label=name, stops=tuple(stops.values()), initial_optimizer=carried,
+                           on_step=record_stop, label=name, stops=evaluated, initial_optimizer=carried,
                            on_end=kept.update if grid.keeps_optimizer(config, name) else None,
-                           snapshot_steps=frozenset(stops.values()) | {total}, locked=True,
-                           trackers=config.logging)
+                           snapshot_steps=frozenset(stops.values()) | {end}, locked=True,
+                           trackers=config.logging, until=until)
     except TrainingDiverged as error:
         if main:  # kept beside the run's outputs (which the workflow removes), for the report to list
             write_json(failure, {"cell": name, "error": str(error)})
         raise
+    if main and rung:
+        # The rung's curve is in out_dir (metrics.jsonl); its state stays in state_dir for the run to go on from.
+        failure.unlink(missing_ok=True)
+        write_json(out_dir / "metrics.json", final)
+        exit_if_preempted(name, state_dir, end)
+        return final
     if main:
         failure.unlink(missing_ok=True)
         with atomic_dir(out_dir / STOPS, "train") as tmp:
@@ -607,7 +662,7 @@ def _train_cell(config: cfg.Config, run: cfg.TrainConfig, base_dir: Path, train_
             if kept:  # a later cell continues this one with its optimizer state
                 checkpoints.save_optimizer_state(kept, tmp)
         write_json(out_dir / "metrics.json", final)
-        exit_if_preempted(name, state_dir, total)
+        exit_if_preempted(name, state_dir, end)
         _remove_state(state_dir)
     return final
 

@@ -42,6 +42,8 @@ PREFIXES = [cell for cell in CELLS if TRAINED_BY[cell] != cell]
 RECORDS = rewarm_grid.records(CONFIG)
 # The cells the continual pre-training law is fitted on (`forecast`; none: it says there is no forecast).
 FORECAST_FIT = rewarm_grid.forecast_cells(CONFIG)
+# Early stopping (forecast.halving): the cells it decides, with their rung's step (none: off).
+HALVING_POOL = rewarm_grid.halving_pool(CONFIG)
 # Benchmarks (LM Evaluation Harness): every cell and evaluated base checkpoint, when tasks are declared.
 BENCHMARKED = list(CELLS) if CONFIG.benchmarking() else []
 BENCHMARKED_BASE = EVALUATED_BASE if CONFIG.benchmarking() else []
@@ -107,7 +109,18 @@ def cell_base(wildcards):
 def cell_params(wildcards):
     """A digest of a cell's resolved parameters and of the shorter cells its run records: a change re-runs
     that cell (`rewarm grid` prints them; Snakemake would print a changed dict whole, for every cell)."""
-    return rewarm_config.digest({**rewarm_config.to_dict(CELLS[wildcards.cell]), "records": RECORDS.get(wildcards.cell, {})})
+    rung = HALVING_POOL.get(wildcards.cell)
+    return rewarm_config.digest({**rewarm_config.to_dict(CELLS[wildcards.cell]), "records": RECORDS.get(wildcards.cell, {}),
+                                 **({"rung": rung} if rung else {})})
+
+
+def cell_halving(wildcards):
+    """Under early stopping, the `halve` stage's directory for the cells it decides (no input otherwise)."""
+    return ["halving"] if wildcards.cell in HALVING_POOL else []
+
+
+def cell_halving_flag(wildcards):
+    return " --halving halving" if wildcards.cell in HALVING_POOL else ""
 
 
 def cell_train_corpus(wildcards):

@@ -9,6 +9,7 @@ rule train:
         upstream="data/tokens/upstream",
         downstream="data/tokens/downstream",
         corpus=cell_train_tokens,
+        halving=cell_halving,
     output:
         model=directory("runs/{cell}/model"),
         metrics="runs/{cell}/metrics.json",
@@ -22,6 +23,7 @@ rule train:
         config=PARAMS,
         cell=cell_params,
         launcher=train_launcher,
+        halving=cell_halving_flag,
     conda:
         "../envs/rewarm.yaml"
     log:
@@ -39,7 +41,7 @@ rule train:
         "exec {params.launcher} train {params.config} --cell {wildcards.cell} --base {input.base}"
         " --train {input.corpus}/train --replay {input.upstream}/train"
         " --val upstream={input.upstream}/val --val downstream={input.downstream}/val"
-        " --state state/runs/{wildcards.cell} --out runs/{wildcards.cell} --threads {threads} 2> {log}"
+        " --state state/runs/{wildcards.cell} --out runs/{wildcards.cell} --threads {threads}{params.halving} 2> {log}"
 
 
 rule prefix:

@@ -51,6 +51,7 @@ from rewarm.config.schema import (
     ReportConfig,
     ForecastConfig,
     SearchConfig,
+    HalvingConfig,
     Mixture,
     ModelConfig,
     Optimization,
@@ -79,7 +80,7 @@ from rewarm.config.steps import (
 __all__ = [
     "SAFE_NAME", "ConfigError", "Mixture", "DemoSource", "JsonlSource", "HfSource", "Source", "SOURCE_TYPES",
     "Corpus", "TokenizerConfig", "PrepareConfig", "ModelConfig", "Optimization", "PretrainConfig",
-    "TrainConfig", "Study", "GridConfig", "DemoTasks", "BenchmarkConfig", "LoggingConfig", "ReportConfig", "ForecastConfig", "SearchConfig", "HubCheckpoint", "LocalCheckpoint",
+    "TrainConfig", "Study", "GridConfig", "DemoTasks", "BenchmarkConfig", "LoggingConfig", "ReportConfig", "ForecastConfig", "SearchConfig", "HalvingConfig", "HubCheckpoint", "LocalCheckpoint",
     "ScratchCheckpoint", "PretrainCheckpoint", "CellCheckpoint", "CheckpointSpec", "CHECKPOINT_TYPES",
     "Config", "DEMO_TASKS", "replay_before", "replay_is_whole", "replay_in_step", "total_steps",
     "schedule_steps", "warmup_steps", "warmup_exact", "decay_steps", "min_lr", "Plan", "check",

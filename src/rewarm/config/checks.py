@@ -93,6 +93,11 @@ def _check_forecast(config: Config) -> list[str]:
     for key in ("warmup_fraction", "replay_fraction"):
         if not getattr(search, key):
             problems.append(f"forecast.search.{key}: needs at least one value")
+    halving = forecast.halving
+    if halving.fraction is not None and not 0 < halving.fraction < 1:
+        problems.append(f"forecast.halving.fraction: {halving.fraction} must be in (0, 1) (a share of each cell's steps), or null")
+    if halving.margin < 0:
+        problems.append(f"forecast.halving.margin: {halving.margin} must be >= 0 (nats)")
     return problems
 
 

@@ -393,6 +393,21 @@ class ReportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HalvingConfig:
+    """Early stopping of a grid, one rung of successive halving (Jamieson and Talwalkar 2016; Li et al. 2018's
+    Hyperband): every cell the law can describe trains to `fraction` of its steps first (`rung`), the law is
+    fitted on all those early curves at once, and only the cells whose forecast final loss is within `margin`
+    of the best are trained to the end (`halve`, then `train`); the others end at the rung (`rewarm plan`
+    prints the GPU-hours saved)."""
+
+    fraction: Optional[float] = None
+    """The share of each cell's steps trained before the law decides, in (0, 1) (null: no early stopping)."""
+    margin: float = 0.05
+    """A cell goes on when its forecast objective (forecast.search.upstream_weight x upstream + the rest x
+    downstream final loss) is within this many nats of the best cell's."""
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """The schedule search on the fitted law (`rewarm forecast`): the reference cell (`train`) with each
     combination of these values, at the token budget; the one that minimises the weighted final loss wins
@@ -427,6 +442,8 @@ class ForecastConfig:
     pre-training curve, costing no training): what lets the law forecast cells from other checkpoints."""
     search: SearchConfig = SearchConfig()
     """The schedule search on the fitted law."""
+    halving: HalvingConfig = HalvingConfig()
+    """Early stopping of the grid by the law fitted on the cells' first steps (off unless `fraction` is set)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -548,6 +565,10 @@ class Config:
     def forecasting(self) -> bool:
         """Whether the `forecast` stage runs: cells to fit the law on are declared."""
         return bool(self.forecast.fit)
+
+    def halving(self) -> bool:
+        """Whether the grid stops early the cells the law forecasts to be worse (`forecast.halving.fraction`)."""
+        return self.forecast.halving.fraction is not None
 
     def benchmarking(self) -> bool:
         """Whether the `benchmark` stage runs: a `benchmark` section with tasks."""

@@ -84,6 +84,10 @@ def collect(config: cfg.Config, runs: Path, evals: Path, partial: bool = False):
             entry["forgetting"] = forgetting(final["upstream"]["loss"], start["upstream"]["loss"])
             entry["adaptation"] = adaptation(final["downstream"]["loss"], start["downstream"]["loss"])
         entry["mean_loss"] = sum(result["loss"] for result in final.values()) / len(final)
+        ran = runs / name / "config.json"
+        halving = json.loads(ran.read_text()).get("halving") if ran.exists() else None
+        if halving and not halving["goes_on"]:  # early stopping ended it at its rung (forecast.halving)
+            entry["stopped_at"] = (halving["rung"], halving["of"])
         if config.benchmarking():
             entry.update(benchmark_scores(evals / "benchmark" / "cells" / f"{name}.json", partial))
         table[name] = entry
@@ -182,6 +186,12 @@ def write_report(config: cfg.Config, runs: Path, evals: Path, out_dir: Path, par
         if unfinished:
             overview.insert(0, f"{len(unfinished)} of {len(cells)} cells did not finish and are left out of the findings: "
                                + "; ".join(f"{name} {status}" for name, status in unfinished.items()) + ".")
+        stopped = {name: entry["stopped_at"] for name, entry in table.items() if "stopped_at" in entry}
+        if stopped:
+            overview.insert(0, f"Early stopping (forecast.halving; halving/halving.json): {len(stopped)} of {len(cells)} cells were "
+                               f"stopped at their rung, the law forecasting them more than {config.forecast.halving.margin:g} nats "
+                               f"behind the best, and appear here as they were there: "
+                               + "; ".join(f"{labelled(short, n)} at step {r} of {of}" for n, (r, of) in stopped.items()) + ".")
         fit_rows, fit_text = predictions(config, cells, table, short)
         law_result = forecast.read(forecast_dir) if forecast_dir else None
         law_section = forecast.section(law_result, lambda n: labelled(short, n))
