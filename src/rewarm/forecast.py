@@ -288,7 +288,9 @@ def halving(config: cfg.Config, rungs: Path) -> dict:
     """Early stopping, one rung of successive halving: the law fitted on every rung's curve at once (each
     cell's first `forecast.halving.fraction` of steps, its own base checkpoint's evaluation at step 0
     included), each cell's final loss forecast on both corpora, and the cells whose forecast objective
-    (forecast.search.upstream_weight x upstream + the rest x downstream) is within `margin` of the best go on.
+    (forecast.search.upstream_weight x upstream + the rest x downstream) is within `margin` of the best of
+    a study they are in go on (a study compares its own cells: the best of another, of other lengths or
+    corpora, is not their rival).
     Losses are the in-training sample's, the same for every cell: the ranking needs no offset."""
     settings = config.forecast
     pool = grid.halving_pool(config)
@@ -320,14 +322,21 @@ def halving(config: cfg.Config, rungs: Path) -> dict:
         rows[name] = {"rung": rung, "steps": len(rates), "at_rung": {c: observed[name].losses[c][-1] for c in CORPORA},
                       "forecast": final, "objective": weight * final["upstream"] + (1 - weight) * final["downstream"],
                       "objective_sd": sd}
-    best = min(row["objective"] for row in rows.values())
-    for row in rows.values():
-        row["goes_on"] = row["objective"] <= best + margin
+    # Within each study (what a study compares), the best of its decided cells; a cell goes on when it is within
+    # the margin of the best of any study it is in.
+    studies = {study: [n for n in members if n in rows] for study, members in grid.studies(config).items()}
+    studies = {study: members for study, members in studies.items() if members}
+    for study, members in studies.items():
+        best = min(rows[n]["objective"] for n in members)
+        for n in members:
+            row = rows[n]
+            row.setdefault("best_in", {})[study] = best
+            row["goes_on"] = row.get("goes_on", False) or row["objective"] <= best + margin
     stopped = [name for name, row in rows.items() if not row["goes_on"]]
     steps = sum(row["steps"] for row in rows.values())
     trained = sum(row["steps"] if row["goes_on"] else row["rung"] for row in rows.values())
     return {"fraction": settings.halving.fraction, "margin": margin, "objective": f"{weight:g} x upstream + {1 - weight:g} x "
-            f"downstream final loss (in-training sample)", "best": best, "cells": rows,
+            f"downstream final loss (in-training sample)", "studies": studies, "cells": rows,
             "goes_on": [name for name in rows if name not in stopped], "stopped": stopped,
             "steps": {"full": steps, "trained": trained, "saved": steps - trained},
             "fits": {c: fits[c].to_dict() for c in CORPORA}}
@@ -341,7 +350,8 @@ def write_halving(config: cfg.Config, rungs: Path, out_dir: Path) -> Path:
     with atomic_dir(out_dir, "halve") as tmp:
         write_json(tmp / "halving.json", result)
     for name, row in result["cells"].items():
-        log.info("%s: forecast %.4f +/- %.4f (best %.4f): %s", name, row["objective"], row["objective_sd"], result["best"],
+        log.info("%s: forecast %.4f +/- %.4f (best of its studies: %s): %s", name, row["objective"], row["objective_sd"],
+                 ", ".join(f"{study} {best:.4f}" for study, best in row["best_in"].items()),
                  "goes on" if row["goes_on"] else f"stops at step {row['rung']} of {row['steps']}")
     log.info("early stopping: %d of %d cells go on; %d of %d steps saved", len(result["goes_on"]), len(result["cells"]),
              result["steps"]["saved"], result["steps"]["full"])

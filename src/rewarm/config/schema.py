@@ -397,14 +397,14 @@ class HalvingConfig:
     """Early stopping of a grid, one rung of successive halving (Jamieson and Talwalkar 2016; Li et al. 2018's
     Hyperband): every cell the law can describe trains to `fraction` of its steps first (`rung`), the law is
     fitted on all those early curves at once, and only the cells whose forecast final loss is within `margin`
-    of the best are trained to the end (`halve`, then `train`); the others end at the rung (`rewarm plan`
+    of their study's best are trained to the end (`halve`, then `train`); the others end at the rung (`rewarm plan`
     prints the GPU-hours saved)."""
 
     fraction: Optional[float] = None
     """The share of each cell's steps trained before the law decides, in (0, 1) (null: no early stopping)."""
     margin: float = 0.05
     """A cell goes on when its forecast objective (forecast.search.upstream_weight x upstream + the rest x
-    downstream final loss) is within this many nats of the best cell's."""
+    downstream final loss) is within this many nats of the best of the cells it decides in a study the cell is in."""
 
 
 @dataclasses.dataclass(frozen=True)
