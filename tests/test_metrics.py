@@ -8,6 +8,7 @@ import json
 import struct
 
 import numpy as np
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rewarm.metrics import History, MetricsLog
@@ -114,3 +115,15 @@ def test_without_the_setting_no_event_file_is_written(tmp_path):
     MetricsLog(tmp_path, History(steps=[], evals=[evaluation(0, 3.0)]), live=False).close()
     assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "wandb").exists()
     assert (tmp_path / "metrics.jsonl").is_file()
+
+
+@pytest.mark.bad_input
+def test_a_metrics_line_that_is_not_json_is_named_by_file_and_line(tmp_path):
+    from rewarm.metrics import read_rows
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0, "val/upstream/loss": 5.0}\n\n{"step": 10, "val/upst\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 3: not a JSON row of a run's metrics"):
+        read_rows(path)
+    path.write_text('{"step": 0}\n\n{"step": 10}\n')
+    assert read_rows(path) == [{"step": 0}, {"step": 10}]  # blank lines skipped

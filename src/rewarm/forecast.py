@@ -29,6 +29,7 @@ from rewarm import config as cfg
 from rewarm import grid, law
 from rewarm.config.steps import Plan, total_steps
 from rewarm.io import atomic_dir, write_json, write_text
+from rewarm.metrics import read_rows
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,14 @@ CORPORA = ("upstream", "downstream")
 
 def lrs(run: cfg.Optimization, seq_len: int) -> list[float]:
     """The learning rate of each update of a run, as the training loop sets it (`Plan.schedule(step)`)."""
+    return schedule(run, seq_len)[0]
+
+
+def schedule(run: cfg.Optimization, seq_len: int) -> tuple[list[float], list[int]]:
+    """(the learning rate of each update, the steps it evaluates at, 0 included), from one `Plan` of the run."""
     plan = Plan.of(run, seq_len, getattr(run, "replay_fraction", 0.0), world=1)
-    return [plan.schedule(step) for step in range(plan.total_steps)]
+    return ([plan.schedule(step) for step in range(plan.total_steps)],
+            [0, *[done for done in range(1, plan.total_steps + 1) if plan.evaluates(done, run)]])
 
 
 def pretraining_lrs(config: cfg.Config, checkpoint: str) -> list[float] | None:
@@ -71,12 +78,19 @@ class Observed:
     losses: dict[str, list[float]]
 
 
-def observe(config: cfg.Config, name: str, cell: cfg.TrainConfig, runs: Path, decay: float) -> Observed:
+def logged_rows(runs: Path, name: str) -> list[dict] | None:
+    """A cell's in-training evaluations (its metrics.jsonl), None where it has not run."""
     path = runs / name / "metrics.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: forecast.fit names cell {name}, which has no curves (it has not run)")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rates = lrs(cell, config.prepare.seq_len)
+    return read_rows(path) if path.exists() else None
+
+
+def observe(config: cfg.Config, name: str, cell: cfg.TrainConfig, rows: list[dict] | None, path: Path, decay: float,
+            rates: list[float] | None = None) -> Observed:
+    """The law's points and the losses logged at a run's evaluations (`rows`, read from `path`), its logged
+    learning rates checked against those its settings give (`rates`, computed when not given)."""
+    if rows is None:
+        raise FileNotFoundError(f"{path}: cell {name} has no curves (it has not run)")
+    rates = lrs(cell, config.prepare.seq_len) if rates is None else rates
     for row in rows:
         step = row["step"]
         if 0 < step <= len(rates) and row.get("lr") is not None and not math.isclose(row["lr"], rates[step - 1], rel_tol=1e-9, abs_tol=1e-15):
@@ -130,14 +144,20 @@ def unsupported(cell: cfg.TrainConfig, config: cfg.Config, fitted: list[cfg.Trai
 def forecast(config: cfg.Config, runs: Path, evals: Path) -> tuple[dict, dict[str, law.Fit]]:
     """(forecast.json's content, the fit per corpus)."""
     settings = config.forecast
+    seq_len = config.prepare.seq_len
     cells = grid.cells(config)
     fit_names = grid.forecast_cells(config)
     fitted = [cells[name] for name in fit_names]
-    observed = [observe(config, name, cells[name], runs, settings.decay) for name in fit_names]
+    # Each cell read once: its schedule, its logged curve and its final evaluation (None where it has not run).
+    schedules = {name: schedule(cell, seq_len) for name, cell in cells.items()}
+    logged = {name: logged_rows(runs, name) for name in cells}
+    finals = {name: measured(evals, name) for name in cells}
+    observed = [observe(config, name, cells[name], logged[name], runs / name / "metrics.jsonl", settings.decay, schedules[name][0])
+                for name in fit_names]
     # The offset between the whole split (final evaluations) and the in-training sample, on the fitted cells.
     offsets = {}
     for corpus in CORPORA:
-        gaps = [m[corpus] - o.losses[corpus][-1] for name, o in zip(fit_names, observed) if (m := measured(evals, name))]
+        gaps = [m[corpus] - o.losses[corpus][-1] for name, o in zip(fit_names, observed) if (m := finals[name])]
         offsets[corpus] = sum(gaps) / len(gaps) if gaps else 0.0
     # Each pre-trained base checkpoint's evaluation before training: a point of the hidden pre-training curve.
     base_points = []
@@ -165,38 +185,29 @@ def forecast(config: cfg.Config, runs: Path, evals: Path) -> tuple[dict, dict[st
         if why:
             rows[name] = {**entry, "not_forecast": why}
             continue
-        rates = lrs(cell, config.prepare.seq_len)
+        rates, steps = schedules[name]
         points = law.areas(pretraining_lrs(config, cell.checkpoint) or [], rates, new_share(cell), settings.decay)
-        steps = evaluation_steps(cell, config.prepare.seq_len)
         final = {c: fits[c].law.predict(points[-1]) + offsets[c] for c in CORPORA}
         entry.update(marks=marks(cell, fitted, config, settings.extrapolation), final=final,
                      curve={"step": steps, **{c: [fits[c].law.predict(points[s]) if points[s].s1 > 0 else None for s in steps]
                                               for c in CORPORA}})
-        curve_path = runs / name / "metrics.jsonl"
-        if curve_path.exists():
-            logged = [json.loads(line) for line in curve_path.read_text().splitlines() if line.strip()]
-            logged = [r for r in logged if 0 < r["step"] <= len(rates)]
-            if logged:
-                # The law against the run's own in-training sample: its error without the sample's offset from the split.
-                entry["curve_error"] = {c: {"final": fits[c].law.predict(points[logged[-1]["step"]]) - logged[-1][f"val/{c}/loss"],
-                                            "rmse": math.sqrt(sum((fits[c].law.predict(points[r["step"]]) - r[f"val/{c}/loss"]) ** 2
-                                                                  for r in logged) / len(logged))} for c in CORPORA}
-        result = measured(evals, name)
+        curve = [r for r in logged[name] or [] if 0 < r["step"] <= len(rates)]
+        if curve:
+            # The law against the run's own in-training sample: its error without the sample's offset from the split.
+            entry["curve_error"] = {c: {"final": fits[c].law.predict(points[curve[-1]["step"]]) - curve[-1][f"val/{c}/loss"],
+                                        "rmse": math.sqrt(sum((fits[c].law.predict(points[r["step"]]) - r[f"val/{c}/loss"]) ** 2
+                                                              for r in curve) / len(curve))} for c in CORPORA}
+        result = finals[name]
         if result:
             entry["measured"] = result
             entry["error"] = {c: final[c] - result[c] for c in CORPORA}
         rows[name] = entry
     summary = errors_summary(rows)
-    search = schedule_search(config, fits, offsets)
+    search = schedule_search(config, fits, offsets, fitted)
     return {"law": "Wang, Tissue et al. 2025 (arXiv 2505.07796): L = L0 + A*S1^-alpha - C*S2 + B*(1 - (1 + E*S1_new)^-beta)",
             "fit_cells": fit_names, "decay": settings.decay, "offsets": offsets, "base_points": len(base_points),
             "fits": {c: {"rmse": fits[c].rmse, "points": fits[c].points} for c in CORPORA},
             "summary": summary, "cells": rows, "search": search}, fits
-
-
-def evaluation_steps(cell: cfg.TrainConfig, seq_len: int) -> list[int]:
-    plan = Plan.of(cell, seq_len, cell.replay_fraction, world=1)
-    return [0, *[done for done in range(1, plan.total_steps + 1) if plan.evaluates(done, cell)]]
 
 
 def errors_summary(rows: dict) -> dict:
@@ -215,7 +226,7 @@ def errors_summary(rows: dict) -> dict:
     return out
 
 
-def schedule_search(config: cfg.Config, fits: dict[str, law.Fit], offsets: dict[str, float]) -> dict:
+def schedule_search(config: cfg.Config, fits: dict[str, law.Fit], offsets: dict[str, float], fitted: list[cfg.TrainConfig]) -> dict:
     """The maximum learning rate, warm-up and replay that minimise w x upstream + (1 - w) x downstream
     final loss (whole split) at the token budget, on the fitted law (Wang, Tissue et al. 2025, section 5:
     balancing general and domain performance), from the reference cell (`train`); with the law's
@@ -226,7 +237,6 @@ def schedule_search(config: cfg.Config, fits: dict[str, law.Fit], offsets: dict[
     weight = settings.upstream_weight
     base = dataclasses.replace(config.train, tokens=settings.tokens or config.train.tokens)
     pretraining = pretraining_lrs(config, base.checkpoint) or []
-    fitted = [grid.cells(config)[n] for n in grid.forecast_cells(config)]
     rates = settings.max_lr or sorted({c.max_lr for c in fitted})
     candidates = []
     for max_lr in rates:
@@ -296,12 +306,13 @@ def halving(config: cfg.Config, rungs: Path) -> dict:
     pool = grid.halving_pool(config)
     cells = grid.cells(config)
     observed = {}
+    rates = {name: lrs(cells[name], config.prepare.seq_len) for name in pool}
     for name, step in pool.items():
-        observed[name] = observe(config, name, cells[name], rungs, settings.decay)
-        logged = [json.loads(line)["step"] for line in (rungs / name / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        if not logged or logged[-1] != step:
-            raise ValueError(f"{rungs / name / 'metrics.jsonl'}: the rung of cell {name} ends at step {logged[-1] if logged else 0}, "
-                             f"not at its rung's step {step}: the rung did not finish (run the `rung` stage again)")
+        curve, path = logged_rows(rungs, name), rungs / name / "metrics.jsonl"
+        observed[name] = observe(config, name, cells[name], curve, path, settings.decay, rates[name])
+        if not curve or curve[-1]["step"] != step:
+            raise ValueError(f"{path}: the rung of cell {name} ends at step {curve[-1]['step'] if curve else 0}, not at its rung's "
+                             f"step {step}: the rung did not finish (run the `rung` stage again)")
     fits = {}
     for corpus in CORPORA:
         points = [p for o in observed.values() for p in o.points]
@@ -315,11 +326,10 @@ def halving(config: cfg.Config, rungs: Path) -> dict:
     rows = {}
     for name, rung in pool.items():
         cell = cells[name]
-        rates = lrs(cell, config.prepare.seq_len)
-        point = law.areas(pretraining_lrs(config, cell.checkpoint) or [], rates, new_share(cell), settings.decay)[-1]
+        point = law.areas(pretraining_lrs(config, cell.checkpoint) or [], rates[name], new_share(cell), settings.decay)[-1]
         final = {c: fits[c].law.predict(point) for c in CORPORA}
         sd = math.sqrt(sum(w * w * law.variance(fits[c], fits[c].law.gradient(point)) for c, w in zip(CORPORA, (weight, 1 - weight))))
-        rows[name] = {"rung": rung, "steps": len(rates), "at_rung": {c: observed[name].losses[c][-1] for c in CORPORA},
+        rows[name] = {"rung": rung, "steps": len(rates[name]), "at_rung": {c: observed[name].losses[c][-1] for c in CORPORA},
                       "forecast": final, "objective": weight * final["upstream"] + (1 - weight) * final["downstream"],
                       "objective_sd": sd}
     # Within each study (what a study compares), the best of its decided cells; a cell goes on when it is within

@@ -13,6 +13,19 @@ from pathlib import Path
 from rewarm.io import write_text
 
 
+def read_rows(path: Path) -> list[dict]:
+    """A run's metrics.jsonl: one row per evaluation. A line that is not JSON is an error naming the file
+    and the line (a run directory edited by hand, or cut short by a full disk)."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not a JSON row of a run's metrics ({error.msg})") from None
+    return rows
+
+
 @dataclass
 class History:
     """Everything logged so far; kept in the state so a resumed run rewrites identical logs."""

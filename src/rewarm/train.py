@@ -533,11 +533,11 @@ def train_cell(
     rung's model and curve, marked in config.json)."""
     main = process_rank() == 0
     stage = "rung" if rung else "train"
-    halving_decision(config, grid.cell_name(run), halving, rung)  # a cell early stopping decides needs its decision, first
+    decision = halving_decision(config, grid.cell_name(run), halving, rung)  # a cell early stopping decides needs it, first
     if main:
         check_replaceable(out_dir, stage, also=() if rung else RUN_STAGES)  # before any work
     with exclusive(state_dir, f"training of {grid.cell_name(run)}") if main else nullcontext():
-        return _train_cell(config, run, base_dir, train_dir, val_dirs, out_dir, state_dir, replay_dir, rung, halving)
+        return _train_cell(config, run, base_dir, train_dir, val_dirs, out_dir, state_dir, replay_dir, rung, decision)
 
 
 def halving_decision(config: cfg.Config, name: str, halving: Path | None, rung: bool = False) -> dict | None:
@@ -567,7 +567,7 @@ def halving_decision(config: cfg.Config, name: str, halving: Path | None, rung: 
 
 
 def _train_cell(config: cfg.Config, run: cfg.TrainConfig, base_dir: Path, train_dir: Path, val_dirs: dict[str, Path],
-                out_dir: Path, state_dir: Path, replay_dir: Path | None, rung: bool = False, halving: Path | None = None) -> dict:
+                out_dir: Path, state_dir: Path, replay_dir: Path | None, rung: bool, decision: dict | None) -> dict:
     # The process group first, with a long timeout: from here on no process works alone while the others
     # wait outside a collective (under torchrun the ranks start together and meet at once).
     _, rank, world = setup_device(run.device, group=run.parallel == "fsdp")
@@ -596,7 +596,6 @@ def _train_cell(config: cfg.Config, run: cfg.TrainConfig, base_dir: Path, train_
     # The final model, the resumable state (weights and two Adam moments), and a model per shorter cell.
     name = grid.cell_name(run)
     stops = grid.prefix_stops(config, name)
-    decision = halving_decision(config, name, halving, rung)
     total = cfg.total_steps(run, data.train.seq_len)
     # Early stopping: the run evaluates at its rung (the law is fitted there) and ends there unless it goes on.
     until = None if decision is None or (decision["goes_on"] and not rung) else decision["rung"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from rewarm import config as cfg
 from rewarm import forecast, grid
 from rewarm.io import FAILURE, atomic_dir, object_schema, read_checked_json, write_text
+from rewarm.metrics import read_rows
 from rewarm.report.figures import figures, forecast_figure
 from rewarm.report.labels import cell_labels
 from rewarm.report.findings import (
@@ -70,7 +71,7 @@ def collect(config: cfg.Config, runs: Path, evals: Path, partial: bool = False):
                                         + (f" (it failed: {error})" if error else ""))
             unfinished[name] = f"failed: {error}" if error else "not run (or not finished)"
             continue
-        rows = [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
+        rows = read_rows(runs / name / "metrics.jsonl")
         final = read_checked_json(evals / "cells" / f"{name}.json", EVALUATION, "evaluation")
         start = base.get(cell.checkpoint)
         entry = {"rows": rows, "lr": _lr_log(runs / name), **{f"gap_{c}": stability_gap(rows, f"val/{c}/loss") for c in CORPORA}}
