@@ -18,7 +18,8 @@ STEP_TOKENS = 512
 # What each shipped configuration is merged after (its header says so): params.yaml, then these.
 MERGED_AFTER = {"config/paper.yaml": [], "config/ibrahim2024.yaml": ["config/paper.yaml"],
                 "config/ibrahim2024-10b.yaml": ["config/paper.yaml", "config/ibrahim2024.yaml"],
-                "config/pythia-6.9b.yaml": ["config/paper.yaml"], "config/olmo2-1b.yaml": ["config/paper.yaml"]}
+                "config/pythia-6.9b.yaml": ["config/paper.yaml"], "config/olmo2-1b.yaml": ["config/paper.yaml"],
+                "config/llama-1b.yaml": ["config/paper.yaml"]}
 
 
 @pytest.mark.parametrize("path", ["params.yaml", ".test/params.yaml", *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("config/*.yaml"))])

@@ -12,6 +12,7 @@ import yaml
 from rewarm import config as cfg
 from rewarm import grid
 from rewarm import plan
+from rewarm.config import loading
 from tests.project import ROOT, rewarm
 from tests.project import copy_project, snakemake
 
@@ -216,6 +217,18 @@ def test_later_files_replace_changed_types_and_remove_null_entries(tmp_path, ove
     assert check(grid.load([ROOT / "params.yaml", tmp_path / "over.yaml"], base_dir=ROOT))
 
 
+def test_a_later_mixture_replaces_the_earlier_whole():
+    """config/paper.yaml's Pile validation mixture (22 parts) replaced by one of two SlimPajama parts: the
+    weights are the later file's only, not the union; `mixture: null` removes SlimPajama's training mixture."""
+    over = {"corpora": {"upstream": {"val": {"mixture": {"field": "meta.redpajama_set_name", "weights": {"RedPajamaC4": 1.0, "RedPajamaArXiv": 3.0}}}},
+                        "downstream": {"train": {"mixture": None}}}}
+    merged = loading.deep_merge(yaml.safe_load((ROOT / "config/paper.yaml").read_text()), over)
+    assert len(yaml.safe_load((ROOT / "config/paper.yaml").read_text())["corpora"]["upstream"]["val"]["mixture"]["weights"]) == 22
+    assert merged["corpora"]["upstream"]["val"]["mixture"] == over["corpora"]["upstream"]["val"]["mixture"]
+    assert merged["corpora"]["upstream"]["val"]["max_tokens"] == 22_609_920  # the rest of the source still merges
+    assert merged["corpora"]["downstream"]["train"]["mixture"] is None
+
+
 def test_dry_run_shows_the_full_paper_grid(tmp_path):
     project = copy_project(tmp_path / "paper")
     (project / "config").mkdir()
@@ -354,4 +367,23 @@ def test_olmo2_plan_counts_olmo2_1b_by_hand():
     block = 4 * 2_048 * 2_048 + 3 * 2_048 * 8_192 + 2 * 2_048 + 2 * 2_048
     assert plan.parameter_count(config.model, config.tokenizer.vocab_size) == root + 16 * block == 1_484_916_736
     assert plan.unit_parameters(config.model, config.tokenizer.vocab_size, root + 16 * block) == (root, block)
+
+
+def test_llama_plan_counts_tinyllama_by_hand_and_swaps_the_corpora():
+    """config/llama-1b.yaml: TinyLlama 1.1B's parameters by hand from its config.json (untied embeddings of
+    32,000 rows x 2,048, a final RMSNorm; per layer the query and output projections 2048 x 2048, key and
+    value 2048 x 256 (4 groups of 64), three 2048 x 5632 SwiGLU projections and two RMSNorms), the model's
+    published 1,100,048,384; its checkpoints study in the order of tokens seen; SlimPajama upstream."""
+    config = grid.load([*PAPER, ROOT / "config/llama-1b.yaml"])
+    root = 2 * 32_000 * 2_048 + 2_048
+    block = 2 * 2_048 * 2_048 + 2 * 2_048 * 256 + 3 * 2_048 * 5_632 + 2 * 2_048
+    assert plan.parameter_count(config.model, config.tokenizer.vocab_size) == root + 22 * block == 1_100_048_384
+    assert "step10000" not in config.checkpoints and "step27000" not in config.checkpoints
+    cells = grid.cells(config)
+    studied = [cells[n].checkpoint for n in grid.studies(config)["checkpoints"] if n.endswith("warm-0_sched-neox-floored-cosine_replay-0_tokens-50B")]
+    assert studied == ["step50k", "step240k", "final"]
+    upstream, downstream = config.corpora["upstream"], config.corpora["downstream"]
+    assert upstream.val.path == upstream.train.path == "cerebras/SlimPajama-627B" and len(upstream.val.mixture.weights) == 7
+    assert downstream.train.path == "monology/pile-uncopyrighted" and downstream.train.mixture is None
+    assert len(downstream.val.mixture.weights) == 22  # the Pile's own parts only, not merged with SlimPajama's
 

@@ -466,8 +466,9 @@ def paper_params(*more: str) -> dict:
 
 
 @pytest.mark.parametrize("params, counts", [(None, (27, 1)), (TEST_PARAMS, (10, 1)), (paper_params(), (17, 1)),
-                                            (paper_params("olmo2-1b.yaml"), (17, 1)), ({**TEST_PARAMS, "benchmark": None}, (10, 1))],
-                         ids=["demo", "test-grid", "paper", "olmo2-1b", "no-benchmarks"])
+                                            (paper_params("olmo2-1b.yaml"), (17, 1)), (paper_params("llama-1b.yaml"), (17, 1)),
+                                            ({**TEST_PARAMS, "benchmark": None}, (10, 1))],
+                         ids=["demo", "test-grid", "paper", "olmo2-1b", "llama-1b", "no-benchmarks"])
 def test_snakemake_and_dvc_run_the_same_commands(tmp_path, params, counts):
     """The two front ends run the same jobs with the same arguments: every command, compared as text
     (and so, at paper scale, neither pre-trains: the checkpoints come from the hub)."""

@@ -114,15 +114,18 @@ def expanded_size(value: Any, _memo: dict | None = None) -> int:
 COLLECTIONS = ("corpora", "checkpoints")
 # Sections a later file replaces whole: a paper's studies (and benchmark tasks) are not mixed with the demo's.
 REPLACED = ("grid", "benchmark")
+# Keys a later file replaces whole wherever they are: a source's mixture is one distribution, never the union
+# of two files' weights (a later file that changes a corpus names all of its parts).
+REPLACED_ANYWHERE = ("mixture",)
 
 
 def deep_merge(base: dict, override: dict, _path: tuple = ()) -> dict:
     """`override` merged into `base`, mappings key by key. A source or checkpoint whose `type`
     changes is replaced, not merged (its fields differ); `<collection>.<name>: null` removes it;
-    a later `grid` replaces the earlier one whole."""
+    a later `grid` (and any source's `mixture`) replaces the earlier one whole."""
     out = dict(base)
     for key, value in override.items():
-        if not _path and key in REPLACED:
+        if (not _path and key in REPLACED) or key in REPLACED_ANYWHERE:
             out[key] = value
         elif value is None and _path and _path[0] in COLLECTIONS and len(_path) == 1:
             out.pop(key, None)
