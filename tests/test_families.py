@@ -107,14 +107,15 @@ def test_a_local_checkpoint_of_another_family_is_selected_trained_and_evaluated(
     assert result["downstream"]["loss"] == pytest.approx(rows[-1]["val/downstream/loss"], abs=0.5)
 
 
-def test_a_scratch_checkpoint_of_the_model_section_is_of_its_family(tokenizer_dir, tmp_path):
-    """A `scratch` checkpoint without `config` builds the `model` section's family (here Llama with grouped-query
+@pytest.mark.parametrize("family", ["llama", "qwen2", "olmo2"])
+def test_a_scratch_checkpoint_of_the_model_section_is_of_its_family(tokenizer_dir, tmp_path, family):
+    """A `scratch` checkpoint without `config` builds the `model` section's family (here with grouped-query
     attention and tied embeddings), with the tokenizer's vocabulary, and AutoModelForCausalLM loads it back."""
-    model = cfg.ModelConfig(model_type="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=96,
+    model = cfg.ModelConfig(model_type=family, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=96,
                             tie_word_embeddings=True, rope_theta=500000.0)
     checkpoints.init_scratch(cfg.ScratchCheckpoint(type="scratch", seed=3), model, tokenizer_dir, tmp_path / "scratch")
     loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "scratch"))
-    assert type(loaded) is LlamaForCausalLM
+    assert type(loaded) is FAMILIES[family][1]
     assert (loaded.config.num_key_value_heads, loaded.config.tie_word_embeddings) == (2, True)
     assert loaded.config.rope_parameters["rope_theta"] == 500000.0
     assert loaded.config.vocab_size == 1024  # the tokenizer's 1,024 ids, a multiple of 64 already
@@ -131,16 +132,17 @@ def torchrun(cell: str, base: str) -> list[str]:
 @pytest.mark.parametrize("family", ["llama", "qwen2", "olmo2"])
 def test_another_family_under_ddp_and_fsdp_killed_and_resumed_then_benchmarked(prepared_project, tmp_path, family):
     """A tiny model of the family (Llama and Qwen2 with grouped-query attention) over 2 gloo processes: under DDP uninterrupted;
-    under FSDP (its decoder layers sharded) killed with SIGKILL after a sharded save and resumed. The two
-    runs agree up to floating-point order (1e-4, as GPT-NeoX's in test_train.py) and the gathered model loads
-    back as the family's. For the Llama, the harness's accuracy on the demo's next-word task equals the one
+    under FSDP (its decoder layers sharded) uninterrupted, and killed with SIGKILL after a sharded save and
+    resumed. The resumed run is bit for bit the uninterrupted one; FSDP and DDP agree up to floating-point
+    order (1e-4, as GPT-NeoX's in test_train.py) and the gathered model loads back as the family's. For the Llama, the harness's accuracy on the demo's next-word task equals the one
     computed from its log-likelihoods (the harness is the same code for every family: once is enough)."""
     from transformers import AutoTokenizer
 
     config, cls, _ = FAMILIES[family]
     runs = {}
-    for parallel in ("ddp", "fsdp"):
-        project = tmp_path / parallel
+    for name in ("ddp", "fsdp-whole", "fsdp"):  # the last killed and resumed
+        parallel = name.split("-")[0]
+        project = tmp_path / name
         shutil.copytree(prepared_project, project, symlinks=True)
         torch.manual_seed(0)
         checkpoints.save_model_dir(cls(config), project / "data/tokenizer", project / family)
@@ -150,9 +152,9 @@ def test_another_family_under_ddp_and_fsdp_killed_and_resumed_then_benchmarked(p
         cell = next(iter(grid.cells(grid.from_dict(params, base_dir=project))))
         rewarm("select", "--name", "mine", "--tokenizer", "data/tokenizer", "--out", "checkpoints/base/mine", cwd=project)
         state = project / "state/runs" / cell / "state.json"
-        with open(tmp_path / f"{parallel}.log", "w") as log:
+        with open(tmp_path / f"{name}.log", "w") as log:
             agent = subprocess.Popen(torchrun(cell, "checkpoints/base/mine"), cwd=project, env=run_env(), stderr=log)
-            if parallel == "fsdp":  # killed once it has saved a sharded state
+            if name == "fsdp":  # killed once it has saved a sharded state
                 deadline = time.monotonic() + 300
                 while not (state.exists() and json.loads(state.read_text())["step"] >= 10):
                     assert agent.poll() is None, "training finished before it could be killed"
@@ -161,11 +163,15 @@ def test_another_family_under_ddp_and_fsdp_killed_and_resumed_then_benchmarked(p
                 kill_job(agent)
                 assert json.loads(state.read_text())["sharded"]
                 agent = subprocess.Popen(torchrun(cell, "checkpoints/base/mine"), cwd=project, env=run_env(), stderr=log)
-            assert agent.wait(timeout=600) == 0, (tmp_path / f"{parallel}.log").read_text()[-3000:]
-        runs[parallel] = project / "runs" / cell
+            assert agent.wait(timeout=600) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+        runs[name] = project / "runs" / cell
     assert "resuming from step" in (tmp_path / "fsdp.log").read_text()
     rows = {p: [json.loads(line) for line in (runs[p] / "metrics.jsonl").read_text().splitlines()] for p in runs}
     assert [r["step"] for r in rows["fsdp"]] == [r["step"] for r in rows["ddp"]] == [0, 10, 20, 30, 40]
+    # Killed and resumed: bit for bit the uninterrupted FSDP run, its curve and its gathered weights.
+    losses = ("train_loss", "val/upstream/loss", "val/downstream/loss")
+    assert [[r[k] for k in losses] for r in rows["fsdp"]] == [[r[k] for k in losses] for r in rows["fsdp-whole"]]
+    assert (runs["fsdp"] / "model/model.safetensors").read_bytes() == (runs["fsdp-whole"] / "model/model.safetensors").read_bytes()
     for a, b in zip(rows["fsdp"], rows["ddp"]):
         for key in ("train_loss", "val/upstream/loss", "val/downstream/loss"):
             if b[key] is not None:
