@@ -98,8 +98,6 @@ def test_a_local_checkpoint_of_another_family_is_selected_trained_and_evaluated(
     assert rows[-1]["val/downstream/loss"] < rows[0]["val/downstream/loss"]  # it learns
     trained = AutoModelForCausalLM.from_pretrained(str(prepared_copy / "runs" / cell / "model"))
     assert type(trained) is cls and trained.config.num_key_value_heads == config.num_key_value_heads
-    if family != "llama":  # evaluation is the same code for every family: once is enough for the suite's time
-        return
     rewarm("evaluate", "--model", f"runs/{cell}/model", "--val", "downstream=data/tokens/downstream/val", "--out", "evals/mine.json",
            cwd=prepared_copy)
     result = json.loads((prepared_copy / "evals/mine.json").read_text())
@@ -131,11 +129,12 @@ def torchrun(cell: str, base: str) -> list[str]:
 @pytest.mark.fault
 @pytest.mark.parametrize("family", ["llama", "qwen2", "olmo2"])
 def test_another_family_under_ddp_and_fsdp_killed_and_resumed_then_benchmarked(prepared_project, tmp_path, family):
-    """A tiny model of the family (Llama and Qwen2 with grouped-query attention) over 2 gloo processes: under DDP uninterrupted;
-    under FSDP (its decoder layers sharded) uninterrupted, and killed with SIGKILL after a sharded save and
-    resumed. The resumed run is bit for bit the uninterrupted one; FSDP and DDP agree up to floating-point
-    order (1e-4, as GPT-NeoX's in test_train.py) and the gathered model loads back as the family's. For the Llama, the harness's accuracy on the demo's next-word task equals the one
-    computed from its log-likelihoods (the harness is the same code for every family: once is enough)."""
+    """A tiny model of the family (Llama and Qwen2 with grouped-query attention) over 2 gloo processes: under
+    DDP uninterrupted; under FSDP (its decoder layers sharded) uninterrupted, and killed with SIGKILL after a
+    sharded save and resumed. The resumed run is bit for bit the uninterrupted one; FSDP and DDP agree up to
+    floating-point order (1e-4, as GPT-NeoX's in test_train.py); the gathered model loads back as the
+    family's, and the harness's accuracy on the demo's next-word task equals the one computed from its
+    log-likelihoods."""
     from transformers import AutoTokenizer
 
     config, cls, _ = FAMILIES[family]
@@ -178,13 +177,11 @@ def test_another_family_under_ddp_and_fsdp_killed_and_resumed_then_benchmarked(p
                 assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
     model = AutoModelForCausalLM.from_pretrained(str(runs["fsdp"] / "model")).eval()
     assert type(model) is cls and model.config.num_key_value_heads == config.num_key_value_heads
-    if family != "llama":
-        return
 
     project = runs["fsdp"].parents[1]
     rewarm("tasks", "--out", "data/tasks", cwd=project)
-    rewarm("benchmark", "--model", f"runs/{runs['fsdp'].name}/model", "--tasks", "data/tasks", "--out", "evals/llama.json", cwd=project)
-    recorded = json.loads((project / "evals/llama.json").read_text())["tasks"]["demo_next_word"]["metrics"]
+    rewarm("benchmark", "--model", f"runs/{runs['fsdp'].name}/model", "--tasks", "data/tasks", "--out", f"evals/{family}.json", cwd=project)
+    recorded = json.loads((project / f"evals/{family}.json").read_text())["tasks"]["demo_next_word"]["metrics"]
     tokenizer = AutoTokenizer.from_pretrained(str(runs["fsdp"] / "model"))
     acc, _ = next_word_accuracy(model, tokenizer, project / "data/tasks/demo_next_word.jsonl", model.config.max_position_embeddings)
     assert recorded["acc"] == pytest.approx(acc)
