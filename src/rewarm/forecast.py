@@ -85,12 +85,11 @@ def logged_rows(runs: Path, name: str) -> list[dict] | None:
 
 
 def observe(config: cfg.Config, name: str, cell: cfg.TrainConfig, rows: list[dict] | None, path: Path, decay: float,
-            rates: list[float] | None = None) -> Observed:
+            rates: list[float]) -> Observed:
     """The law's points and the losses logged at a run's evaluations (`rows`, read from `path`), its logged
-    learning rates checked against those its settings give (`rates`, computed when not given)."""
+    learning rates checked against those its settings give (`rates`, `lrs` of the cell)."""
     if rows is None:
         raise FileNotFoundError(f"{path}: cell {name} has no curves (it has not run)")
-    rates = lrs(cell, config.prepare.seq_len) if rates is None else rates
     for row in rows:
         step = row["step"]
         if 0 < step <= len(rates) and row.get("lr") is not None and not math.isclose(row["lr"], rates[step - 1], rel_tol=1e-9, abs_tol=1e-15):
